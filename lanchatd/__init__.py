@@ -1,0 +1,3 @@
+"""lanchatd: a threaded TCP chat room for one local network."""
+
+__version__ = "0.1.0"

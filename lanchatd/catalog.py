@@ -1,0 +1,85 @@
+"""Every user-visible string the server sends, in each supported language.
+
+Strings stay ASCII: the original tutorial client decodes what it receives as ASCII, and a
+single non-ASCII byte would make it drop the connection.
+
+Lines the server itself originates (notices, errors, private messages, actions) start with
+``*``. Nicknames may not start with ``*`` and never contain ``:``, so no user can forge a
+server line, and a client can classify every line it receives (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+LANGUAGES: Final = ("id", "en")
+
+_EN: Final = {
+    "joined": "{nick} joined!",
+    "welcome": "Connected to the server!",
+    "left": "{nick} left!",
+    "action": "* {nick} {text}",
+    "private_in": "*{sender}* {text}",
+    "private_out": "*-> {target}* {text}",
+    "who": "*** Online ({count}): {nicks}",
+    "help": "*** Commands: /who, /me ACTION, /msg NICK TEXT, /quit, /help",
+    "unknown_command": "*** Unknown command {command}; type /help for the list",
+    "usage_me": "*** Usage: /me ACTION",
+    "usage_msg": "*** Usage: /msg NICK TEXT",
+    "no_such_nick": "*** No such nickname: {nick}",
+    "line_too_long": "*** Line too long: at most {limit} bytes; it was not sent",
+    "bad_utf8": "*** Invalid UTF-8; the line was not sent",
+    "nick_empty": "*** Nickname rejected: it is empty",
+    "nick_too_long": "*** Nickname rejected: at most {limit} characters",
+    "nick_control": "*** Nickname rejected: control characters are not allowed",
+    "nick_colon": "*** Nickname rejected: ':' is not allowed",
+    "nick_star": "*** Nickname rejected: it may not start with '*'",
+    "nick_taken": "*** Nickname rejected: {nick} is already taken",
+    "nick_utf8": "*** Nickname rejected: invalid UTF-8",
+    "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
+    "server_full": "*** Server full ({limit} clients); try again later",
+    "shutdown": "*** Server shutting down",
+}
+
+_ID: Final = {
+    "joined": "{nick} Bergabung!",
+    "welcome": "Terkoneksi dengan Server!",
+    "left": "{nick} Keluar!",
+    "action": "* {nick} {text}",
+    "private_in": "*{sender}* {text}",
+    "private_out": "*-> {target}* {text}",
+    "who": "*** Online ({count}): {nicks}",
+    "help": "*** Perintah: /who, /me AKSI, /msg NICK PESAN, /quit, /help",
+    "unknown_command": "*** Perintah tidak dikenal {command}; ketik /help untuk daftar",
+    "usage_me": "*** Cara pakai: /me AKSI",
+    "usage_msg": "*** Cara pakai: /msg NICK PESAN",
+    "no_such_nick": "*** Nickname tidak ada: {nick}",
+    "line_too_long": "*** Baris terlalu panjang: paling banyak {limit} byte; tidak terkirim",
+    "bad_utf8": "*** UTF-8 tidak valid; baris tidak terkirim",
+    "nick_empty": "*** Nickname ditolak: kosong",
+    "nick_too_long": "*** Nickname ditolak: paling banyak {limit} karakter",
+    "nick_control": "*** Nickname ditolak: karakter kontrol tidak diizinkan",
+    "nick_colon": "*** Nickname ditolak: ':' tidak diizinkan",
+    "nick_star": "*** Nickname ditolak: tidak boleh diawali '*'",
+    "nick_taken": "*** Nickname ditolak: {nick} sudah dipakai",
+    "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
+    "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
+    "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",
+    "shutdown": "*** Server dimatikan",
+}
+
+CATALOGUES: Final = MappingProxyType({"en": MappingProxyType(_EN), "id": MappingProxyType(_ID)})
+
+
+class Catalog:
+    """Formats catalogue strings in one language; swapped as a whole on reload."""
+
+    __slots__ = ("_strings", "lang")
+
+    def __init__(self, lang: str) -> None:
+        self.lang = lang
+        self._strings = CATALOGUES[lang]
+
+    def __call__(self, key: str, /, **fields: object) -> str:
+        return self._strings[key].format(**fields)

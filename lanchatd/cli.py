@@ -1,0 +1,71 @@
+"""``lanchatd`` command line: parse flags, load the configuration, run the server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from lanchatd import __version__, config, logs
+from lanchatd.catalog import LANGUAGES
+from lanchatd.server import ListenError, Server, open_listener
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    click.echo(f"lanchatd: error: {message}", err=True)
+    sys.exit(status)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML configuration file (see lanchatd.example.toml).",
+)
+@click.option("--host", help="Address to listen on; '::' listens on IPv6 and IPv4. [0.0.0.0]")
+@click.option("--port", type=click.IntRange(0, 65535), help="Chat port; 0 picks a free one. [5001]")
+@click.option("--admin-socket", help="Path of the Unix admin socket.")
+@click.option(
+    "--log-format",
+    type=click.Choice(config.LOG_FORMATS),
+    help="Log rendering; auto is console on a terminal, JSON otherwise. [auto]",
+)
+@click.option("--lang", type=click.Choice(LANGUAGES), help="Language of server messages. [id]")
+@click.version_option(__version__, prog_name="lanchatd")
+def main(
+    config_path: Path | None,
+    host: str | None,
+    port: int | None,
+    admin_socket: str | None,
+    log_format: str | None,
+    lang: str | None,
+) -> None:
+    """Run the lanchat daemon in the foreground.
+
+    Settings come from built-in defaults, then the --config file, then these flags.
+    SIGHUP re-reads the configuration; SIGTERM or SIGINT stops the daemon cleanly.
+    """
+    overrides = {
+        "host": host,
+        "port": port,
+        "admin_socket": admin_socket,
+        "log_format": log_format,
+        "lang": lang,
+    }
+    try:
+        settings = config.load(config_path, overrides)
+    except config.ConfigError as error:
+        _fail(str(error), 2)
+    logs.configure(settings.log_format)
+    try:
+        listener = open_listener(settings.host, settings.port)
+    except ListenError as error:
+        _fail(str(error), 1)
+    try:
+        status = Server(settings, config_path, overrides, listener).run()
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

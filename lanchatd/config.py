@@ -1,0 +1,175 @@
+"""Configuration: built-in defaults, then the TOML file, then command-line flags.
+
+Every key is declared once in ``SCHEMA`` with its type and allowed range, so a mistake in the
+file is reported as one line naming the file, the section and the key, before anything
+listens. The same loader serves start-up and SIGHUP reloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from lanchatd.catalog import LANGUAGES
+
+LOG_FORMATS: Final = ("auto", "json", "console")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the daemon can be told; immutable, replaced as a whole on reload."""
+
+    host: str = "0.0.0.0"
+    port: int = 5001
+    lang: str = "id"
+    max_clients: int = 1024
+    max_line_bytes: int = 4096
+    send_buffer_bytes: int = 1 << 20
+    handshake_timeout: float = 30.0
+    rate: float = 10.0
+    burst: int = 20
+    admin_socket: str | None = None
+    admin_group: str = "lanchat"
+    log_format: str = "auto"
+    log_message_text: bool = True
+
+
+#: Settings that only take effect at start-up; a reload that changes them says so.
+RESTART_ONLY: Final = frozenset({"host", "port", "admin_socket", "admin_group"})
+
+
+class ConfigError(Exception):
+    """A one-line explanation of what is wrong with the configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One configuration key: the Settings field it sets and how to check a value."""
+
+    field: str
+    check: Callable[[Any], str | None]
+
+
+def _integer(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"expected an integer, got {_show(value)}"
+        if not low <= value <= high:
+            return f"must be from {low} to {high}, got {value}"
+        return None
+
+    return check
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"expected a number, got {_show(value)}"
+        if value < low or value > high or (low_open and value == low):
+            bound = f"greater than {low}" if low_open else f"from {low}"
+            return f"must be {bound} and at most {high}, got {value}"
+        return None
+
+    return check
+
+
+def _choice(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            return f"must be one of {', '.join(choices)}, got {_show(value)}"
+        return None
+
+    return check
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return f"expected a non-empty string, got {_show(value)}"
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return f"expected true or false, got {_show(value)}"
+    return None
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
+    "server": {
+        "host": Key("host", _text),
+        "port": Key("port", _integer(0, 65535)),
+        "lang": Key("lang", _choice(*LANGUAGES)),
+        "max_clients": Key("max_clients", _integer(1, 100_000)),
+        "max_line_bytes": Key("max_line_bytes", _integer(64, 1 << 20)),
+        "send_buffer_bytes": Key("send_buffer_bytes", _integer(4096, 1 << 30)),
+        "handshake_timeout": Key("handshake_timeout", _number(0, 3600, low_open=True)),
+    },
+    "limits": {
+        "rate": Key("rate", _number(0, 1_000_000)),
+        "burst": Key("burst", _integer(1, 1_000_000)),
+    },
+    "admin": {
+        "socket": Key("admin_socket", _text),
+        "group": Key("admin_group", _text),
+    },
+    "log": {
+        "format": Key("log_format", _choice(*LOG_FORMATS)),
+        "message_text": Key("log_message_text", _boolean),
+    },
+}
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse and check a config file; return the Settings fields it sets."""
+    try:
+        with path.open("rb") as stream:
+            document = tomllib.load(stream)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        keys = SCHEMA.get(section)
+        if keys is None:
+            raise ConfigError(f"{path}: [{section}]: unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section}: expected a [{section}] table")
+        for name, value in table.items():
+            key = keys.get(name)
+            if key is None:
+                raise ConfigError(f"{path}: [{section}] {name}: unknown key")
+            problem = key.check(value)
+            if problem:
+                raise ConfigError(f"{path}: [{section}] {name}: {problem}")
+            values[key.field] = float(value) if key.field in _FLOATS else value
+    return values
+
+
+_FLOATS: Final = frozenset(
+    f.name for f in dataclasses.fields(Settings) if f.type in ("float", float)
+)
+
+
+def load(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
+    """Defaults, then the file (if any), then flags that were given (None means not given)."""
+    values = read_file(path) if path is not None else {}
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    return Settings(**values)
+
+
+def changes(old: Settings, new: Settings) -> dict[str, tuple[Any, Any]]:
+    """The fields that differ between two settings, as ``{name: (old, new)}``."""
+    return {
+        f.name: (getattr(old, f.name), getattr(new, f.name))
+        for f in dataclasses.fields(Settings)
+        if getattr(old, f.name) != getattr(new, f.name)
+    }

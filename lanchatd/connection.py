@@ -1,0 +1,178 @@
+"""One client connection's reader thread: the handshake, then inbound messages until it ends.
+
+The thread only ever blocks on its own socket (or sleeps for flood control), so a silent,
+slow or hostile client costs its own thread and nobody else's time. Outbound bytes are the
+delivery thread's business; after the handshake this thread never writes to the socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Final
+
+from lanchatd import commands
+from lanchatd.framing import Framing
+from lanchatd.nicknames import MAX_NICK_CHARS, NickError, parse_nick
+from lanchatd.peer import Peer
+from lanchatd.protocol import (
+    GREETING,
+    InvalidUtf8,
+    LineTooLong,
+    NickReply,
+    ServerEvent,
+    ServerProtocol,
+)
+from lanchatd.ratelimit import TokenBucket
+from lanchatd.room import Room
+
+#: How long a nickname reply without a newline may wait for one before it counts as classic.
+NICK_GRACE: Final = 0.25
+_RECV_SIZE: Final = 65536
+
+
+def serve(peer: Peer, room: Room) -> None:
+    """Run a connection from accept to close; never raises."""
+    try:
+        joined = _handshake(peer, room)
+        if joined is not None:
+            protocol, events = joined
+            _read(peer, room, protocol, events)
+    except Exception:
+        peer.log.exception("connection_error")
+        room.leave(peer, "error")
+    finally:
+        room.leave(peer, "disconnect")
+        peer.release()
+
+
+def _handshake(peer: Peer, room: Room) -> tuple[ServerProtocol, list[ServerEvent]] | None:
+    """Ask for a nickname and join; return the protocol and events already received."""
+    settings = room.settings
+    sock = peer.sock
+    protocol = ServerProtocol(settings.max_line_bytes)
+    deadline = time.monotonic() + settings.handshake_timeout
+    grace_deadline = 0.0
+    events: list[ServerEvent] = []
+    try:
+        sock.settimeout(settings.handshake_timeout)
+        sock.sendall(GREETING)
+        while not events:
+            grace = protocol.awaiting_grace
+            remaining = (grace_deadline if grace else deadline) - time.monotonic()
+            data = _recv_within(sock, remaining)
+            if data is None and grace:
+                events = protocol.grace_expired()
+            elif data is None:
+                text = room.catalog("nick_timeout", seconds=settings.handshake_timeout)
+                _refuse(peer, Framing.LINE, text, "timeout")
+                return None
+            elif not data:
+                return None
+            else:
+                events = protocol.receive_data(data)
+                if protocol.awaiting_grace and not grace:
+                    grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
+    except OSError:
+        return None
+    reply = events.pop(0)
+    assert isinstance(reply, NickReply)
+    try:
+        nick = parse_nick(reply.raw)
+    except NickError as error:
+        _refuse(peer, reply.framing, room.catalog(error.key, limit=MAX_NICK_CHARS), error.key)
+        return None
+    peer.framing = reply.framing
+    sock.settimeout(None)
+    refused = room.join(peer, nick)
+    if refused:
+        _refuse(peer, reply.framing, room.catalog(refused, nick=nick), refused)
+        return None
+    peer.log = peer.log.bind(nick=nick)
+    peer.log.info("client_joined", mode=reply.framing.value)
+    return protocol, events
+
+
+def _recv_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """One read, or None if nothing arrives within ``seconds``."""
+    if seconds <= 0:
+        return None
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(_RECV_SIZE)
+    except TimeoutError:
+        return None
+
+
+def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
+    """Tell a client why it cannot join; it is closed afterwards."""
+    peer.log.info("nick_rejected", reason=reason)
+    try:
+        peer.sock.settimeout(1.0)
+        peer.sock.sendall(framing.encode(text))
+    except OSError:
+        pass
+
+
+def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerEvent]) -> None:
+    """Turn inbound messages into room actions until the client leaves."""
+    settings = room.settings
+    bucket = TokenBucket(settings.rate, settings.burst)
+    recv = peer.sock.recv
+    while _handle(peer, room, bucket, events):
+        try:
+            data = recv(_RECV_SIZE)
+        except OSError:
+            return
+        if not data:
+            return
+        if room.settings is not settings:
+            settings = room.settings
+            bucket.reconfigure(settings.rate, settings.burst)
+            protocol.max_line_bytes = settings.max_line_bytes
+        events = protocol.receive_data(data)
+
+
+def _handle(peer: Peer, room: Room, bucket: TokenBucket, events: list[ServerEvent]) -> bool:
+    """Act on one read's events; False once the client has asked to leave.
+
+    Consecutive chat lines are broadcast under one lock acquisition; flood control may pause
+    between them, and then what is already accepted goes out first.
+    """
+    prefix = peer.nick + ": "
+    batch: list[str] = []
+    for event in events:
+        wait = bucket.take()
+        if wait:
+            if batch:
+                room.say(peer, batch)
+                batch = []
+            time.sleep(wait)
+        if isinstance(event, LineTooLong):
+            room.tell(peer, room.catalog("line_too_long", limit=event.limit))
+            continue
+        if isinstance(event, InvalidUtf8):
+            room.tell(peer, room.catalog("bad_utf8"))
+            continue
+        text = event.text.removeprefix(prefix)
+        if not text.strip():
+            continue
+        peer.last_active = time.monotonic()
+        peer.messages += 1
+        command = commands.parse_command(text)
+        if command is not None:
+            if batch:
+                room.say(peer, batch)
+                batch = []
+            if not room.command(peer, command):
+                return False
+            continue
+        batch.append(text)
+    if batch:
+        room.say(peer, batch)
+    return True
+
+
+def configure_socket(sock: socket.socket) -> None:
+    """Per-client socket options: no Nagle delay (deliveries would wait on delayed ACKs)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

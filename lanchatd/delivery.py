@@ -1,0 +1,305 @@
+"""Outbound delivery: how a broadcast reaches every client without waiting on any of them.
+
+In CPython a thread per recipient is the slow design: every message wakes hundreds of threads
+that then queue for the GIL. Instead each broadcast is encoded once and appended to a
+*journal* (one per framing) that all clients share. A single delivery thread sends every
+client the journal bytes past its own cursor with one non-blocking ``send``: whatever
+accumulated since that client's last send leaves together, and Python does O(1) work per
+client per round, however many messages the round carries. A client whose socket is full is
+watched for writability and skipped meanwhile; one whose backlog passes ``send_buffer_bytes``
+is dropped as a slow consumer. Nobody else ever waits for it.
+
+Everything the room hands over (attach, private lines, detach) is queued under the room lock,
+in the same order as the broadcasts, and taken by the delivery thread when it seals a round.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from lanchatd.framing import Framing
+from lanchatd.peer import Peer
+
+_SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+#: How long a departing client (``/quit``, kicked, shutdown) may take to receive its last lines.
+CLOSE_GRACE: Final = 2.0
+
+
+class Journal:
+    """The ordered bytes of every broadcast in one framing, shared by all its readers.
+
+    Positions are absolute byte offsets since the daemon started. ``end`` counts bytes still
+    pending (appended but not yet sealed into a segment by the delivery thread).
+    """
+
+    __slots__ = ("end", "framing", "pending", "readers", "sealed_end", "segments")
+
+    def __init__(self, framing: Framing) -> None:
+        self.framing = framing
+        self.pending: list[bytes] = []
+        self.end = 0
+        self.sealed_end = 0
+        self.segments: deque[tuple[int, bytes]] = deque()
+        self.readers = 0
+
+    def append(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.end += len(data)
+
+    def seal(self) -> bool:
+        """Turn pending bytes into one immutable segment; True if there was anything."""
+        if not self.pending:
+            return False
+        self.segments.append((self.sealed_end, b"".join(self.pending)))
+        self.pending.clear()
+        self.sealed_end = self.end
+        return True
+
+    def segment_at(self, pos: int) -> tuple[int, bytes]:
+        """The segment holding absolute position ``pos`` (searched from the newest)."""
+        segments = self.segments
+        for index in range(len(segments) - 1, -1, -1):
+            segment = segments[index]
+            if segment[0] <= pos:
+                return segment
+        raise LookupError(pos)
+
+    def trim(self, low: int) -> None:
+        """Forget segments that every reader has already sent past."""
+        segments = self.segments
+        while segments and segments[0][0] + len(segments[0][1]) <= low:
+            segments.popleft()
+
+
+_ATTACH: Final = 0
+_PRIVATE: Final = 1
+_DETACH: Final = 2
+_ABORT: Final = 3
+
+
+class Delivery:
+    """The delivery thread and the queue the room feeds it through.
+
+    Methods named ``*_locked`` must be called with the room lock held: that lock is what puts
+    broadcasts, private lines and membership changes into one order.
+    """
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        send_buffer_bytes: int,
+        on_slow: Callable[[Peer], None],
+        on_error: Callable[[Peer], None],
+    ) -> None:
+        self.lock = lock
+        self.send_buffer_bytes = send_buffer_bytes
+        self._on_slow = on_slow
+        self._on_error = on_error
+        self.journals = {framing: Journal(framing) for framing in Framing}
+        self._changes: list[tuple[int, Peer, int, memoryview | None]] = []
+        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._signalled = False
+        self._stopping = False
+        self._peers: dict[Peer, None] = {}
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wakeup, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self.rounds = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    # Called under the room lock -------------------------------------------------------------
+
+    def broadcast_locked(self, text: str) -> None:
+        """Queue one line for every attached client, encoded once per framing in use."""
+        for journal in self.journals.values():
+            if journal.readers:
+                journal.append(journal.framing.encode(text))
+        self._wake_locked()
+
+    def private_locked(self, peer: Peer, text: str) -> None:
+        """Queue one line for ``peer`` only, after every broadcast queued so far."""
+        data = memoryview(peer.framing.encode(text))
+        self._changes.append((_PRIVATE, peer, self.journals[peer.framing].end, data))
+        self._wake_locked()
+
+    def attach_locked(self, peer: Peer) -> None:
+        """Start delivering to ``peer``: it receives every broadcast queued from now on."""
+        journal = self.journals[peer.framing]
+        journal.readers += 1
+        peer.cursor = journal.end
+        peer.retain()
+        self._changes.append((_ATTACH, peer, journal.end, None))
+        self._wake_locked()
+
+    def detach_locked(self, peer: Peer, *, graceful: bool) -> None:
+        """Stop delivering to ``peer``: after what is queued so far if graceful, else at once."""
+        journal = self.journals[peer.framing]
+        journal.readers -= 1
+        self._changes.append((_DETACH if graceful else _ABORT, peer, journal.end, None))
+        self._wake_locked()
+
+    def stop_locked(self) -> None:
+        """Finish once every attached client has been detached and flushed."""
+        self._stopping = True
+        self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if not self._signalled:
+            self._signalled = True
+            os.eventfd_write(self._wakeup, 1)
+
+    # The delivery thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        select = self._selector.select
+        while True:
+            timeout = self._next_timeout()
+            ready = select(timeout)
+            writable = [key.data for key, _ in ready if key.data is not None]
+            with self.lock:
+                if self._signalled:
+                    self._signalled = False
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(self._wakeup)
+                fresh = False
+                for journal in self.journals.values():
+                    fresh = journal.seal() or fresh
+                changes, self._changes = self._changes, []
+                stopping = self._stopping
+            self.rounds += 1
+            touched = self._apply(changes)
+            for peer in writable:
+                if peer.blocked:
+                    peer.blocked = False
+                    self._selector.unregister(peer.sock)
+                    touched.add(peer)
+            self._flush(self._peers if fresh else touched)
+            self._expire()
+            self._trim()
+            if stopping and not self._peers:
+                return
+
+    def _apply(self, changes: list[tuple[int, Peer, int, memoryview | None]]) -> set[Peer]:
+        touched: set[Peer] = set()
+        for kind, peer, pos, data in changes:
+            if kind == _ATTACH:
+                self._peers[peer] = None
+            elif peer not in self._peers:
+                continue
+            elif kind == _PRIVATE:
+                assert data is not None
+                peer.private.append((pos, data))
+                peer.private_bytes += len(data)
+            elif kind == _DETACH:
+                peer.final_pos = pos
+                peer.deadline = time.monotonic() + CLOSE_GRACE
+            else:
+                self._retire(peer)
+                continue
+            touched.add(peer)
+        return touched
+
+    def _flush(self, peers: dict[Peer, None] | set[Peer]) -> None:
+        limit = self.send_buffer_bytes
+        journals = self.journals
+        for peer in list(peers):
+            if peer not in self._peers:
+                continue
+            journal = journals[peer.framing]
+            if journal.sealed_end - peer.cursor + peer.private_bytes > limit:
+                self._retire(peer)
+                self._on_slow(peer)
+                continue
+            if peer.blocked:
+                continue
+            try:
+                done = _send_pending(peer, journal)
+            except OSError:
+                self._retire(peer)
+                self._on_error(peer)
+                continue
+            if done:
+                if peer.final_pos is not None:
+                    self._retire(peer)
+            else:
+                peer.blocked = True
+                self._selector.register(peer.sock, selectors.EVENT_WRITE, peer)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for peer in [p for p in self._peers if p.final_pos is not None and p.deadline <= now]:
+            self._retire(peer)
+
+    def _next_timeout(self) -> float | None:
+        deadlines = [p.deadline for p in self._peers if p.final_pos is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _trim(self) -> None:
+        for journal in self.journals.values():
+            if not journal.segments:
+                continue
+            cursors = [p.cursor for p in self._peers if p.framing is journal.framing]
+            journal.trim(min(cursors, default=journal.sealed_end))
+
+    def _retire(self, peer: Peer) -> None:
+        del self._peers[peer]
+        if peer.blocked:
+            peer.blocked = False
+            self._selector.unregister(peer.sock)
+        peer.private.clear()
+        peer.private_bytes = 0
+        peer.shutdown()
+        peer.release()
+
+
+def _send_pending(peer: Peer, journal: Journal) -> bool:
+    """Send ``peer`` everything it is owed, in order; False if its socket filled up first."""
+    send = peer.sock.send
+    end = journal.sealed_end if peer.final_pos is None else peer.final_pos
+    private = peer.private
+    while True:
+        limit = end
+        if private:
+            pos, data = private[0]
+            if pos <= peer.cursor:
+                try:
+                    sent = send(data, _SEND_FLAGS)
+                except BlockingIOError:
+                    return False
+                peer.private_bytes -= sent
+                if sent < len(data):
+                    private[0] = (pos, data[sent:])
+                    return False
+                private.popleft()
+                continue
+            limit = min(limit, pos)
+        cursor = peer.cursor
+        if cursor >= limit:
+            return True
+        start, segment = journal.segment_at(cursor)
+        stop = min(limit, start + len(segment))
+        try:
+            sent = send(memoryview(segment)[cursor - start : stop - start], _SEND_FLAGS)
+        except BlockingIOError:
+            return False
+        peer.cursor = cursor + sent
+        if cursor + sent < stop:
+            return False

@@ -1,0 +1,87 @@
+"""Byte framing for the chat wire: where one message ends and the next begins.
+
+Two framings exist because the original tutorial client never sends a newline: it writes one
+message per ``send`` and reads one message per ``recv``. Everyone else (netcat, telnet, our
+own client) speaks newline-terminated lines.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Framing(enum.Enum):
+    """How messages are delimited on one connection."""
+
+    LINE = "line"
+    CLASSIC = "classic"
+
+    def encode(self, text: str) -> bytes:
+        """Encode one outbound message in this framing."""
+        data = text.encode()
+        return data + b"\n" if self is Framing.LINE else data
+
+
+class _TooLong:
+    """Marks a line that exceeded the limit; its bytes were discarded."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TOO_LONG"
+
+
+TOO_LONG: Final = _TooLong()
+
+
+class LineSplitter:
+    """Splits a byte stream into lines, never buffering more than one line's worth.
+
+    ``\\r\\n`` is accepted as well as ``\\n``; a trailing ``\\r`` is stripped. A line longer
+    than ``limit`` yields one ``TOO_LONG`` item and its bytes are dropped up to the next
+    newline, so one oversized line costs the sender that line and nothing more.
+    """
+
+    __slots__ = ("_buffer", "_discarding", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = b""
+        self._discarding = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for an incomplete line (at most ``limit`` plus a pending ``\\r``)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes | _TooLong]:
+        """Add received bytes; return the complete lines (or ``TOO_LONG`` markers) in order."""
+        if self._buffer:
+            data = self._buffer + data
+        *lines, rest = data.split(b"\n")
+        out: list[bytes | _TooLong] = []
+        limit = self.limit
+        for line in lines:
+            if self._discarding:
+                self._discarding = False
+                continue
+            text = line.removesuffix(b"\r")
+            out.append(text if len(text) <= limit else TOO_LONG)
+        if self._discarding:
+            rest = b""
+        elif len(rest) > limit + 1 or (len(rest) == limit + 1 and not rest.endswith(b"\r")):
+            out.append(TOO_LONG)
+            self._discarding = True
+            rest = b""
+        self._buffer = rest
+        return out
+
+
+def split_classic(chunk: bytes) -> list[bytes]:
+    """Split one classic-mode read into messages.
+
+    A classic read is one message; newlines inside it (a client that mixes the styles) still
+    separate messages, and empty pieces are dropped.
+    """
+    return [part.removesuffix(b"\r") for part in chunk.split(b"\n") if part.strip(b"\r")]

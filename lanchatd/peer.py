@@ -1,0 +1,98 @@
+"""One connected client as the daemon tracks it, from accept to close.
+
+Three threads touch a peer: its reader thread (handshake and inbound messages), the delivery
+thread (outbound bytes) and whoever removes it from the room (itself, the delivery thread on a
+slow consumer, an admin kick). Fields are grouped by owner below. The socket is closed only
+when both the reader and the delivery thread have let go of it, so no thread can ever use a
+file descriptor number that the kernel has already handed to a newer connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from lanchatd.framing import Framing
+
+
+class Peer:
+    """A client connection and, once joined, a room member."""
+
+    __slots__ = (
+        "_closed",
+        "_lock",
+        "_refs",
+        "blocked",
+        "connected_at",
+        "cursor",
+        "deadline",
+        "final_pos",
+        "framing",
+        "host",
+        "joined_at",
+        "key",
+        "last_active",
+        "left",
+        "log",
+        "messages",
+        "nick",
+        "port",
+        "private",
+        "private_bytes",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, host: str, port: int, log: Any) -> None:
+        self.sock = sock
+        self.host = host
+        self.port = port
+        self.log = log
+        self.connected_at = time.time()
+        self._lock = threading.Lock()
+        self._refs = 1
+        self._closed = False
+        # Set at join, under the room lock.
+        self.nick = ""
+        self.key = ""
+        self.framing = Framing.LINE
+        self.joined_at = 0.0
+        self.left = False
+        # Written by the reader thread only.
+        self.last_active = time.monotonic()
+        self.messages = 0
+        # Owned by the delivery thread once the peer has joined.
+        self.cursor = 0
+        self.private: deque[tuple[int, memoryview]] = deque()
+        self.private_bytes = 0
+        self.blocked = False
+        self.final_pos: int | None = None
+        self.deadline = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.nick or '?'} {self.host}:{self.port}>"
+
+    def retain(self) -> None:
+        """A second owner (the delivery thread) starts using the socket."""
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        """One owner is done with the socket; the last one closes it."""
+        with self._lock:
+            self._refs -= 1
+            if self._refs or self._closed:
+                return
+            self._closed = True
+        self.sock.close()
+
+    def shutdown(self) -> None:
+        """Wake whoever blocks on this socket: a reader in ``recv`` sees end of file."""
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)

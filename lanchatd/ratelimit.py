@@ -1,0 +1,38 @@
+"""Flood control: a token bucket that tells the reader how long to pause.
+
+A flooding client is slowed down, not cut off: its reader thread sleeps instead of reading, so
+TCP flow control pushes back on the sender and nothing it sent is lost.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class TokenBucket:
+    """``rate`` messages per second on average, bursts of up to ``burst``; rate 0 disables."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def reconfigure(self, rate: float, burst: int) -> None:
+        """Apply new limits (config reload) without granting a fresh burst."""
+        self.rate = rate
+        self.burst = burst
+        self._tokens = min(self._tokens, float(burst))
+
+    def take(self, now: float | None = None) -> float:
+        """Spend one token; return how many seconds the caller must wait first (0 if none)."""
+        if not self.rate:
+            return 0.0
+        if now is None:
+            now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate

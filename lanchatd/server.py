@@ -1,0 +1,204 @@
+"""The daemon's main thread: listen, accept, and react to signals.
+
+Accepting and signal handling share one ``select`` loop in the main thread (signals arrive
+through ``signal.set_wakeup_fd``), so a reload or a shutdown is handled between accepts,
+never in the middle of one. Each accepted client gets its own reader thread; delivery has
+its own single thread (see delivery.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+from lanchatd import config, logs
+from lanchatd.config import Settings
+from lanchatd.connection import configure_socket, serve
+from lanchatd.delivery import CLOSE_GRACE
+from lanchatd.framing import Framing
+from lanchatd.peer import Peer
+from lanchatd.room import Room
+
+#: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
+THREAD_STACK_BYTES: Final = 512 * 1024
+_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class ListenError(Exception):
+    """The chat port could not be opened; the message says which and why."""
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    """Bind the chat port (SO_REUSEADDR; dual-stack when the host is ``::``)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise ListenError(f"cannot resolve host {host!r}: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(
+            address,
+            family=family,
+            backlog=4096,
+            dualstack_ipv6=family == socket.AF_INET6 and host == "::",
+        )
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def client_address(address: tuple[Any, ...]) -> tuple[str, int]:
+    """Host and port of a peer, with IPv4-mapped IPv6 shown as plain IPv4."""
+    host, port = address[0], address[1]
+    return host.removeprefix("::ffff:") if "." in host else host, port
+
+
+class Server:
+    """Owns the listener, the room and every connection thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None,
+        overrides: dict[str, Any],
+        listener: socket.socket,
+    ) -> None:
+        self.settings = settings
+        self._config_path = config_path
+        self._overrides = overrides
+        self._listener = listener
+        self.log = logs.get_logger()
+        self.room = Room(settings, self.log)
+        self._connections: set[Peer] = set()
+        self._connections_lock = threading.Lock()
+        self._connections_changed = threading.Condition(self._connections_lock)
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; return the exit status."""
+        threading.stack_size(THREAD_STACK_BYTES)
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        previous_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in _SIGNALS:
+            signal.signal(signum, lambda *_: None)
+        self._listener.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(wake_r, selectors.EVENT_READ)
+        self.room.delivery.start()
+        host, port = self._listener.getsockname()[:2]
+        self.log.info("server_started", host=host, port=port)
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif self._signals(wake_r):
+                        return self._stop()
+        finally:
+            signal.set_wakeup_fd(previous_fd)
+            selector.close()
+            wake_r.close()
+            wake_w.close()
+
+    def _signals(self, wake: socket.socket) -> bool:
+        """Handle pending signals; True when it is time to stop."""
+        try:
+            received = wake.recv(64)
+        except BlockingIOError:
+            return False
+        stop = False
+        for signum in received:
+            if signum == signal.SIGHUP:
+                self.reload()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                stop = True
+        return stop
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                # EMFILE and friends: keep serving those already connected.
+                self.log.error("accept_failed", error=error.strerror)
+                time.sleep(0.05)
+                return
+            host, port = client_address(address)
+            with self._connections_lock:
+                full = len(self._connections) >= self.settings.max_clients
+            if full:
+                self._turn_away(sock, host, port)
+                continue
+            configure_socket(sock)
+            peer = Peer(sock, host, port, self.log.bind(host=host, port=port))
+            peer.log.info("client_connected")
+            with self._connections_lock:
+                self._connections.add(peer)
+            thread = threading.Thread(
+                target=self._serve, args=(peer,), name=f"client {host}:{port}", daemon=True
+            )
+            thread.start()
+
+    def _turn_away(self, sock: socket.socket, host: str, port: int) -> None:
+        self.log.warning("client_refused", host=host, port=port, reason="server_full")
+        text = self.room.catalog("server_full", limit=self.settings.max_clients)
+        with contextlib.suppress(OSError):
+            sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
+        sock.close()
+
+    def _serve(self, peer: Peer) -> None:
+        try:
+            serve(peer, self.room)
+        finally:
+            with self._connections_changed:
+                self._connections.discard(peer)
+                self._connections_changed.notify_all()
+
+    def reload(self) -> None:
+        """Re-read the configuration and apply what can change while clients stay connected."""
+        try:
+            new = config.load(self._config_path, self._overrides)
+        except config.ConfigError as error:
+            self.log.error("config_reload_failed", error=str(error))
+            return
+        changed = config.changes(self.settings, new)
+        frozen = sorted(changed.keys() & config.RESTART_ONLY)
+        if frozen:
+            self.log.warning("config_needs_restart", keys=frozen)
+            new = dataclasses.replace(new, **{name: changed[name][0] for name in frozen})
+        if new.log_format != self.settings.log_format:
+            logs.configure(new.log_format)
+        self.settings = new
+        self.room.reconfigure(new)
+        self.log.info(
+            "config_reloaded",
+            changed={name: list(values) for name, values in changed.items() if name not in frozen},
+        )
+
+    def _stop(self) -> int:
+        """Stop accepting, tell every client, flush, close; exit status 0."""
+        self.log.info("server_stopping", clients=len(self.room))
+        self._listener.close()
+        self.room.shutdown()
+        with self._connections_lock:
+            waiting = list(self._connections)
+        for peer in waiting:
+            if not peer.nick:
+                peer.shutdown()
+        self.room.delivery.join(CLOSE_GRACE + 1.0)
+        with self._connections_changed:
+            self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
+        self.log.info("server_stopped")
+        return 0

@@ -1,0 +1,121 @@
+"""The sans-IO core: framing, handshake and both protocol sides, wired together in memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from lanchatd.framing import TOO_LONG, Framing, LineSplitter, split_classic
+from lanchatd.protocol import (
+    GREETING,
+    MAX_NICK_REPLY,
+    ClientProtocol,
+    InvalidUtf8,
+    Line,
+    LineTooLong,
+    Message,
+    NickReply,
+    NickRequested,
+    ProtocolError,
+    ServerProtocol,
+)
+
+
+def test_splitter_handles_crlf_and_partial_lines() -> None:
+    splitter = LineSplitter(100)
+    assert splitter.feed(b"one\r\ntw") == [b"one"]
+    assert splitter.feed(b"o\nthree\r") == [b"two"]
+    assert splitter.feed(b"\n") == [b"three"]
+    assert splitter.buffered == 0
+
+
+def test_splitter_refuses_long_line_once_and_recovers() -> None:
+    splitter = LineSplitter(8)
+    assert splitter.feed(b"12345678") == []
+    assert splitter.feed(b"9") == [TOO_LONG]
+    assert splitter.buffered == 0
+    assert splitter.feed(b"still the long line") == []
+    assert splitter.feed(b" end\nnext\n") == [b"next"]
+
+
+def test_splitter_accepts_line_of_exactly_the_limit_with_crlf() -> None:
+    splitter = LineSplitter(4)
+    assert splitter.feed(b"abcd\r") == []
+    assert splitter.feed(b"\nabcde\n") == [b"abcd", TOO_LONG]
+
+
+def test_classic_read_is_one_message_but_newlines_still_split() -> None:
+    assert split_classic(b"alice: hi") == [b"alice: hi"]
+    assert split_classic(b"a\r\nb\n\n") == [b"a", b"b"]
+
+
+def test_line_reply_selects_line_mode_and_keeps_following_lines() -> None:
+    server = ServerProtocol(4096)
+    events = server.receive_data(b"alice\r\nhello\npartial")
+    assert events == [NickReply(b"alice\r", Framing.LINE), Message("hello")]
+    assert server.receive_data(b" line\n") == [Message("partial line")]
+
+
+def test_reply_without_newline_waits_for_grace_then_is_classic() -> None:
+    server = ServerProtocol(4096)
+    assert server.receive_data(b"alice") == []
+    assert server.awaiting_grace
+    assert server.receive_data(b"alice: early") == []
+    assert server.grace_expired() == [NickReply(b"alice", Framing.CLASSIC), Message("alice: early")]
+    assert server.framing is Framing.CLASSIC
+    assert server.receive_data(b"alice: one read") == [Message("alice: one read")]
+
+
+def test_reply_split_across_reads_is_still_line_mode() -> None:
+    server = ServerProtocol(4096)
+    assert server.receive_data(b"ali") == []
+    assert server.receive_data(b"ce\n") == [NickReply(b"alice", Framing.LINE)]
+    assert server.grace_expired() == []
+
+
+def test_oversized_reply_without_newline_ends_the_handshake() -> None:
+    server = ServerProtocol(4096)
+    events = server.receive_data(b"x" * (MAX_NICK_REPLY + 1))
+    assert events == [NickReply(b"x" * (MAX_NICK_REPLY + 1), Framing.CLASSIC)]
+
+
+def test_bad_lines_become_error_events() -> None:
+    server = ServerProtocol(64)
+    server.receive_data(b"bob\n")
+    events = server.receive_data(b"\xff\xfe\n" + b"y" * 65 + b"\nok\n")
+    assert events == [InvalidUtf8(), LineTooLong(64), Message("ok")]
+
+
+def test_classic_long_read_is_refused() -> None:
+    server = ServerProtocol(64)
+    server.receive_data(b"bob")
+    server.grace_expired()
+    assert server.receive_data(b"z" * 65) == [LineTooLong(64)]
+
+
+def test_client_and_server_talk_in_memory() -> None:
+    server = ServerProtocol(4096)
+    client = ClientProtocol()
+    assert client.receive_data(GREETING[:2]) == []
+    assert client.receive_data(GREETING[2:]) == [NickRequested()]
+    assert server.receive_data(client.send_nick("José")) == [
+        NickReply("José".encode(), Framing.LINE)
+    ]
+    assert server.receive_data(client.send_message("two\nlines")) == [Message("two lines")]
+    assert client.receive_data(Framing.LINE.encode("José Bergabung!")) == [Line("José Bergabung!")]
+
+
+def test_client_reports_a_peer_that_is_not_lanchatd() -> None:
+    assert ClientProtocol().receive_data(b"SSH-2.0") == [ProtocolError(b"SSH-2.0")]
+    assert ClientProtocol().receive_data(b"HT") == [ProtocolError(b"HT")]
+
+
+def test_client_replaces_invalid_bytes_instead_of_failing() -> None:
+    client = ClientProtocol()
+    client.receive_data(GREETING)
+    assert client.receive_data(b"a\xffb\n") == [Line("a\ufffdb")]
+
+
+@pytest.mark.parametrize("framing", list(Framing))
+def test_encoding_per_framing(framing: Framing) -> None:
+    expected = b"hi\n" if framing is Framing.LINE else b"hi"
+    assert framing.encode("hi") == expected
