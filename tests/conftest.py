@@ -44,3 +44,19 @@ def clients() -> Iterator[list[Any]]:
     yield opened
     for client in opened:
         client.close()
+
+
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> Callable[[str], None]:
+    """Record a measured figure; all of them are printed at the end of the test run."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("lanchat figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -182,9 +182,10 @@ def test_netcat_user_chats_with_tutorial_style_client(daemon: Daemon, clients: l
         tutorial.send(b"tutor")
         daemon.wait_event("client_joined", nick="tutor")
         tutorial.send(b"tutor: hello netcat")
+        lines = [nc.stdout.readline() for _ in range(4)]
         nc.stdin.write("hello tutor\n")
         nc.stdin.flush()
-        lines = [nc.stdout.readline() for _ in range(5)]
+        lines.append(nc.stdout.readline())
         assert lines == [
             "NICKnetcat Bergabung!\n",
             "Terkoneksi dengan Server!\n",
@@ -192,6 +193,13 @@ def test_netcat_user_chats_with_tutorial_style_client(daemon: Daemon, clients: l
             "tutor: hello netcat\n",
             "netcat: hello tutor\n",
         ]
+        heard = b""
+        while not heard.endswith(b"netcat: hello tutor"):
+            heard += tutorial.recv(1024)
+        assert (
+            heard
+            == b"tutor Bergabung!Terkoneksi dengan Server!tutor: hello netcatnetcat: hello tutor"
+        )
     finally:
         nc.kill()
         nc.wait(WAIT)

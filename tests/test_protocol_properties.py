@@ -1,0 +1,99 @@
+"""Property tests: hostile bytes, arbitrary splits, both framings — the core never breaks."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lanchatd.framing import TOO_LONG, Framing, LineSplitter
+from lanchatd.protocol import (
+    MAX_NICK_REPLY,
+    ClientProtocol,
+    InvalidUtf8,
+    LineTooLong,
+    Message,
+    NickReply,
+    ServerProtocol,
+)
+
+LIMIT = 64
+
+
+def splits(data: bytes, cuts: list[int]) -> list[bytes]:
+    """``data`` cut at the given offsets (sorted, deduplicated), as a peer's reads might be."""
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, start = [], 0
+    for point in [*points, len(data)]:
+        pieces.append(data[start:point])
+        start = point
+    return [p for p in pieces if p]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=2000), st.lists(st.integers(min_value=0), max_size=20))
+def test_splitter_never_raises_and_stays_bounded(data: bytes, cuts: list[int]) -> None:
+    splitter = LineSplitter(LIMIT)
+    for piece in splits(data, cuts):
+        for line in splitter.feed(piece):
+            assert line is TOO_LONG or (isinstance(line, bytes) and len(line) <= LIMIT)
+        assert splitter.buffered <= LIMIT + 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=20)),
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_valid_lines_round_trip_exactly_whatever_the_splits(
+    texts: list[str], cuts: list[int]
+) -> None:
+    wire = b"".join(Framing.LINE.encode(t) for t in texts)
+    splitter = LineSplitter(1 << 20)
+    out: list[bytes] = []
+    for piece in splits(wire, cuts):
+        out.extend(splitter.feed(piece))  # type: ignore[arg-type]
+    assert [line.decode() for line in out] == texts
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=600), min_size=1, max_size=12), st.booleans())
+def test_server_protocol_never_raises_on_hostile_reads(reads: list[bytes], grace: bool) -> None:
+    server = ServerProtocol(LIMIT)
+    events = []
+    for index, chunk in enumerate(reads):
+        events.extend(server.receive_data(chunk))
+        if grace and index == 0:
+            events.extend(server.grace_expired())
+    assert server._splitter.buffered <= LIMIT + 1
+    assert sum(1 for chunk in server._chunks for _ in chunk) <= MAX_NICK_REPLY
+    for event in events:
+        assert isinstance(event, NickReply | Message | LineTooLong | InvalidUtf8)
+        if isinstance(event, Message):
+            assert "\n" not in event.text
+            assert len(event.text.encode()) <= LIMIT
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_characters="\r\n"), min_size=1, max_size=32),
+    st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=30)),
+    st.lists(st.integers(min_value=0), max_size=10),
+)
+def test_line_client_messages_reach_the_server_intact(
+    nick: str, texts: list[str], cuts: list[int]
+) -> None:
+    server = ServerProtocol(4096)
+    wire = ClientProtocol.send_nick(nick) + b"".join(ClientProtocol.send_message(t) for t in texts)
+    events = []
+    for piece in splits(wire, cuts):
+        events.extend(server.receive_data(piece))
+    assert events[0] == NickReply(nick.encode(), Framing.LINE)
+    assert events[1:] == [Message(t) for t in texts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(min_value=0), max_size=20))
+def test_client_protocol_never_raises(data: bytes, cuts: list[int]) -> None:
+    client = ClientProtocol(max_line_bytes=LIMIT)
+    for piece in splits(b"NICK" + data, cuts):
+        client.receive_data(piece)
