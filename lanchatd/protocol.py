@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from lanchatd.catalog import CATALOGUES, LANGUAGES
 from lanchatd.framing import TOO_LONG, Framing, LineSplitter, split_classic
 
 GREETING: Final = b"NICK"
@@ -202,3 +203,72 @@ class ClientProtocol:
     def send_message(text: str) -> bytes:
         """Encode one message; a newline inside would split it, so it becomes a space."""
         return Framing.LINE.encode(text.replace("\r", " ").replace("\n", " "))
+
+
+class LineKind(enum.Enum):
+    """What a line received from the server is, as far as the client can tell."""
+
+    CHAT = "chat"  #: ``{nick}: {text}``
+    ACTION = "action"  #: ``* {nick} {text}`` (``/me``)
+    PRIVATE = "private"  #: ``*{sender}* {text}`` or the echo ``*-> {target}* {text}``
+    NOTICE = "notice"  #: ``*** ...``: answers, errors, shutdown
+    JOIN = "join"  #: ``{nick} Bergabung!`` / ``{nick} joined!``
+    LEAVE = "leave"  #: ``{nick} Keluar!`` / ``{nick} left!``
+    WELCOME = "welcome"  #: ``Terkoneksi dengan Server!`` / ``Connected to the server!``
+    OTHER = "other"  #: none of the above (another server, a newer catalogue)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedLine:
+    """A received line split into its parts.
+
+    ``nick`` is the speaker (chat), the other party (private) or who came or went (join,
+    leave); empty otherwise. ``text`` is the rest: the message for chat and private lines,
+    everything after ``* `` for actions (a nickname may hold spaces, so where it ends is not
+    knowable), everything after ``*** `` for notices, the whole line otherwise.
+    ``outgoing`` marks the echo of one's own ``/msg``.
+    """
+
+    kind: LineKind
+    text: str
+    nick: str = ""
+    outgoing: bool = False
+
+
+def _presence_suffixes(key: str) -> tuple[str, ...]:
+    return tuple(CATALOGUES[lang][key].removeprefix("{nick}") for lang in LANGUAGES)
+
+
+_JOIN_SUFFIXES: Final = _presence_suffixes("joined")
+_LEAVE_SUFFIXES: Final = _presence_suffixes("left")
+_WELCOMES: Final = frozenset(CATALOGUES[lang]["welcome"] for lang in LANGUAGES)
+
+
+def classify_line(line: str) -> ReceivedLine:
+    """Tell what a line from the server is (see "Telling lines apart" in docs/protocol.md).
+
+    This relies on the daemon's guarantees: nicknames never contain ``:`` nor start with
+    ``*``, so only the server can send a line starting with ``*``, and only chat lines
+    carry a ``:`` straight after the first word(s).
+    """
+    if line.startswith("**"):
+        return ReceivedLine(LineKind.NOTICE, line.removeprefix("***").removeprefix(" "))
+    if line.startswith("* "):
+        return ReceivedLine(LineKind.ACTION, line[2:])
+    if line.startswith("*"):
+        outgoing = line.startswith("*-> ")
+        body = line[4:] if outgoing else line[1:]
+        nick, star, text = body.partition("* ")
+        if star and nick:
+            return ReceivedLine(LineKind.PRIVATE, text, nick, outgoing)
+        return ReceivedLine(LineKind.OTHER, line)
+    nick, colon, text = line.partition(":")
+    if colon and nick.strip():
+        return ReceivedLine(LineKind.CHAT, text.removeprefix(" "), nick)
+    if line in _WELCOMES:
+        return ReceivedLine(LineKind.WELCOME, line)
+    for suffixes, kind in ((_JOIN_SUFFIXES, LineKind.JOIN), (_LEAVE_SUFFIXES, LineKind.LEAVE)):
+        for suffix in suffixes:
+            if line.endswith(suffix) and len(line) > len(suffix):
+                return ReceivedLine(kind, line, line.removesuffix(suffix))
+    return ReceivedLine(LineKind.OTHER, line)

@@ -1,0 +1,261 @@
+"""One connection to the daemon: connect, answer ``NICK``, be let in or told why not.
+
+Sans-IO parsing stays in :mod:`lanchatd.protocol`; this is the asyncio glue around it, and the
+reading of refusals (a taken nickname, a full server, a ban) into one-line reasons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import Final
+
+from lanchatd.catalog import CATALOGUES, LANGUAGES
+from lanchatd.protocol import ClientProtocol, Line, NickRequested, ProtocolError
+
+DEFAULT_PORT: Final = 5001
+CONNECT_TIMEOUT: Final = 10.0
+_RECV_SIZE: Final = 65536
+
+
+def _catalogue_prefixes(*keys: str) -> tuple[str, ...]:
+    """The fixed start of some server lines, in every language (absent keys are skipped)."""
+    return tuple(
+        template.partition("{")[0]
+        for lang in LANGUAGES
+        for key in keys
+        if (template := CATALOGUES[lang].get(key))
+    )
+
+
+#: Lines telling this client it was put out of the room (kicked, banned): coming straight
+#: back would defeat the administrator, so the client does not reconnect after these.
+_REMOVED: Final = _catalogue_prefixes("kicked_you", "banned_you", "banned_you_until")
+
+
+def removal_notice(line: str) -> bool:
+    """True if ``line`` tells this client it was kicked or banned."""
+    return bool(_REMOVED) and line.startswith(_REMOVED)
+
+
+class ConnectError(Exception):
+    """The server could not be reached or did not let us in; the message says why, in one line.
+
+    ``final`` marks a refusal that retrying will not cure (a ban).
+    """
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server refused the nickname; ``reason`` is the line it sent (``*** ...``)."""
+
+    reason: str
+
+
+def describe_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Connection:
+    """One joined TCP connection: bytes in through :class:`ClientProtocol`, lines out."""
+
+    __slots__ = ("_protocol", "_reader", "_writer", "pending")
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: ClientProtocol,
+        pending: list[str],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+        #: Lines that arrived with the join, not yet handed out by :meth:`read`.
+        self.pending = pending
+
+    async def read(self, timeout: float | None = None) -> list[str] | None:
+        """The next received lines; None once the connection has ended.
+
+        Raises TimeoutError when nothing at all arrives within ``timeout`` seconds.
+        """
+        if self.pending:
+            lines, self.pending = self.pending, []
+            return lines
+        while True:
+            try:
+                data = await asyncio.wait_for(self._reader.read(_RECV_SIZE), timeout)
+            except TimeoutError:  # an OSError too, but not the end of the connection
+                raise
+            except (ConnectionError, OSError):
+                return None
+            if not data:
+                return None
+            lines = [e.text for e in self._protocol.receive_data(data) if isinstance(e, Line)]
+            if lines:
+                return lines
+
+    def write(self, text: str) -> None:
+        """Queue one line (newlines inside become spaces); a dead connection is ignored here."""
+        if not self._writer.is_closing():
+            self._writer.write(ClientProtocol.send_message(text))
+
+    async def drain(self) -> None:
+        """Wait until the kernel has taken what was written (back-pressure for big inputs)."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.drain()
+
+    def end_input(self) -> None:
+        """Half-close: the server reads everything sent so far, then sees end of file."""
+        with contextlib.suppress(OSError, RuntimeError):
+            if self._writer.can_write_eof() and not self._writer.is_closing():
+                self._writer.write_eof()
+
+    def abort(self) -> None:
+        self._writer.transport.abort()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+def _tune(writer: asyncio.StreamWriter) -> None:
+    """No Nagle delay for typed lines; keepalive so a vanished peer is noticed while idle."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+async def join(
+    host: str, port: int, nick: str, timeout: float = CONNECT_TIMEOUT
+) -> Connection | Refused:
+    """Connect, answer ``NICK`` and wait to be let in.
+
+    The server's first line to a newcomer is its own join broadcast; a refusal is one line
+    starting with ``*`` followed by the server closing the connection.
+    Raises :class:`ConnectError` when there is no joining at all (refused, unreachable,
+    timed out, server full, not a lanchat server).
+    """
+    where = describe_address(host, port)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _join(host, port, nick, where)
+    except TimeoutError:
+        raise ConnectError(f"cannot connect to {where}: timed out") from None
+
+
+async def _join(host: str, port: int, nick: str, where: str) -> Connection | Refused:
+    sock = await _connect(host, port, where)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        return await _handshake(reader, writer, nick, where)
+    except BaseException:
+        writer.transport.abort()
+        raise
+
+
+async def _connect(host: str, port: int, where: str) -> socket.socket:
+    """Try each address of ``host`` in turn; the first failure is the one reported."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ConnectError(f"cannot connect to {where}: {error.strerror}") from None
+    first: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as error:
+            sock.close()
+            first = first or error
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    reason = _reason(first) if first else "no address to connect to"
+    raise ConnectError(f"cannot connect to {where}: {reason}")
+
+
+def _reason(error: OSError) -> str:
+    """The system's short wording ("Connection refused"), not asyncio's longer one."""
+    if error.errno:
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
+async def _handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nick: str, where: str
+) -> Connection | Refused:
+    _tune(writer)
+    protocol = ClientProtocol()
+    refusal: str | None = None
+    while True:
+        try:
+            data = await reader.read(_RECV_SIZE)
+        except (ConnectionError, OSError) as error:
+            raise ConnectError(f"connection to {where} failed: {_reason(error)}") from None
+        if not data:
+            if refusal is not None:
+                writer.transport.abort()
+                return Refused(refusal)
+            raise ConnectError(f"{where} closed the connection before letting us in")
+        events = protocol.receive_data(data)
+        for index, event in enumerate(events):
+            if isinstance(event, NickRequested):
+                writer.write(ClientProtocol.send_nick(nick))
+            elif isinstance(event, ProtocolError):
+                message, final = await _not_lanchat(reader, event.received, where)
+                raise ConnectError(message, final=final)
+            elif refusal is None and event.text.startswith("*"):
+                refusal = event.text
+            elif refusal is None:
+                rest = [e.text for e in events[index + 1 :] if isinstance(e, Line)]
+                return Connection(reader, writer, protocol, [event.text, *rest])
+
+
+async def _not_lanchat(
+    reader: asyncio.StreamReader, received: bytes, where: str
+) -> tuple[str, bool]:
+    """Explain a connection that did not start with ``NICK`` (server full, banned)."""
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        async with asyncio.timeout(1.0):
+            while len(received) < 1024 and (more := await reader.read(1024)):
+                received += more
+    first = received.decode(errors="replace").partition("\n")[0].strip()
+    if first.startswith("*"):
+        return f"{where} refused the connection: {first}", removal_notice(first)
+    return f"{where} does not speak the lanchat protocol", False
+
+
+def nick_problem(nick: str) -> str | None:
+    """Why ``nick`` cannot even be offered to the server, or None.
+
+    Only what would break the line protocol is checked here (a newline would end the
+    reply early); every other rule is the server's, and it says why it refuses.
+    """
+    if not nick.strip():
+        return "the nickname is empty"
+    if not nick.isprintable():
+        return "a nickname cannot contain control characters"
+    return None

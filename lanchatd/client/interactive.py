@@ -1,0 +1,164 @@
+"""The terminal front end: a ``>>`` prompt with the room's lines printed above it.
+
+prompt_toolkit keeps what the user is typing intact: under ``patch_stdout`` every print is
+put above the prompt, and the prompt is redrawn with the half-typed line as it was. Enter
+clears the line instead of echoing it, so a message appears once, as the server's echo, in
+the order everyone else sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.enums import DEFAULT_BUFFER
+from prompt_toolkit.filters import has_focus
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import ColorDepth
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from lanchatd.client.connection import (
+    ConnectError,
+    Connection,
+    Refused,
+    describe_address,
+    join,
+    nick_problem,
+)
+from lanchatd.client.render import Renderer, sanitize
+from lanchatd.client.session import MAX_HELD, Sent, Session, Status
+from lanchatd.commands import Quit, parse_command
+
+
+async def run(host: str, port: int, nick: str | None, renderer: Renderer) -> int:
+    """Ask for a nickname until the server takes one, then chat; the exit status."""
+    asker: PromptSession[str] | None = None
+    while True:
+        if nick is None:
+            asker = asker or PromptSession()
+            nick = await _ask_nick(asker, renderer)
+            if nick is None:
+                return 0
+        nick = nick.strip()
+        try:
+            result = await join(host, port, nick)
+        except ConnectError as error:
+            print(f"lanchat: error: {sanitize(str(error))}", file=sys.stderr)
+            return 1
+        if isinstance(result, Refused):
+            print(renderer.line(result.reason))
+            nick = None
+            continue
+        return await _chat(host, port, nick, result, renderer)
+
+
+async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None:
+    while True:
+        try:
+            text = await asker.prompt_async("Username: ")
+        except (EOFError, KeyboardInterrupt):
+            return None
+        problem = nick_problem(text)
+        if problem is None:
+            return text.strip()
+        if text.strip():
+            print(renderer.warning(problem))
+
+
+async def _chat(host: str, port: int, nick: str, connection: Connection, renderer: Renderer) -> int:
+    styles = {"info": renderer.notice, "warning": renderer.warning, "error": renderer.error}
+
+    def show_status(status: Status) -> None:
+        print(styles.get(status.level, renderer.notice)(status.text))
+
+    with patch_stdout(raw=True):
+        where = describe_address(host, port)
+        print(renderer.notice(f"connected to {where} as {nick}"))
+        print(renderer.notice("/help lists the commands; /quit, Ctrl-D or Ctrl-C leaves"))
+        session = Session(
+            host,
+            port,
+            nick,
+            connection,
+            on_line=lambda raw: print(renderer.line(raw)),
+            on_status=show_status,
+        )
+        session.start()
+        typed: asyncio.Queue[str | None] = asyncio.Queue()
+        sender = asyncio.ensure_future(_send_typed(typed, session, renderer))
+        depth = None if renderer.color else ColorDepth.DEPTH_1_BIT
+        prompt: PromptSession[None] = PromptSession(
+            ">> ",
+            key_bindings=_submit_bindings(typed.put_nowait),
+            erase_when_done=True,
+            color_depth=depth,
+        )
+        await _prompt_until_done(prompt, session)
+        typed.put_nowait(None)
+        await sender
+        unsent = await session.close()
+        for line in unsent.held:
+            print(renderer.warning(f"NOT sent: {line}"))
+        for line in unsent.unconfirmed:
+            print(renderer.warning(f"may not have been delivered: {line}"))
+    return 1 if session.failed else 0
+
+
+def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:
+    """Enter hands the line over and clears the prompt, which keeps running.
+
+    The prompt is never closed between messages: between two prompts the terminal would be
+    back in cooked mode, where keys typed meanwhile are echoed twice and a Ctrl-D is lost.
+    A pasted block of several lines becomes one message per line.
+    """
+    bindings = KeyBindings()
+
+    @bindings.add("enter", filter=has_focus(DEFAULT_BUFFER))
+    def _submit(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        text = buffer.text
+        buffer.reset(append_to_history=bool(text.strip()))
+        for line in text.splitlines():
+            if isinstance(parse_command(line.strip()), Quit):
+                event.app.exit()
+                return
+            if line.strip():
+                submit(line)
+
+    return bindings
+
+
+async def _send_typed(
+    typed: asyncio.Queue[str | None], session: Session, renderer: Renderer
+) -> None:
+    """Send what was typed, in order; say so when a line has to wait or cannot go."""
+    while (text := await typed.get()) is not None:
+        outcome = await session.send(text)
+        if outcome is Sent.HELD:
+            print(renderer.warning(f"not connected; will be sent after reconnecting: {text}"))
+        elif outcome is Sent.REFUSED:
+            print(renderer.warning(f"NOT sent ({MAX_HELD} messages already waiting): {text}"))
+
+
+async def _prompt_until_done(prompt: PromptSession[None], session: Session) -> None:
+    """Run the prompt until /quit, Ctrl-D or Ctrl-C, or until the session ends by itself."""
+    typing = asyncio.ensure_future(_prompt(prompt))
+    ended = asyncio.ensure_future(session.wait_done())
+    try:
+        await asyncio.wait({typing, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ended.cancel()
+        if not typing.done():
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+
+
+async def _prompt(prompt: PromptSession[None]) -> None:
+    # Caught here, inside the task: a KeyboardInterrupt escaping a task would be re-raised
+    # by the event loop itself, with asyncio's own traceback on the way out.
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        await prompt.prompt_async()

@@ -1,0 +1,117 @@
+"""Turning received lines into safe terminal text.
+
+Everything another user typed reaches our terminal, so nothing they send may be interpreted
+by it: control characters and escape sequences are shown as visible text instead (``ESC``
+becomes ``^[`` as in ``cat -v``), and so are the Unicode controls that reorder or break
+lines on display. Colour is added only by us, after sanitising, and only when wanted (a
+terminal, and no ``NO_COLOR``). Each kind of line also carries a plain-text marker (``***``,
+``*``, ``-->``, ``<--``, ``-!-``), so kinds stay distinct without colour.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Final
+
+from lanchatd.protocol import LineKind, ReceivedLine, classify_line
+
+#: C0 controls except tab, DEL, C1 controls (U+009B is a one-character CSI on some
+#: terminals), bidirectional overrides and isolates (they reorder what is displayed, so a
+#: line can pretend to come from someone else), and the Unicode line/paragraph separators.
+_UNSAFE: Final = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def sanitize(text: str) -> str:
+    """Return ``text`` with every character a terminal would act on made visible."""
+    return _UNSAFE.sub(_visible, text)
+
+
+def color_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """False when the user asked for no colour (https://no-color.org: set and not empty)."""
+    environ = os.environ if environ is None else environ
+    return not environ.get("NO_COLOR")
+
+
+# SGR parameters. The nickname palette leaves out black, white and their bright forms,
+# which vanish on one background or the other.
+NICK_PALETTE: Final = ("31", "32", "33", "34", "35", "36", "91", "92", "93", "94", "95", "96")
+_BOLD: Final = "1"
+_ITALIC: Final = "3"
+_GREY: Final = "90"
+_NOTICE: Final = "33"
+_PRIVATE: Final = "1;35"
+_WARNING: Final = "1;33"
+_ERROR: Final = "1;31"
+
+
+def nick_color(nick: str) -> str:
+    """The SGR colour of a nickname: the same for everyone, every run (crc32, not hash())."""
+    key = nick.casefold().encode()
+    return NICK_PALETTE[zlib.crc32(key) % len(NICK_PALETTE)]
+
+
+class Renderer:
+    """Formats received lines and the client's own notices for display."""
+
+    __slots__ = ("color",)
+
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def _sgr(self, params: str, text: str) -> str:
+        return f"\x1b[{params}m{text}\x1b[0m" if self.color and text else text
+
+    def _nick(self, nick: str) -> str:
+        return self._sgr(f"{_BOLD};{nick_color(nick)}", sanitize(nick))
+
+    def line(self, raw: str) -> str:
+        """One received line, sanitised and styled by kind."""
+        return self.received(classify_line(raw), raw)
+
+    def received(self, line: ReceivedLine, raw: str) -> str:
+        """Style a classified line; ``raw`` is used as is when nothing more is known."""
+        text = sanitize(line.text)
+        match line.kind:
+            case LineKind.CHAT:
+                return f"{self._nick(line.nick)}: {text}"
+            case LineKind.ACTION:
+                return self._sgr(_ITALIC, f"* {text}")
+            case LineKind.PRIVATE:
+                arrow = "-> " if line.outgoing else ""
+                frame = f"*{arrow}{sanitize(line.nick)}*"
+                return f"{self._sgr(_PRIVATE, frame)} {text}"
+            case LineKind.NOTICE:
+                return self._sgr(_NOTICE, f"*** {text}")
+            case LineKind.JOIN | LineKind.LEAVE:
+                arrow = "-->" if line.kind is LineKind.JOIN else "<--"
+                rest = sanitize(line.text.removeprefix(line.nick))
+                return f"{self._sgr(_GREY, arrow)} {self._nick(line.nick)}{self._sgr(_GREY, rest)}"
+            case LineKind.WELCOME:
+                return self._sgr(_GREY, f"--- {text}")
+        return sanitize(raw)
+
+    def notice(self, text: str) -> str:
+        """A message from this client itself (not from the server)."""
+        return self._sgr(_GREY, f"-!- {sanitize(text)}")
+
+    def warning(self, text: str) -> str:
+        """Something the user must notice: connection lost, a message not sent."""
+        return self._sgr(_WARNING, f"-!- {sanitize(text)}")
+
+    def error(self, text: str) -> str:
+        """Something went wrong for good (the client is about to stop)."""
+        return self._sgr(_ERROR, f"-!- {sanitize(text)}")

@@ -1,0 +1,414 @@
+"""Staying in the room: reconnect and rejoin when needed, and account for every line sent.
+
+No terminal I/O here: the interactive and the pipe front ends hand lines to :class:`Session`
+and are called back with received lines and status notices.
+
+Why the bookkeeping: the server broadcasts every chat line to its sender too, in order, so
+that echo confirms the line was taken. Lines sent and not yet echoed when a connection dies
+are sent again after reconnecting; lines typed while disconnected are held and sent then.
+Whatever is still unsent or unconfirmed when the user leaves is reported, never dropped in
+silence. For a script's "is everything through?" the client sends itself a private message
+(``/msg``: only the sender sees it) and waits for it: the server handles one client's lines
+in order, so once that comes back, every earlier line has been processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import random
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from lanchatd.client.connection import (
+    ConnectError,
+    Connection,
+    describe_address,
+    join,
+    removal_notice,
+)
+from lanchatd.commands import Quit, parse_command
+
+#: A connection that stays completely silent this long while a line awaits its echo is
+#: taken for dead (a network drop can leave TCP believing it is open for many minutes).
+ECHO_TIMEOUT: Final = 15.0
+#: How long leaving may wait for the server to see the ``/quit`` (or end of input) through.
+CLOSE_TIMEOUT: Final = 5.0
+#: Lines typed while disconnected that are kept for sending; beyond that they are refused.
+MAX_HELD: Final = 100
+_SYNC_PREFIX: Final = "lanchat-sync-"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Delays between reconnection attempts: doubling from ``first`` up to ``cap``, jittered
+    so that every client of a restarted server does not come back in the same instant."""
+
+    first: float = 0.5
+    cap: float = 15.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        base = min(self.cap, self.first * 2 ** min(attempt, 16))
+        return base * (1 + self.jitter * (2 * rand() - 1))
+
+
+class Sent(enum.Enum):
+    """What :meth:`Session.send` did with a line."""
+
+    SENT = "sent"
+    HELD = "held"  #: disconnected: it goes out after reconnecting
+    REFUSED = "refused"  #: disconnected and too many lines already held: not sent
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    line: str
+    #: The exact line the server will echo back, or None when nothing echoes (commands).
+    echo: str | None
+    #: Sent at least once already (so, after a reconnect, it may or may not have arrived).
+    tried: bool = False
+    #: When it was last written (event loop clock).
+    sent_at: float = 0.0
+    #: ``/quit``: the server closes the connection once it has read this.
+    quits: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unsent:
+    """What was left when the session ended: never sent, and sent but never confirmed."""
+
+    held: list[str]
+    unconfirmed: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A notice about the connection for the user; ``level`` is info, warning or error."""
+
+    level: str
+    text: str
+
+
+class Session:
+    """A joined client that survives connection loss: reconnects and rejoins as ``nick``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        nick: str,
+        connection: Connection,
+        *,
+        on_line: Callable[[str], None],
+        on_status: Callable[[Status], None],
+        give_up_after: float | None = None,
+        backoff: Backoff = Backoff(),
+        echo_timeout: float = ECHO_TIMEOUT,
+        max_held: int | None = MAX_HELD,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.nick = nick
+        self._conn: Connection | None = connection
+        self._on_line = on_line
+        self._on_status = on_status
+        self._give_up_after = give_up_after
+        self._backoff = backoff
+        self._echo_timeout = echo_timeout
+        self._max_held = max_held
+        self._unconfirmed: deque[_Outgoing] = deque()
+        self._held: deque[_Outgoing] = deque()
+        self._sync_echoes: set[str] = set()
+        self._closing = False
+        self._removed: str | None = None
+        self.quit_sent = False
+        #: Why the session ended on its own (gave up reconnecting), or None.
+        self.failed: str | None = None
+        self._wake = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self._settled = asyncio.Event()
+        self._done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # The front end's side ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start receiving (and reconnecting when needed) in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    async def wait_connected(self) -> bool:
+        """Wait until joined; False if the session ended instead."""
+        if self._conn is not None:
+            return True
+        waiter = asyncio.ensure_future(self._connected.wait())
+        ender = asyncio.ensure_future(self._done.wait())
+        await asyncio.wait({waiter, ender}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        ender.cancel()
+        return self._conn is not None
+
+    async def send(self, line: str, *, limited: bool = True) -> Sent:
+        """Send one line now, or hold it for after reconnecting.
+
+        While disconnected at most ``max_held`` lines are held (unless ``limited`` is
+        false); beyond that the line is refused and the caller must say so.
+        """
+        item = self._outgoing(line)
+        conn = self._conn
+        if conn is None:
+            full = self._max_held is not None and len(self._held) >= self._max_held
+            if limited and full:
+                return Sent.REFUSED
+            self._held.append(item)
+            self._settled.clear()
+            return Sent.HELD
+        self._transmit(conn, item)
+        await conn.drain()
+        return Sent.SENT
+
+    async def sync(self) -> bool:
+        """Wait until the server has processed every line sent so far, across reconnects.
+
+        False if the session ended first (gave up reconnecting, or was closed).
+        """
+        echo = f"{_SYNC_PREFIX}{secrets.token_hex(8)}"
+        self._sync_echoes.add(f"*{self.nick}* {echo}")
+        await self.send(f"/msg {self.nick} {echo}", limited=False)
+        settled = asyncio.ensure_future(self._settled.wait())
+        ender = asyncio.ensure_future(self._done.wait())
+        await asyncio.wait({settled, ender}, return_when=asyncio.FIRST_COMPLETED)
+        settled.cancel()
+        ender.cancel()
+        return self._settled.is_set()
+
+    async def finish(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """End of input (pipe mode): make sure everything arrived, then leave quietly.
+
+        True when every line sent was processed by the server.
+        """
+        if not self.quit_sent and not await self.sync():
+            return False
+        self._closing = True
+        self._wake.set()
+        if self._conn is not None:
+            self._conn.end_input()
+        await self._wait_end(timeout)
+        return True
+
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> Unsent:
+        """Leave the room (``/quit`` if connected) and report what never made it."""
+        self._closing = True
+        self._wake.set()
+        conn = self._conn
+        if conn is not None and not self.quit_sent:
+            self.quit_sent = True
+            conn.write("/quit")
+            await conn.drain()
+        await self._wait_end(timeout)
+        left = [item for item in (*self._held, *self._unconfirmed) if not self._is_sync(item)]
+        unsent = Unsent(
+            held=[item.line for item in left if not item.tried],
+            unconfirmed=[item.line for item in left if item.tried],
+        )
+        self._held.clear()
+        self._unconfirmed.clear()
+        return unsent
+
+    # Internals -----------------------------------------------------------------------------
+
+    def _outgoing(self, line: str) -> _Outgoing:
+        wire = line.replace("\r", " ").replace("\n", " ")
+        text = wire.removeprefix(f"{self.nick}: ")
+        if not text.strip():
+            return _Outgoing(line, None)
+        if text.startswith("/"):
+            if text.startswith(f"/msg {self.nick} {_SYNC_PREFIX}"):
+                return _Outgoing(line, f"*{self.nick}* {text.split(' ')[-1]}")
+            return _Outgoing(line, None, quits=isinstance(parse_command(text), Quit))
+        return _Outgoing(line, f"{self.nick}: {text}")
+
+    def _transmit(self, conn: Connection, item: _Outgoing) -> None:
+        conn.write(item.line)
+        if item.quits:
+            self.quit_sent = True
+        if item.echo is not None:
+            item.tried = True
+            item.sent_at = asyncio.get_running_loop().time()
+            self._unconfirmed.append(item)
+            self._settled.clear()
+
+    def _check_settled(self) -> None:
+        if self._conn is not None and not self._unconfirmed and not self._held:
+            self._settled.set()
+
+    def _receive(self, raw: str) -> None:
+        if raw.startswith("*") and removal_notice(raw):
+            self._removed = raw
+        if raw.startswith(f"{self.nick}: ") or raw in self._sync_echoes:
+            for index, item in enumerate(self._unconfirmed):
+                if item.echo == raw:
+                    for _ in range(index + 1):
+                        self._unconfirmed.popleft()
+                    self._check_settled()
+                    break
+            if raw in self._sync_echoes:
+                self._sync_echoes.discard(raw)
+                return
+        self._on_line(raw)
+
+    async def _wait_end(self, timeout: float) -> None:
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._done.wait()
+                return
+        if self._conn is not None:
+            self._conn.abort()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._done.wait()
+
+    async def _run(self) -> None:
+        try:
+            while (conn := self._conn) is not None:
+                self._check_settled()
+                await self._pump(conn)
+                self._lost()
+                await conn.close()
+                if self._closing or self.quit_sent:
+                    break
+                if self._removed is not None:
+                    self.failed = "removed from the room by the server; not reconnecting"
+                    self._status("error", self.failed)
+                    break
+                self._status("warning", f"connection to {self._where} lost; reconnecting")
+                new = await self._reconnect()
+                if new is not None:
+                    self._rejoined(new)
+        except Exception as error:  # a bug must not leave the user typing into nothing
+            self.failed = f"internal error: {error!r}"
+            self._status("error", self.failed)
+            if self._conn is not None:
+                self._conn.abort()
+            self._lost()
+        finally:
+            self._done.set()
+
+    @property
+    def _where(self) -> str:
+        return describe_address(self.host, self.port)
+
+    async def _pump(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self._echo_timeout / 4)
+        last_heard = loop.time()
+        while True:
+            try:
+                lines = await conn.read(tick)
+            except TimeoutError:
+                if self._unconfirmed:
+                    waited = loop.time() - max(last_heard, self._unconfirmed[0].sent_at)
+                    if waited >= self._echo_timeout:
+                        self._status("warning", f"no answer from {self._where} for {waited:.0f} s")
+                        conn.abort()
+                        return
+                continue
+            if lines is None:
+                return
+            last_heard = loop.time()
+            for raw in lines:
+                self._receive(raw)
+
+    def _lost(self) -> None:
+        """The connection ended: whatever was not confirmed goes back to the head of the line."""
+        self._conn = None
+        self._connected.clear()
+        self._settled.clear()
+        if self._unconfirmed:
+            self._held.extendleft(reversed(self._unconfirmed))
+            self._unconfirmed.clear()
+
+    async def _reconnect(self) -> Connection | None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        while not self._closing:
+            delay = self._backoff.delay(attempt)
+            limit = self._give_up_after
+            if limit is not None and loop.time() + delay - started > limit:
+                self.failed = f"could not reconnect to {self._where} within {limit:.0f} s"
+                self._status("error", self.failed)
+                return None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            if self._closing:
+                return None
+            try:
+                result = await join(self.host, self.port, self.nick)
+            except ConnectError as error:
+                reason = str(error).removeprefix(f"cannot connect to {self._where}: ")
+                if error.final:
+                    self.failed = f"{reason}; not reconnecting"
+                    self._status("error", self.failed)
+                    return None
+            else:
+                if isinstance(result, Connection):
+                    return result
+                reason = f"the server refused {self.nick!r}: {result.reason}"
+            attempt += 1
+            if attempt < 4 or attempt % 4 == 0:
+                wait = self._backoff.delay(attempt, lambda: 0.5)
+                self._status("info", f"still disconnected ({reason}); next try in {wait:.0f} s")
+        return None
+
+    def _rejoined(self, conn: Connection) -> None:
+        self._conn = conn
+        self._connected.set()
+        self._status("info", f"reconnected to {self._where} as {self.nick}")
+        for raw in conn.pending:
+            self._receive(raw)
+        conn.pending = []
+        held, self._held = self._held, deque()
+        resent = sum(1 for item in held if item.tried and not self._is_sync(item))
+        fresh = sum(1 for item in held if not item.tried and not self._is_sync(item))
+        for item in held:
+            self._transmit(conn, item)
+        if resent:
+            self._status(
+                "warning",
+                f"sent again {_count(resent, 'message')} whose delivery was not confirmed "
+                "before the connection was lost",
+            )
+        if fresh:
+            self._status("info", f"sent {_count(fresh, 'message')} typed while disconnected")
+        self._check_settled()
+
+    @staticmethod
+    def _is_sync(item: _Outgoing) -> bool:
+        return item.echo is not None and item.echo.startswith("*")
+
+    def _status(self, level: str, text: str) -> None:
+        self._on_status(Status(level, text))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

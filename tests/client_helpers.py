@@ -1,0 +1,211 @@
+"""Fixtures for the client tests: the real daemon, raw-socket users, the client in a pty.
+
+Kept apart from the daemon's test support so the two suites can change independently.
+Every wait here has a deadline; nothing sleeps blindly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pexpect
+
+WAIT = 15.0
+CLIENT = [sys.executable, "-m", "lanchatd.client"]
+
+
+class Daemon:
+    """A real ``lanchatd`` on 127.0.0.1; ``port=0`` picks a free port, kept across restarts."""
+
+    def __init__(self, port: int = 0, *args: str) -> None:
+        self.args = args
+        self.port = port
+        self.process: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+        # Each daemon gets its own admin socket: the default path is shared machine-wide.
+        self.admin_dir = tempfile.mkdtemp(prefix="lanchat-client-test-")
+        self.admin_socket = os.path.join(self.admin_dir, "admin.sock")
+        self.start()
+
+    def start(self) -> None:
+        command = [sys.executable, "-c", "from lanchatd.cli import main; main()"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
+        command += ["--admin-socket", self.admin_socket]
+        self.process = subprocess.Popen(
+            [*command, *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started = threading.Event()
+        found: dict[str, Any] = {}
+        process = self.process
+
+        def read() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                self.log.append(line)
+                if not started.is_set():
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    if event.get("event") == "server_started":
+                        found.update(event)
+                        started.set()
+            started.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not started.wait(WAIT) or "port" not in found:
+            self.stop()
+            raise AssertionError(f"lanchatd did not start: {''.join(self.log)}")
+        self.port = int(found["port"])
+
+    def stop(self) -> None:
+        """SIGTERM, as systemd would; the daemon closes every client and exits."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(WAIT)
+
+
+@contextmanager
+def running_daemon(*args: str) -> Iterator[Daemon]:
+    daemon = Daemon(0, *args)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(daemon.admin_dir, ignore_errors=True)
+
+
+class RawUser:
+    """A line-mode chat user on a bare socket (what netcat does)."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.nick = nick
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.buffer = b""
+        self.lines: list[str] = []
+        greeting = self._recv_exactly(4)
+        assert greeting == b"NICK", greeting
+        self.sock.sendall(nick.encode() + b"\n")
+        self.expect(f"{nick} Bergabung!")
+
+    def _recv_exactly(self, size: int) -> bytes:
+        deadline = time.monotonic() + WAIT
+        while len(self.buffer) < size:
+            self._fill(deadline)
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def _fill(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{self.nick}: timed out; got {self.lines!r} {self.buffer!r}")
+        ready, _, _ = select.select([self.sock], [], [], remaining)
+        if ready:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"{self.nick}: connection closed; got {self.lines!r}")
+            self.buffer += data
+
+    def expect(self, wanted: str, timeout: float = WAIT) -> list[str]:
+        """Read lines until one equals ``wanted``; return every line read up to it."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            while b"\n" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                seen.append(line)
+                if line == wanted:
+                    return seen
+            self._fill(deadline)
+
+    def send(self, text: str | bytes) -> None:
+        data = text if isinstance(text, bytes) else text.encode()
+        self.sock.sendall(data + b"\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def client_env(*, color: bool = False) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANCHAT_")}
+    env.pop("NO_COLOR", None)
+    env.update(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color")
+    if not color:
+        env["NO_COLOR"] = "1"
+    return env
+
+
+def spawn_client(port: int, *args: str, color: bool = False) -> pexpect.spawn:
+    """The interactive client in a pseudo-terminal (30x100); ``screen_text`` has its output."""
+    child = pexpect.spawn(
+        CLIENT[0],
+        [*CLIENT[1:], "127.0.0.1", "--port", str(port), *args],
+        env=client_env(color=color),
+        encoding="utf-8",
+        codec_errors="replace",
+        dimensions=(30, 100),
+        timeout=WAIT,
+    )
+    child.logfile_read = _Tee()
+    return child
+
+
+class _Tee:
+    """Collects everything the client wrote to its terminal."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.parts.append(text)
+
+    def flush(self) -> None:
+        pass
+
+    def __str__(self) -> str:
+        return "".join(self.parts)
+
+
+def screen_text(child: pexpect.spawn) -> str:
+    return str(child.logfile_read)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def quit_client(child: pexpect.spawn) -> int:
+    """Leave with Ctrl-D and return the exit status."""
+    if child.isalive():
+        child.sendcontrol("d")
+        child.expect(pexpect.EOF, timeout=WAIT)
+    child.close()
+    return child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 0)

@@ -1,0 +1,198 @@
+"""The client in pipes and scripts, against the real daemon."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from client_helpers import CLIENT, WAIT, Daemon, RawUser, client_env, free_port, running_daemon
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    with running_daemon() as running:
+        yield running
+
+
+@pytest.fixture
+def bob(daemon: Daemon) -> Iterator[RawUser]:
+    user = RawUser(daemon.port, "bob")
+    try:
+        yield user
+    finally:
+        user.close()
+
+
+def run_client(port: int, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLIENT, "127.0.0.1", "--port", str(port), *args],
+        input=stdin.decode(errors="surrogateescape"),
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        timeout=60,
+        check=False,
+    )
+
+
+def start_client(port: int, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLIENT, "127.0.0.1", "--port", str(port), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=client_env(),
+    )
+
+
+def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: RawUser) -> None:
+    result = run_client(daemon.port, "--nick", "ci", stdin=b"build finished\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines()[:3] == [
+        "ci Bergabung!",
+        "Terkoneksi dengan Server!",
+        "ci: build finished",
+    ]
+    bob.expect("ci Bergabung!")
+    bob.expect("ci: build finished")
+    bob.expect("ci Keluar!")
+
+
+def test_nick_is_trimmed_as_the_server_trims_it(daemon: Daemon, bob: RawUser) -> None:
+    result = run_client(daemon.port, "--nick", "  ci bot ", stdin=b"ready\n")
+    assert result.returncode == 0, result.stderr
+    bob.expect("ci bot: ready")
+
+
+def test_every_line_arrives_in_order_despite_flood_control(daemon: Daemon, bob: RawUser) -> None:
+    # 45 lines: more than the daemon's burst of 20, so it slows this sender down; the last
+    # line has no newline. Exit 0 must still mean every one of them was delivered.
+    lines = [f"line {number}" for number in range(45)]
+    result = run_client(daemon.port, "--nick", "ci", stdin="\n".join(lines).encode())
+    assert result.returncode == 0, result.stderr
+    seen = bob.expect("ci Keluar!")
+    assert [line for line in seen if line.startswith("ci: ")] == [f"ci: {x}" for x in lines]
+
+
+def test_received_lines_go_to_stdout_sanitised(daemon: Daemon, bob: RawUser) -> None:
+    client = start_client(daemon.port, "--nick", "ci")
+    assert client.stdin is not None
+    client.stdin.write("first\n")
+    client.stdin.flush()
+    bob.expect("ci: first")
+    bob.send("\x1b[2Jcleared? \x9b no")
+    bob.send("/me checks")
+    bob.expect("* bob checks")
+    client.stdin.write("last\n")
+    client.stdin.close()
+    assert client.wait(WAIT * 2) == 0
+    assert client.stdout is not None
+    assert client.stderr is not None
+    out = client.stdout.read()
+    assert "bob: ^[[2Jcleared? <U+009B> no\n* bob checks\nci: last\n" in out
+    assert "\x1b" not in out
+    assert client.stderr.read() == ""
+
+
+def test_keeps_posting_across_a_daemon_restart(daemon: Daemon, bob: RawUser) -> None:
+    client = start_client(daemon.port, "--nick", "ci")
+    assert client.stdin is not None
+    assert client.stderr is not None
+    client.stdin.write("before\n")
+    client.stdin.flush()
+    bob.expect("ci: before")
+    daemon.stop()
+    daemon.start()  # the same port
+    carol = RawUser(daemon.port, "carol")
+    try:
+        client.stdin.write("after\n")
+        client.stdin.close()
+        carol.expect("ci: after", timeout=30)
+        assert client.wait(WAIT * 2) == 0
+    finally:
+        carol.close()
+    messages = client.stderr.read()
+    assert "lost; reconnecting" in messages
+    assert "reconnected" in messages
+    assert "Traceback" not in messages
+
+
+def test_quit_in_input_leaves_early(daemon: Daemon, bob: RawUser) -> None:
+    result = run_client(daemon.port, "--nick", "ci", stdin=b"one\n/quit\ntwo\n")
+    assert result.returncode == 0, result.stderr
+    seen = bob.expect("ci Keluar!")
+    assert "ci: one" in seen
+    assert "ci: two" not in seen
+
+
+def test_taken_nickname_fails_with_the_servers_reason(daemon: Daemon, bob: RawUser) -> None:
+    result = run_client(daemon.port, "--nick", "Bob", stdin=b"hello\n")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "lanchat: error: the server refused the nickname 'Bob': "
+        "*** Nickname ditolak: Bob sudah dipakai"
+    ]
+    assert result.stdout == ""
+
+
+def test_connection_refused_is_one_line_and_fails() -> None:
+    port = free_port()
+    result = run_client(port, "--nick", "ci", stdin=b"hello\n")
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"lanchat: error: cannot connect to 127.0.0.1:{port}: Connection refused\n"
+    )
+    assert result.stdout == ""
+
+
+def test_nick_is_required_without_a_terminal() -> None:
+    result = run_client(free_port(), stdin=b"hello\n")
+    assert result.returncode == 2
+    assert "--nick is required" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_newline_in_the_nick_is_refused_before_connecting() -> None:
+    result = run_client(free_port(), "--nick", "ci\nhello")
+    assert result.returncode == 2
+    assert "control characters" in result.stderr
+
+
+def test_closed_stdout_does_not_stop_the_post(daemon: Daemon, bob: RawUser) -> None:
+    client = subprocess.Popen(
+        [*CLIENT, "127.0.0.1", "--port", str(daemon.port), "--nick", "ci"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=client_env(),
+    )
+    assert client.stdin is not None
+    assert client.stdout is not None
+    client.stdout.close()  # like `lanchat ... | head -0`
+    client.stdin.write("still posted\n")
+    client.stdin.close()
+    bob.expect("ci: still posted")
+    assert client.wait(WAIT * 2) == 0
+    assert client.stderr is not None
+    assert client.stderr.read() == ""
+
+
+def test_version_and_help() -> None:
+    script = Path(sys.executable).with_name("lanchat")
+    command = [str(script)] if script.exists() else CLIENT
+    version = subprocess.run([*command, "--version"], capture_output=True, text=True, check=False)
+    assert version.returncode == 0
+    assert version.stdout.startswith("lanchat, version ")
+    usage = subprocess.run([*command, "--help"], capture_output=True, text=True, check=False)
+    assert usage.returncode == 0
+    assert "lanchat [OPTIONS] [HOST]" in usage.stdout
+    assert "--nick" in usage.stdout
+    assert "--port" in usage.stdout

@@ -1,0 +1,282 @@
+"""The client's session layer: joining, refusals, delivery confirmation, backoff.
+
+Most tests use the real daemon. A few need a peer that misbehaves in one precise way (not a
+lanchat server at all, or one that kicks us), which the daemon cannot be asked to do; a
+scripted socket peer stands in for those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from client_helpers import Daemon, RawUser, free_port, running_daemon
+
+from lanchatd.catalog import Catalog
+from lanchatd.client.connection import (
+    ConnectError,
+    Connection,
+    Refused,
+    join,
+    nick_problem,
+    removal_notice,
+)
+from lanchatd.client.session import Backoff, Session, Status
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    with running_daemon() as running:
+        yield running
+
+
+class ScriptedPeer:
+    """A TCP server on 127.0.0.1 that runs ``script`` for every connection it accepts."""
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._script = script
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            self._script(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
+    backoff = Backoff(first=0.5, cap=15.0, jitter=0.2)
+    middle = [backoff.delay(n, lambda: 0.5) for n in range(8)]
+    assert middle == [0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
+    assert backoff.delay(3, lambda: 0.0) == pytest.approx(3.2)
+    assert backoff.delay(3, lambda: 1.0) == pytest.approx(4.8)
+    assert backoff.delay(10_000, lambda: 0.5) == 15.0
+
+
+@pytest.mark.parametrize(
+    ("nick", "problem"),
+    [("alice", None), ("user1 pc", None), ("", "empty"), ("  ", "empty"), ("a\nb", "control")],
+)
+def test_nick_problem_only_guards_the_framing(nick: str, problem: str | None) -> None:
+    found = nick_problem(nick)
+    assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_join_and_refusal(daemon: Daemon) -> None:
+    async def scenario() -> None:
+        first = await join("127.0.0.1", daemon.port, "alice")
+        assert isinstance(first, Connection)
+        lines: list[str] = []
+        while len(lines) < 2:
+            more = await first.read(5)
+            assert more is not None
+            lines += more
+        assert lines == ["alice Bergabung!", "Terkoneksi dengan Server!"]
+        again = await join("127.0.0.1", daemon.port, "ALICE")
+        assert again == Refused("*** Nickname ditolak: ALICE sudah dipakai")
+        await first.close()
+
+    asyncio.run(scenario())
+
+
+def test_join_connection_refused() -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        with pytest.raises(ConnectError) as raised:
+            await join("127.0.0.1", port, "alice")
+        assert str(raised.value) == f"cannot connect to 127.0.0.1:{port}: Connection refused"
+
+    asyncio.run(scenario())
+
+
+def test_join_server_full(tmp_path: Path) -> None:
+    config = tmp_path / "full.toml"
+    config.write_text("[server]\nmax_clients = 1\n")
+    with running_daemon("--config", str(config)) as daemon:
+        holder = RawUser(daemon.port, "holder")
+
+        async def scenario() -> None:
+            with pytest.raises(ConnectError) as raised:
+                await join("127.0.0.1", daemon.port, "alice")
+            assert "*** Server penuh (1 klien)" in str(raised.value)
+            assert not raised.value.final
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            holder.close()
+
+
+def test_join_something_that_is_not_lanchat() -> None:
+    peer = ScriptedPeer(lambda conn: conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n"))
+
+    async def scenario() -> None:
+        with pytest.raises(ConnectError, match="does not speak the lanchat protocol"):
+            await join("127.0.0.1", peer.port, "alice")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        peer.close()
+
+
+def test_a_ban_is_final() -> None:
+    line = Catalog("en")("banned_you", reason="spam")
+    assert removal_notice(line)
+    peer = ScriptedPeer(lambda conn: conn.sendall(line.encode() + b"\n"))
+
+    async def scenario() -> None:
+        with pytest.raises(ConnectError) as raised:
+            await join("127.0.0.1", peer.port, "alice")
+        assert raised.value.final
+        assert line in str(raised.value)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        peer.close()
+
+
+def test_kicked_client_does_not_come_back() -> None:
+    kick = Catalog("id")("kicked_you", reason="spam")
+
+    def kicker(conn: socket.socket) -> None:
+        conn.sendall(b"NICK")
+        conn.recv(100)
+        conn.sendall(f"alice Bergabung!\nTerkoneksi dengan Server!\n{kick}\n".encode())
+
+    peer = ScriptedPeer(kicker)
+    statuses: list[Status] = []
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        first = await join("127.0.0.1", peer.port, "alice")
+        assert isinstance(first, Connection)
+        session = Session(
+            "127.0.0.1", peer.port, "alice", first, on_line=lines.append, on_status=statuses.append
+        )
+        session.start()
+        async with asyncio.timeout(10):
+            await session.wait_done()
+        assert session.failed is not None
+        assert "not reconnecting" in session.failed
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        peer.close()
+    assert peer.accepted == 1
+    assert lines[-1] == kick
+    assert statuses[-1].level == "error"
+
+
+def test_sync_confirms_every_line_and_stays_invisible(daemon: Daemon) -> None:
+    bob = RawUser(daemon.port, "bob")
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        first = await join("127.0.0.1", daemon.port, "user1 pc")
+        assert isinstance(first, Connection)
+        session = Session(
+            "127.0.0.1", daemon.port, "user1 pc", first, on_line=lines.append, on_status=print
+        )
+        session.start()
+        for number in range(30):
+            await session.send(f"message {number}")
+        async with asyncio.timeout(20):
+            assert await session.sync()
+        # Confirmed means echoed: every line is already back, in order, before sync returns.
+        assert [x for x in lines if x.startswith("user1 pc: ")] == [
+            f"user1 pc: message {n}" for n in range(30)
+        ]
+        unsent = await session.close()
+        assert unsent.held == []
+        assert unsent.unconfirmed == []
+
+    try:
+        asyncio.run(scenario())
+        seen = bob.expect("user1 pc Keluar!")
+    finally:
+        bob.close()
+    assert [x for x in seen if x.startswith("user1 pc: ")] == [
+        f"user1 pc: message {n}" for n in range(30)
+    ]
+    assert not any("lanchat-sync" in line for line in (*lines, *seen))
+
+
+def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
+    """The first connection swallows a line and goes silent (a dead network path): no echo
+    within the echo timeout, so the client reconnects and sends the line again."""
+    received: list[list[str]] = []
+    hang = threading.Event()
+
+    def server(conn: socket.socket) -> None:
+        conn.sendall(b"NICK")
+        conn.recv(100)
+        conn.sendall(b"alice Bergabung!\nTerkoneksi dengan Server!\n")
+        mine: list[str] = []
+        received.append(mine)
+        buffer = b""
+        while b"\n" not in buffer:
+            buffer += conn.recv(1000)
+        mine.append(buffer.decode().strip())
+        if len(received) == 1:
+            hang.wait(30)  # swallow it and say nothing
+            return
+        conn.sendall(f"alice: {mine[0]}\n".encode())
+        conn.recv(100)
+
+    peer = ScriptedPeer(server)
+    statuses: list[Status] = []
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        first = await join("127.0.0.1", peer.port, "alice")
+        assert isinstance(first, Connection)
+        session = Session(
+            "127.0.0.1",
+            peer.port,
+            "alice",
+            first,
+            on_line=lines.append,
+            on_status=statuses.append,
+            echo_timeout=1.0,
+            backoff=Backoff(first=0.1),
+        )
+        session.start()
+        await session.send("do not lose me")
+        async with asyncio.timeout(15):
+            while "alice: do not lose me" not in lines:
+                await asyncio.sleep(0.02)
+        unsent = await session.close(timeout=1.0)
+        assert unsent.unconfirmed == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        hang.set()
+        peer.close()
+    assert received[:2] == [["do not lose me"], ["do not lose me"]]
+    texts = [status.text for status in statuses]
+    assert any("no answer" in text for text in texts)
+    assert any("sent again 1 message whose delivery was not confirmed" in text for text in texts)

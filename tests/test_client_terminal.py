@@ -1,0 +1,248 @@
+"""The interactive client in a pseudo-terminal, against the real daemon (pexpect)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pexpect
+import pytest
+from client_helpers import (
+    Daemon,
+    RawUser,
+    free_port,
+    quit_client,
+    running_daemon,
+    screen_text,
+    spawn_client,
+)
+
+from lanchatd.client.render import nick_color
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    with running_daemon() as running:
+        yield running
+
+
+class Clients:
+    """Spawns clients and raw users; whatever is left running is closed after the test."""
+
+    def __init__(self) -> None:
+        self.children: list[pexpect.spawn] = []
+        self.users: list[RawUser] = []
+
+    def spawn(self, port: int, *args: str, color: bool = False) -> pexpect.spawn:
+        child = spawn_client(port, *args, color=color)
+        self.children.append(child)
+        return child
+
+    def user(self, port: int, nick: str) -> RawUser:
+        user = RawUser(port, nick)
+        self.users.append(user)
+        return user
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close(force=True)
+        for user in self.users:
+            user.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Clients]:
+    made = Clients()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def joined(child: pexpect.spawn) -> None:
+    child.expect_exact("Terkoneksi dengan Server!")
+    child.expect_exact(">>")
+
+
+def test_two_people_chat(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    bob.expect("alice Bergabung!")
+    alice.sendline("hello bob")
+    bob.expect("alice: hello bob")
+    alice.expect_exact("alice: hello bob")
+    bob.send("hi alice")
+    alice.expect_exact("bob: hi alice")
+    bob.send("/me waves")
+    alice.expect_exact("* bob waves")
+    alice.sendline("/help")
+    alice.expect_exact("*** Perintah: /who, /me AKSI")
+    alice.sendline("/quit")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 0
+    bob.expect("alice Keluar!")
+    assert "Traceback" not in screen_text(alice)
+
+
+def test_half_typed_line_survives_incoming_messages(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    alice.send("half way")
+    alice.expect_exact("way")  # typed keys may be drawn in pieces; the end is enough
+    for number in range(3):
+        bob.send(f"interruption {number}")
+        alice.expect_exact(f"bob: interruption {number}")
+        alice.expect_exact("half way")  # the prompt is drawn again, with the text kept
+    alice.send(" there\r")
+    bob.expect("alice: half way there")
+
+
+def test_fast_typing_and_pasted_lines_all_arrive_in_order(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    alice.send("one\rtwo\rthree\r")  # typed ahead, faster than any round trip
+    alice.send("\x1b[200~four\nfive\x1b[201~\r")  # a bracketed paste of two lines
+    seen = bob.expect("alice: five")
+    assert [x for x in seen if x.startswith("alice: ")] == [
+        f"alice: {word}" for word in ("one", "two", "three", "four", "five")
+    ]
+    alice.sendcontrol("d")
+    alice.expect(pexpect.EOF)
+
+
+def test_escape_sequences_from_others_are_shown_harmlessly(
+    daemon: Daemon, clients: Clients
+) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    evil = "\x1b[2J\x1b]2;PWNED\x07 \x9b31mred \u202edesrever\u202c \x1b[H\x08\x7f"
+    bob.send(evil)
+    alice.expect_exact("bob: ^[[2J^[]2;PWNED^G <U+009B>31mred <U+202E>desrever<U+202C> ^[[H^H^?")
+    screen = screen_text(alice)
+    for raw in ("\x1b[2J", "\x1b]2;", "\x07", "\x9b", "\u202e", "\x1b[H"):
+        assert raw not in screen
+
+
+def test_nick_colours_and_no_color(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    coloured = clients.spawn(daemon.port, "--nick", "alice", color=True)
+    plain = clients.spawn(daemon.port, "--nick", "carol")
+    joined(coloured)
+    joined(plain)
+    bob.send("colours?")
+    coloured.expect_exact(f"\x1b[1;{nick_color('bob')}mbob\x1b[0m: colours?")
+    plain.expect_exact("bob: colours?")
+    any_colour = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+    assert not any_colour.search(screen_text(plain))
+
+
+def test_taken_nickname_shows_the_reason_and_asks_again(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "BOB")
+    alice.expect_exact("*** Nickname ditolak: BOB sudah dipakai")
+    alice.expect_exact("Username:")
+    alice.sendline("bad:name")
+    alice.expect_exact("*** Nickname ditolak: ':' tidak diizinkan")
+    alice.expect_exact("Username:")
+    alice.sendline("alice")
+    joined(alice)
+    bob.expect("alice Bergabung!")
+
+
+def test_asks_for_a_username_without_nick(daemon: Daemon, clients: Clients) -> None:
+    bob = clients.user(daemon.port, "bob")
+    carol = clients.spawn(daemon.port)
+    carol.expect_exact("Username:")
+    carol.sendline("   ")  # blank: asked again, nothing sent
+    carol.expect_exact("Username:")
+    carol.sendline("carol")
+    joined(carol)
+    bob.expect("carol Bergabung!")
+    assert quit_client(carol) == 0
+
+
+@pytest.mark.parametrize("key", ["c", "d"])
+def test_ctrl_c_and_ctrl_d_leave_cleanly(daemon: Daemon, clients: Clients, key: str) -> None:
+    bob = clients.user(daemon.port, "bob")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    alice.sendcontrol(key)
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 0
+    bob.expect("alice Keluar!")
+    assert "Traceback" not in screen_text(alice)
+
+
+def test_reconnects_across_a_daemon_restart(daemon: Daemon, clients: Clients) -> None:
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    daemon.stop()
+    alice.expect_exact("*** Server dimatikan")
+    alice.expect_exact("lost; reconnecting")
+    alice.sendline("typed while away")
+    alice.expect_exact("will be sent after reconnecting: typed while away")
+    daemon.start()  # the same port as before
+    alice.expect_exact("reconnected to", timeout=30)
+    alice.expect_exact("alice Bergabung!")
+    alice.expect_exact("alice: typed while away")  # the server's echo: it was delivered
+    bob = clients.user(daemon.port, "bob")
+    alice.expect_exact("bob Bergabung!")
+    alice.sendline("back again")
+    bob.expect("alice: back again")
+    assert quit_client(alice) == 0
+
+
+def test_unsent_messages_are_reported_on_leaving(daemon: Daemon, clients: Clients) -> None:
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    daemon.stop()
+    alice.expect_exact("lost; reconnecting")
+    alice.sendline("nobody will read this")
+    alice.expect_exact("will be sent after reconnecting")
+    alice.sendline("/quit")
+    alice.expect_exact("NOT sent: nobody will read this")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 0
+
+
+def test_connection_refused_is_one_line_and_fails(clients: Clients) -> None:
+    port = free_port()
+    child = clients.spawn(port, "--nick", "alice")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    lines = [line for line in screen_text(child).splitlines() if line.strip()]
+    assert lines == [f"lanchat: error: cannot connect to 127.0.0.1:{port}: Connection refused"]
+
+
+def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, clients: Clients) -> None:
+    pytest.importorskip("lanchatctl")
+    alice = clients.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    admin = [sys.executable, "-m", "lanchatctl", "--socket", daemon.admin_socket]
+    kick = subprocess.run(
+        [*admin, "kick", "alice", "--reason", "spam"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert kick.returncode == 0, kick.stderr
+    alice.expect_exact("*** Anda dikeluarkan oleh administrator: spam")
+    alice.expect_exact("not reconnecting")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 1
+    joins = [line for line in daemon.log if '"client_joined"' in line and '"alice"' in line]
+    assert len(joins) == 1
