@@ -4,8 +4,8 @@ Strings stay ASCII: the original tutorial client decodes what it receives as ASC
 single non-ASCII byte would make it drop the connection.
 
 Lines the server itself originates (notices, errors, private messages, actions) start with
-``*``. Nicknames may not start with ``*`` and never contain ``:``, so no user can forge a
-server line, and a client can classify every line it receives (see docs/protocol.md).
+``*``. Nicknames contain neither ``*`` nor ``:`` and do not start with ``-``, so no user can
+forge a server line, and a client can classify every line it receives (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -34,12 +34,19 @@ _EN: Final = {
     "nick_too_long": "*** Nickname rejected: at most {limit} characters",
     "nick_control": "*** Nickname rejected: control characters are not allowed",
     "nick_colon": "*** Nickname rejected: ':' is not allowed",
-    "nick_star": "*** Nickname rejected: it may not start with '*'",
+    "nick_reserved": "*** Nickname rejected: '*' is not allowed, nor a leading '-'",
     "nick_taken": "*** Nickname rejected: {nick} is already taken",
     "nick_utf8": "*** Nickname rejected: invalid UTF-8",
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
     "shutdown": "*** Server shutting down",
+    "kicked_you": "*** You were kicked by an administrator: {reason}",
+    "kicked": "*** {nick} was kicked by an administrator: {reason}",
+    "banned_you": "*** You are banned from this server: {reason}",
+    "banned_you_until": "*** You are banned from this server until {until}: {reason}",
+    "banned": "*** {nick} was banned by an administrator: {reason}",
+    "notice": "*** Server notice: {text}",
+    "no_reason": "no reason given",
 }
 
 _ID: Final = {
@@ -61,12 +68,19 @@ _ID: Final = {
     "nick_too_long": "*** Nickname ditolak: paling banyak {limit} karakter",
     "nick_control": "*** Nickname ditolak: karakter kontrol tidak diizinkan",
     "nick_colon": "*** Nickname ditolak: ':' tidak diizinkan",
-    "nick_star": "*** Nickname ditolak: tidak boleh diawali '*'",
+    "nick_reserved": "*** Nickname ditolak: '*' tidak diizinkan, begitu pula '-' di awal",
     "nick_taken": "*** Nickname ditolak: {nick} sudah dipakai",
     "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",
     "shutdown": "*** Server dimatikan",
+    "kicked_you": "*** Anda dikeluarkan oleh administrator: {reason}",
+    "kicked": "*** {nick} dikeluarkan oleh administrator: {reason}",
+    "banned_you": "*** Anda diblokir dari server ini: {reason}",
+    "banned_you_until": "*** Anda diblokir dari server ini sampai {until}: {reason}",
+    "banned": "*** {nick} diblokir oleh administrator: {reason}",
+    "notice": "*** Pengumuman server: {text}",
+    "no_reason": "tanpa alasan",
 }
 
 CATALOGUES: Final = MappingProxyType({"en": MappingProxyType(_EN), "id": MappingProxyType(_ID)})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import faulthandler
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from lanchatd import __version__, config, logs
+from lanchatd import __version__, config, logs, systemd
+from lanchatd.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.catalog import LANGUAGES
 from lanchatd.server import ListenError, Server, open_listener
 
@@ -16,6 +19,18 @@ from lanchatd.server import ListenError, Server, open_listener
 def _fail(message: str, status: int) -> NoReturn:
     click.echo(f"lanchatd: error: {message}", err=True)
     sys.exit(status)
+
+
+def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.socket]) -> None:
+    """Passed sockets win over host/port (systemd owns them); say so if they disagree."""
+    ports = sorted({listener.getsockname()[1] for listener in listeners})
+    if settings.port not in ports:
+        logs.get_logger().warning(
+            "configured_port_ignored",
+            configured=settings.port,
+            listening=ports,
+            hint="the port comes from lanchatd.socket: systemctl edit lanchatd.socket",
+        )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,12 +75,24 @@ def main(
     except config.ConfigError as error:
         _fail(str(error), 2)
     logs.configure(settings.log_format)
+    # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
+    faulthandler.enable()
     try:
-        listener = open_listener(settings.host, settings.port)
-    except ListenError as error:
+        inherited = systemd.listen_fds()
+        listeners = inherited.get("chat") or [open_listener(settings.host, settings.port)]
+        passed_admin = inherited.get("admin")
+        admin = (
+            AdminListener.adopt(passed_admin[0])
+            if passed_admin
+            else open_admin_socket(settings.admin_socket, settings.admin_group, logs.get_logger())
+        )
+    except (ListenError, ValueError, AdminSocketError) as error:
         _fail(str(error), 1)
+    if inherited.get("chat"):
+        _warn_if_not_configured(settings, listeners)
     try:
-        status = Server(settings, config_path, overrides, listener).run()
+        server = Server(settings, config_path, overrides, listeners, systemd.Notifier(), admin)
+        status = server.run()
     except KeyboardInterrupt:
         status = 130
     sys.exit(status)

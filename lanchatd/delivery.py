@@ -113,6 +113,10 @@ class Delivery:
         self._selector.register(self._wakeup, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self.rounds = 0
+        #: For ``lanchatctl stats``: lines queued to clients (written under the room lock) and
+        #: bytes the kernel accepted (written by the delivery thread, once per send).
+        self.lines_out = 0
+        self.bytes_out = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -130,12 +134,14 @@ class Delivery:
         for journal in self.journals.values():
             if journal.readers:
                 journal.append(journal.framing.encode(text))
+                self.lines_out += journal.readers
         self._wake_locked()
 
     def private_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
         data = memoryview(peer.framing.encode(text))
         self._changes.append((_PRIVATE, peer, self.journals[peer.framing].end, data))
+        self.lines_out += 1
         self._wake_locked()
 
     def attach_locked(self, peer: Peer) -> None:
@@ -222,18 +228,22 @@ class Delivery:
             if peer not in self._peers:
                 continue
             journal = journals[peer.framing]
+            # The room hears why first: retiring wakes the peer's reader, whose own
+            # "disconnect" must find the peer already gone.
             if journal.sealed_end - peer.cursor + peer.private_bytes > limit:
-                self._retire(peer)
                 self._on_slow(peer)
+                self._retire(peer)
                 continue
             if peer.blocked:
                 continue
+            cursor, private_bytes = peer.cursor, peer.private_bytes
             try:
                 done = _send_pending(peer, journal)
             except OSError:
-                self._retire(peer)
                 self._on_error(peer)
+                self._retire(peer)
                 continue
+            self.bytes_out += peer.cursor - cursor + private_bytes - peer.private_bytes
             if done:
                 if peer.final_pos is not None:
                     self._retire(peer)

@@ -6,22 +6,45 @@ switched while the daemon runs (SIGHUP), so loggers bound once per connection st
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+#: syslog priorities, for journald's ``<N>`` line prefix.
+_PRIORITIES: Final = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
 
 class _SwitchableRenderer:
-    """Renders with whichever renderer is current; replaced on reload."""
+    """Renders with whichever renderer is current; replaced on reload.
+
+    Under journald each line starts with ``<N>``: journald strips it and files the line at
+    that priority, so ``journalctl -p warning`` works and ``journalctl -o cat`` still shows
+    plain JSON.
+    """
 
     def __init__(self) -> None:
         self.current: Any = structlog.processors.JSONRenderer()
+        self.journald = False
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str:
-        return self.current(logger, name, event)
+        priority = _PRIORITIES.get(event.get("level", "info"), 6)
+        line = self.current(logger, name, event)
+        return f"<{priority}>{line}" if self.journald else line
+
+
+def under_journald(stream: TextIO) -> bool:
+    """True when ``stream`` is connected to the journal (systemd sets JOURNAL_STREAM)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        info = os.fstat(stream.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 _renderer = _SwitchableRenderer()
@@ -38,6 +61,7 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
 def configure(fmt: str, stream: TextIO = sys.stderr) -> None:
     """Set up structlog for the daemon; safe to call again to change the format."""
     console = resolve_format(fmt, stream) == "console"
+    _renderer.journald = under_journald(stream)
     _renderer.current = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty())
         if console

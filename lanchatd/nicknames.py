@@ -19,7 +19,8 @@ def parse_nick(raw: bytes) -> str:
     """Decode and check a nickname as received on the wire; raise NickError if refused.
 
     Surrounding whitespace is trimmed, inner spaces are kept (``user1 pc``). ``:`` would make
-    chat lines ambiguous and a leading ``*`` would let a user forge server lines.
+    chat lines ambiguous; ``*`` (server lines and private-message frames use it) and a
+    leading ``-`` (the ``*-> nick*`` echo) would let a user forge server or private lines.
     """
     try:
         nick = raw.decode().strip()
@@ -33,8 +34,8 @@ def parse_nick(raw: bytes) -> str:
         raise NickError("nick_control")
     if ":" in nick:
         raise NickError("nick_colon")
-    if nick.startswith("*"):
-        raise NickError("nick_star")
+    if "*" in nick or nick.startswith("-"):
+        raise NickError("nick_reserved")
     return nick
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,9 @@ from lanchatd.delivery import Delivery
 from lanchatd.nicknames import nick_key
 from lanchatd.peer import Peer
 
-#: Leave reasons that still deliver the client's last lines before closing.
-_GRACEFUL = frozenset({"quit", "kicked", "shutdown"})
+#: Leave reasons that still deliver the client's last lines before closing. A disconnect is
+#: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.
+_GRACEFUL = frozenset({"quit", "kicked", "shutdown", "disconnect"})
 
 
 @dataclass(slots=True)
@@ -46,6 +48,9 @@ class Room:
         self.log = log
         self.stats = Stats(started=time.time())
         self._members: dict[str, Peer] = {}
+        #: ``lanchatctl watch`` callbacks, called under the lock (they must only enqueue).
+        #: Empty unless someone watches, so the hooks below cost one truth test.
+        self.watchers: tuple[Callable[[dict[str, Any]], None], ...] = ()
         self.delivery = Delivery(
             self.lock,
             settings.send_buffer_bytes,
@@ -81,6 +86,10 @@ class Room:
             delivery.attach_locked(peer)
             delivery.broadcast_locked(self.catalog("joined", nick=nick))
             delivery.private_locked(peer, self.catalog("welcome"))
+            if self.watchers:
+                self._emit_locked(
+                    "join", nick=nick, host=peer.host, port=peer.port, mode=peer.framing.value
+                )
         return None
 
     def say(self, peer: Peer, texts: list[str]) -> None:
@@ -96,6 +105,9 @@ class Room:
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
             log_text = self.settings.log_message_text
+            if self.watchers:
+                for text in texts:
+                    self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
         info = peer.log.info
         for text, size in zip(texts, sizes, strict=True):
             if log_text:
@@ -121,6 +133,8 @@ class Room:
                         self.delivery.broadcast_locked(
                             catalog("action", nick=peer.nick, text=action)
                         )
+                        if self.watchers:
+                            self._emit_locked("action", nick=peer.nick, text=action)
             case commands.PrivateMessage(argument):
                 self._private(peer, argument)
             case commands.Usage(key):
@@ -177,6 +191,8 @@ class Room:
                 delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
             if reason == "slow_consumer":
                 self.stats.slow_consumer_drops += 1
+            if self.watchers:
+                self._emit_locked("leave", nick=peer.nick, reason=reason)
         peer.log.info("client_left", reason=reason)
         return True
 
@@ -189,3 +205,91 @@ class Room:
             self.leave(peer, "shutdown")
         with self.lock:
             self.delivery.stop_locked()
+
+    # Administration (lanchatctl, through admin.py) ----------------------------------------
+
+    def kick(self, nick: str, reason: str, admin_uid: int) -> Peer | None:
+        """Disconnect ``nick``, telling it why; the others see it was kicked. None if absent."""
+        with self.lock:
+            peer = self._members.get(nick_key(nick))
+            if peer is None:
+                return None
+            catalog = self.catalog
+            self._expel_locked(
+                peer,
+                catalog("kicked_you", reason=reason),
+                catalog("kicked", nick=peer.nick, reason=reason),
+            )
+            self.stats.kicks += 1
+            if self.watchers:
+                self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
+                self._emit_locked("leave", nick=peer.nick, reason="kicked")
+        peer.log.info("client_kicked", reason=reason, admin_uid=admin_uid)
+        peer.log.info("client_left", reason="kicked")
+        return peer
+
+    def expel_banned(self, peers: list[Peer], reason: str, until: str | None) -> list[Peer]:
+        """Disconnect the members among ``peers`` (a banned address), in join order."""
+        expelled = []
+        wanted = set(peers)
+        with self.lock:
+            catalog = self.catalog
+            if until is None:
+                you = catalog("banned_you", reason=reason)
+            else:
+                you = catalog("banned_you_until", until=until, reason=reason)
+            for peer in [member for member in self._members.values() if member in wanted]:
+                self._expel_locked(peer, you, catalog("banned", nick=peer.nick, reason=reason))
+                expelled.append(peer)
+                if self.watchers:
+                    self._emit_locked("leave", nick=peer.nick, reason="banned")
+        for peer in expelled:
+            peer.log.info("client_left", reason="banned")
+        return expelled
+
+    def notice(self, text: str, admin_uid: int) -> int:
+        """Broadcast a server notice; return how many clients it went to."""
+        with self.lock:
+            self.delivery.broadcast_locked(self.catalog("notice", text=text))
+            recipients = len(self._members)
+            if self.watchers:
+                self._emit_locked("notice", text=text, admin_uid=admin_uid)
+        self.log.info("notice", text=text, admin_uid=admin_uid, recipients=recipients)
+        return recipients
+
+    def _expel_locked(self, peer: Peer, to_peer: str, to_others: str) -> None:
+        """Remove ``peer``: it gets ``to_peer`` as its last line, the rest ``to_others``.
+
+        The usual leave line follows, so clients that track who is online by joins and
+        leaves see this one go too.
+        """
+        peer.left = True
+        del self._members[peer.key]
+        self.delivery.private_locked(peer, to_peer)
+        self.delivery.detach_locked(peer, graceful=True)
+        self.delivery.broadcast_locked(to_others)
+        self.delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+
+    def watch(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event)`` for every join, leave, message, action, kick and notice.
+
+        It is called with the room lock held, in the order clients see things, so it must
+        not block: append to a queue and return.
+        """
+        with self.lock:
+            self.watchers = (*self.watchers, callback)
+
+    def unwatch(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self.lock:
+            self.watchers = tuple(w for w in self.watchers if w is not callback)
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        """Report an event that is not a room change (a ban, say) to the watchers."""
+        with self.lock:
+            if self.watchers:
+                self._emit_locked(kind, **fields)
+
+    def _emit_locked(self, kind: str, **fields: Any) -> None:
+        event = {"type": kind, "time": time.time(), **fields}
+        for watcher in self.watchers:
+            watcher(event)

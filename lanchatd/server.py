@@ -19,17 +19,22 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd import config, logs
+from lanchatd import config, logs, paths
+from lanchatd.admin import AdminListener, AdminServer
+from lanchatd.bans import BanStore, until_text
 from lanchatd.config import Settings
 from lanchatd.connection import configure_socket, serve
 from lanchatd.delivery import CLOSE_GRACE
 from lanchatd.framing import Framing
 from lanchatd.peer import Peer
 from lanchatd.room import Room
+from lanchatd.systemd import Notifier
 
 #: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
 THREAD_STACK_BYTES: Final = 512 * 1024
 _SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: How often the service manager's status line is refreshed (only under systemd).
+STATUS_INTERVAL: Final = 5.0
 
 
 class ListenError(Exception):
@@ -69,17 +74,27 @@ class Server:
         settings: Settings,
         config_path: Path | None,
         overrides: dict[str, Any],
-        listener: socket.socket,
+        listeners: list[socket.socket],
+        notifier: Notifier,
+        admin: AdminListener | None = None,
     ) -> None:
         self.settings = settings
         self._config_path = config_path
         self._overrides = overrides
-        self._listener = listener
+        self._listeners = listeners
+        self._notifier = notifier
         self.log = logs.get_logger()
         self.room = Room(settings, self.log)
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
+        self._next_report = 0.0
+        self.bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
+        self.bans.load()
+        self.admin = AdminServer(self, admin, settings.admin_group, self.log) if admin else None
+        self._reloaded = threading.Condition()
+        self._reload_count = 0
+        self._reload_outcome: dict[str, Any] = {}
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; return the exit status."""
@@ -90,25 +105,59 @@ class Server:
         previous_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         for signum in _SIGNALS:
             signal.signal(signum, lambda *_: None)
-        self._listener.setblocking(False)
         selector = selectors.DefaultSelector()
-        selector.register(self._listener, selectors.EVENT_READ)
+        for listener in self._listeners:
+            listener.setblocking(False)
+            selector.register(listener, selectors.EVENT_READ, listener)
         selector.register(wake_r, selectors.EVENT_READ)
         self.room.delivery.start()
-        host, port = self._listener.getsockname()[:2]
-        self.log.info("server_started", host=host, port=port)
+        if self.admin is not None:
+            self.admin.start()
+        for listener in self._listeners:
+            host, port = listener.getsockname()[:2]
+            self.log.info("server_started", host=host, port=port)
+        self._notifier.ready(self._status())
         try:
             while True:
-                for key, _ in selector.select():
-                    if key.fileobj is self._listener:
-                        self._accept()
+                for key, _ in selector.select(self._tick()):
+                    if key.data is not None:
+                        self._accept(key.data)
                     elif self._signals(wake_r):
                         return self._stop()
+                self._report()
         finally:
             signal.set_wakeup_fd(previous_fd)
             selector.close()
             wake_r.close()
             wake_w.close()
+
+    def _tick(self) -> float | None:
+        """How long the loop may sleep: forever unless systemd wants pings or status."""
+        if not self._notifier.enabled:
+            return None
+        return min(self._notifier.watchdog_interval or STATUS_INTERVAL, STATUS_INTERVAL)
+
+    def _report(self) -> None:
+        """Under systemd: refresh the status line and, if healthy, pet the watchdog."""
+        if not self._notifier.enabled or time.monotonic() < self._next_report:
+            return
+        self._next_report = time.monotonic() + (self._tick() or STATUS_INTERVAL)
+        self._notifier.status(self._status())
+        if self.healthy():
+            self._notifier.watchdog()
+
+    def healthy(self) -> bool:
+        """The accept loop runs (we are in it), delivery runs and the room lock is not stuck."""
+        if not self.room.delivery.is_alive():
+            return False
+        if not self.room.lock.acquire(timeout=1.0):
+            return False
+        self.room.lock.release()
+        return True
+
+    def _status(self) -> str:
+        stats = self.room.stats
+        return f"{len(self.room)} clients, {stats.messages} messages relayed"
 
     def _signals(self, wake: socket.socket) -> bool:
         """Handle pending signals; True when it is time to stop."""
@@ -124,10 +173,10 @@ class Server:
                 stop = True
         return stop
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                sock, address = self._listener.accept()
+                sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
@@ -136,6 +185,8 @@ class Server:
                 time.sleep(0.05)
                 return
             host, port = client_address(address)
+            if self.bans and self._refuse_banned(sock, host, port):
+                continue
             with self._connections_lock:
                 full = len(self._connections) >= self.settings.max_clients
             if full:
@@ -158,6 +209,46 @@ class Server:
             sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
         sock.close()
 
+    def _refuse_banned(self, sock: socket.socket, host: str, port: int) -> bool:
+        """Turn away a banned address with a line saying so; False if it is not banned."""
+        ban = self.bans.match(host)
+        if ban is None:
+            return False
+        self.log.warning("client_refused", host=host, port=port, reason="banned")
+        catalog = self.room.catalog
+        reason = ban.reason or catalog("no_reason")
+        if ban.expires_at is None:
+            text = catalog("banned_you", reason=reason)
+        else:
+            text = catalog("banned_you_until", until=until_text(ban.expires_at), reason=reason)
+        with contextlib.suppress(OSError):
+            sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
+        sock.close()
+        return True
+
+    def peers(self) -> list[Peer]:
+        """Every open client connection, joined or still choosing a nickname."""
+        with self._connections_lock:
+            return list(self._connections)
+
+    def request_reload(self, timeout: float) -> dict[str, Any] | None:
+        """Reload exactly as SIGHUP does (in the main loop); return what came of it.
+
+        None if the main loop did not get to it within ``timeout`` seconds.
+        """
+        with self._reloaded:
+            count = self._reload_count
+            os.kill(os.getpid(), signal.SIGHUP)
+            if not self._reloaded.wait_for(lambda: self._reload_count != count, timeout):
+                return None
+            return self._reload_outcome
+
+    def _reload_finished(self, outcome: dict[str, Any]) -> None:
+        with self._reloaded:
+            self._reload_outcome = outcome
+            self._reload_count += 1
+            self._reloaded.notify_all()
+
     def _serve(self, peer: Peer) -> None:
         try:
             serve(peer, self.room)
@@ -172,7 +263,9 @@ class Server:
             new = config.load(self._config_path, self._overrides)
         except config.ConfigError as error:
             self.log.error("config_reload_failed", error=str(error))
+            self._reload_finished({"error": str(error)})
             return
+        self._notifier.reloading()
         changed = config.changes(self.settings, new)
         frozen = sorted(changed.keys() & config.RESTART_ONLY)
         if frozen:
@@ -182,15 +275,21 @@ class Server:
             logs.configure(new.log_format)
         self.settings = new
         self.room.reconfigure(new)
-        self.log.info(
-            "config_reloaded",
-            changed={name: list(values) for name, values in changed.items() if name not in frozen},
-        )
+        applied = {name: list(values) for name, values in changed.items() if name not in frozen}
+        self.log.info("config_reloaded", changed=applied)
+        self._reload_finished({"changed": applied, "needs_restart": frozen})
+        self._notifier.ready(self._status())
 
     def _stop(self) -> int:
         """Stop accepting, tell every client, flush, close; exit status 0."""
+        for signum in _SIGNALS:  # shutdown is bounded; a repeated signal must not cut it short
+            signal.signal(signum, signal.SIG_IGN)
         self.log.info("server_stopping", clients=len(self.room))
-        self._listener.close()
+        self._notifier.stopping()
+        if self.admin is not None:
+            self.admin.stop()
+        for listener in self._listeners:
+            listener.close()
         self.room.shutdown()
         with self._connections_lock:
             waiting = list(self._connections)

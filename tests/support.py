@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,18 +35,24 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = 
 class Daemon:
     """A real ``lanchatd`` process; its JSON log events are collected as they arrive."""
 
-    def __init__(self, *args: str, config: Path | None = None) -> None:
+    def __init__(
+        self, *args: str, config: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         command = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json"]
         if config is not None:
             command += ["--config", str(config)]
         if "--port" not in args:
             command += ["--port", "0"]
+        self._runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
+        if "--admin-socket" not in args:
+            command += ["--admin-socket", f"{self._runtime.name}/admin.sock"]
         self.process = subprocess.Popen(
             [*command, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.events: list[dict[str, Any]] = []
         self.stderr: list[str] = []
@@ -101,11 +109,13 @@ class Daemon:
             return self.process.wait(timeout)
         finally:
             self._reader.join(timeout)
+            self._runtime.cleanup()
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(WAIT)
+        self._runtime.cleanup()
 
 
 class LineClient:

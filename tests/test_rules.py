@@ -30,7 +30,9 @@ def test_accepted_nicknames(raw: bytes, nick: str) -> None:
         (b"al\x1bice", "nick_control"),
         (b"a\tb", "nick_control"),
         (b"al:ice", "nick_colon"),
-        (b"*** admin", "nick_star"),
+        (b"*** admin", "nick_reserved"),
+        (b"a* b", "nick_reserved"),
+        (b"-> bob", "nick_reserved"),
         ("José".encode("latin-1"), "nick_utf8"),
     ],
 )

@@ -1,0 +1,5 @@
+"""``python -m lanchatctl``."""
+
+from lanchatctl.cli import main
+
+main()

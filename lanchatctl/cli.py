@@ -1,0 +1,433 @@
+"""``lanchatctl``: manage a running lanchatd through its admin socket."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final
+
+import click
+from click.shell_completion import CompletionItem
+
+from lanchatctl.client import (
+    DENIED,
+    REFUSED,
+    UNREACHABLE,
+    USAGE,
+    AdminClient,
+    AdminError,
+    socket_candidates,
+)
+from lanchatd import __version__
+from lanchatd.paths import ADMIN_SOCKET_ENV
+
+_CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+_EPILOG: Final = f"""\b
+Exit status: 0 success, {REFUSED} the daemon refused the command (e.g. no such nick),
+{USAGE} usage error, {UNREACHABLE} cannot reach the daemon, {DENIED} permission denied.
+
+\b
+Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
+  eval "$(_LANCHATCTL_COMPLETE=bash_source lanchatctl)"
+"""
+
+
+class Failure(click.ClickException):
+    """A message on stderr and a specific exit status; never a traceback."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = status
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"lanchatctl: error: {self.message}", err=True)
+
+
+@contextlib.contextmanager
+def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
+    """A connection to the daemon; any AdminError becomes a Failure with its exit status."""
+    candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
+    try:
+        with AdminClient(candidates) as client:
+            yield client
+    except AdminError as error:
+        raise Failure(error.status, error.message) from None
+
+
+# Formatting ---------------------------------------------------------------------------------
+
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _clean(text: object) -> str:
+    """Show control characters as escapes: chat text must never drive the admin's terminal."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+
+
+def _local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if not iso:
+        return "-"
+    try:
+        moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return _clean(iso)
+    return moment.astimezone().strftime(fmt)
+
+
+def _duration(seconds: float) -> str:
+    """A short human duration: 5s, 3m05s, 2h03m, 4d02h."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> None:
+    rows = [header, *rows]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        cells = [
+            cell.rjust(width) if column in right else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _echo_json(value: Any, *, lines: bool = False) -> None:
+    """JSON for scripts; a list prints one object per line, as ``[...]`` or bare (``--nl``)."""
+    if not isinstance(value, list):
+        click.echo(json.dumps(value, indent=2))
+    elif lines:
+        for item in value:
+            click.echo(json.dumps(item))
+    elif not value:
+        click.echo("[]")
+    else:
+        body = ",\n ".join(json.dumps(item) for item in value)
+        click.echo(f"[{body}]")
+
+
+# Parameters ---------------------------------------------------------------------------------
+
+
+class Duration(click.ParamType):
+    """``90``, ``45s``, ``30m``, ``1h``, ``2d``, ``1w`` or combinations like ``1h30m``."""
+
+    name = "duration"
+    _PART: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+    _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = self._PART.findall(text)
+            if not parts or "".join(number + unit for number, unit in parts) != text:
+                self.fail(f"{value!r} is not a duration like 30m, 1h, 2d or 1h30m", param, ctx)
+            seconds = sum(float(number) * self._UNITS[unit] for number, unit in parts)
+        if seconds <= 0:
+            self.fail("the duration must be longer than zero", param, ctx)
+        return seconds
+
+
+def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Nicknames online, asked from the daemon (quietly nothing if it cannot be reached)."""
+    try:
+        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
+        with AdminClient(candidates, timeout=1.0) as client:
+            clients = client.request("who")["clients"]
+    except Exception:
+        return []
+    prefix = incomplete.casefold()
+    return [CompletionItem(c["nick"]) for c in clients if c["nick"].casefold().startswith(prefix)]
+
+
+def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    try:
+        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
+        with AdminClient(candidates, timeout=1.0) as client:
+            bans = client.request("bans")["bans"]
+    except Exception:
+        return []
+    return [CompletionItem(b["address"]) for b in bans if b["address"].startswith(incomplete)]
+
+
+# Commands -----------------------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT, epilog=_EPILOG)
+@click.option(
+    "--socket",
+    "socket_path",
+    envvar=ADMIN_SOCKET_ENV,
+    metavar="PATH",
+    # No readability check: connecting tells permission problems apart (exit 4, not 2).
+    type=click.Path(dir_okay=False, readable=False),
+    help=(
+        f"The daemon's admin socket (or set {ADMIN_SOCKET_ENV}). Default: the system "
+        "daemon's (/run/lanchatd-admin.sock, /run/lanchatd/admin.sock), else your own "
+        "daemon's."
+    ),
+)
+@click.version_option(__version__, "-V", "--version", prog_name="lanchatctl")
+def cli(socket_path: str | None) -> None:
+    """Manage a running lanchatd: who is online, kick, ban, notices, stats, live events.
+
+    Root, the daemon's own user and members of its admin group (default: lanchat) may use it.
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts: a list of clients.")
+@click.option("--nl", is_flag=True, help="With --json: one JSON object per line, no list.")
+@click.pass_context
+def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
+    """List the connected clients, in join order.
+
+    The table shows nick, address, port, mode (line or classic), when each connected, how long
+    each has been idle, and how many messages each sent. --json prints, per client: nick,
+    host, port, mode, connected_at (ISO 8601 UTC), idle_s and messages.
+    """
+    with _daemon(ctx) as daemon:
+        clients = daemon.request("who")["clients"]
+    if as_json or nl:
+        _echo_json(clients, lines=nl)
+        return
+    if not clients:
+        click.echo("No clients connected.")
+        return
+    rows = [
+        (
+            _clean(c["nick"]),
+            _clean(c["host"]),
+            str(c["port"]),
+            _clean(c["mode"]),
+            _local_time(c["connected_at"]),
+            _duration(c["idle_s"]),
+            str(c["messages"]),
+        )
+        for c in clients
+    ]
+    header = ("NICK", "ADDRESS", "PORT", "MODE", "CONNECTED SINCE", "IDLE", "MESSAGES")
+    _table(header, rows, right={2, 5, 6})
+
+
+@cli.command()
+@click.argument("nick", shell_complete=_complete_nicks)
+@click.option("--reason", metavar="TEXT", help="Told to the user and to everyone else.")
+@click.pass_context
+def kick(ctx: click.Context, nick: str, reason: str | None) -> None:
+    """Disconnect NICK, telling them (and everyone else) why.
+
+    Quote a nickname with spaces: lanchatctl kick "user1 pc".
+    """
+    if not nick.strip():
+        raise click.BadParameter("the nickname is empty", ctx, param_hint="NICK")
+    with _daemon(ctx) as daemon:
+        result = daemon.request("kick", nick=nick, reason=reason)
+    click.echo(
+        f"Kicked {_clean(result['nick'])} ({_clean(result['host'])}:{result['port']}): "
+        f"{_clean(result['reason'])}"
+    )
+
+
+@cli.command()
+@click.argument("text", nargs=-1, required=True)
+@click.pass_context
+def broadcast(ctx: click.Context, text: tuple[str, ...]) -> None:
+    """Send TEXT to every client as a notice from the server."""
+    message = " ".join(text).strip()
+    if not message:
+        raise click.BadParameter("the notice text is empty", ctx, param_hint="TEXT")
+    with _daemon(ctx) as daemon:
+        result = daemon.request("broadcast", text=message)
+    count = result["recipients"]
+    click.echo(f"Notice sent to {count} client{'' if count == 1 else 's'}.")
+
+
+@cli.command(short_help="Uptime, clients, traffic, drops, kicks, version.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version."""
+    with _daemon(ctx) as daemon:
+        result = daemon.request("stats")
+    if as_json:
+        _echo_json(result)
+        return
+    rows = [
+        ("version", result["version"]),
+        ("uptime", f"{_duration(result['uptime_s'])} (since {_local_time(result['started_at'])})"),
+        ("clients", f"{result['clients']} now, {result['peak_clients']} at most"),
+        ("messages in", str(result["messages_in"])),
+        ("messages out", str(result["messages_out"])),
+        ("bytes in", _size(result["bytes_in"])),
+        ("bytes out", _size(result["bytes_out"])),
+        ("slow consumers dropped", str(result["slow_consumer_drops"])),
+        ("kicks", str(result["kicks"])),
+        ("bans", str(result["bans"])),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+@cli.command(short_help="Ban an IP address, or the address of NICK.")
+@click.argument("target", metavar="NICK|ADDRESS", shell_complete=_complete_nicks)
+@click.option(
+    "--duration",
+    type=Duration(),
+    metavar="DURATION",
+    help="How long: 30m, 1h, 2d, 1w, 1h30m... [default: until unbanned]",
+)
+@click.option("--reason", metavar="TEXT", help="Told to the banned clients and kept with the ban.")
+@click.pass_context
+def ban(ctx: click.Context, target: str, duration: float | None, reason: str | None) -> None:
+    """Ban an IP address (or the address of NICK): its clients are disconnected and new
+    connections from it are refused. Bans are saved and survive restarts."""
+    if not target.strip():
+        raise click.BadParameter("empty", ctx, param_hint="NICK|ADDRESS")
+    with _daemon(ctx) as daemon:
+        result = daemon.request("ban", target=target, duration_s=duration, reason=reason)
+    details = result["ban"]
+    if details["expires_at"]:
+        line = f"Banned {details['address']} until {_local_time(details['expires_at'])}"
+    else:
+        line = f"Banned {details['address']} until unbanned"
+    if result["disconnected"]:
+        line += f"; disconnected {', '.join(_clean(n) for n in result['disconnected'])}"
+    click.echo(line + ".")
+
+
+@cli.command()
+@click.argument("address", shell_complete=_complete_bans)
+@click.pass_context
+def unban(ctx: click.Context, address: str) -> None:
+    """Lift the ban on ADDRESS."""
+    with _daemon(ctx) as daemon:
+        result = daemon.request("unban", address=address)
+    click.echo(f"Unbanned {result['ban']['address']}.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts: a list of bans.")
+@click.pass_context
+def bans(ctx: click.Context, as_json: bool) -> None:
+    """List the bans in force."""
+    with _daemon(ctx) as daemon:
+        result = daemon.request("bans")["bans"]
+    if as_json:
+        _echo_json(result)
+        return
+    if not result:
+        click.echo("No bans.")
+        return
+    rows = [
+        (
+            b["address"],
+            _local_time(b["expires_at"]) if b["expires_at"] else "never",
+            _local_time(b["created_at"]),
+            "-" if b.get("by_uid") is None else str(b["by_uid"]),
+            _clean(b["reason"]) or "-",
+        )
+        for b in result
+    ]
+    _table(("ADDRESS", "EXPIRES", "SINCE", "BY UID", "REASON"), rows, right=set())
+
+
+def _describe(event: dict[str, Any]) -> str:
+    kind = event.get("type", "?")
+    when = _local_time(event.get("time"), "%H:%M:%S")
+    nick = _clean(event.get("nick", ""))
+    match kind:
+        case "join":
+            text = f"{nick} from {event.get('host')}:{event.get('port')} ({event.get('mode')})"
+        case "leave":
+            text = f"{nick} ({event.get('reason')})"
+        case "message":
+            text = (
+                f"{nick}: {_clean(event['text'])}"
+                if "text" in event
+                else f"{nick} (text not logged)"
+            )
+        case "action":
+            text = f"* {nick} {_clean(event.get('text', ''))}"
+        case "kick":
+            text = f"{nick} by uid {event.get('admin_uid')}: {_clean(event.get('reason', ''))}"
+        case "notice":
+            text = f"by uid {event.get('admin_uid')}: {_clean(event.get('text', ''))}"
+        case "ban":
+            until = _local_time(event["expires_at"]) if event.get("expires_at") else "unbanned"
+            text = f"{event.get('address')} by uid {event.get('by_uid')} until {until}"
+            if event.get("reason"):
+                text += f": {_clean(event['reason'])}"
+            if event.get("disconnected"):
+                text += f" (disconnected {', '.join(map(_clean, event['disconnected']))})"
+        case "unban":
+            text = f"{event.get('address')} by uid {event.get('admin_uid')}"
+        case _:
+            rest = {k: v for k, v in event.items() if k not in ("type", "time")}
+            text = _clean(json.dumps(rest))
+    return f"{when} {_clean(kind):<7} {text}"
+
+
+@cli.command(short_help="Show live events until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, per line.")
+@click.pass_context
+def watch(ctx: click.Context, as_json: bool) -> None:
+    """Show live events (joins, leaves, messages, kicks, notices, bans) until Ctrl-C."""
+    try:
+        with _daemon(ctx) as daemon:
+            for event in daemon.events():
+                click.echo(json.dumps(event) if as_json else _describe(event))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Re-read the daemon's configuration, as SIGHUP does."""
+    with _daemon(ctx) as daemon:
+        result = daemon.request("reload")
+    changed = result.get("changed") or {}
+    if changed:
+        click.echo("Configuration reloaded:")
+        for name, (old, new) in changed.items():
+            click.echo(f"  {name}: {old!r} -> {new!r}")
+    else:
+        click.echo("Configuration reloaded; nothing changed.")
+    for name in result.get("needs_restart") or []:
+        click.echo(f"  {name}: changed, but takes effect only after a restart", err=True)
+
+
+def main() -> None:
+    """The ``lanchatctl`` console script."""
+    try:
+        cli.main(prog_name="lanchatctl")
+    except Exception as error:  # a bug: still one line, no traceback
+        click.echo(f"lanchatctl: internal error: {error!r}", err=True)
+        sys.exit(1)
