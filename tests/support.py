@@ -52,7 +52,7 @@ class Daemon:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "STATE_DIRECTORY": self._runtime.name, **(env or {})},
         )
         self.events: list[dict[str, Any]] = []
         self.stderr: list[str] = []
