@@ -32,6 +32,8 @@ class Settings:
     handshake_timeout: float = 30.0
     rate: float = 10.0
     burst: int = 20
+    per_address: int = 16
+    keepalive: float = 60.0
     admin_socket: str | None = None
     admin_group: str = "lanchat"
     log_format: str = "auto"
@@ -115,6 +117,8 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
     "limits": {
         "rate": Key("rate", _number(0, 1_000_000)),
         "burst": Key("burst", _integer(1, 1_000_000)),
+        "per_address": Key("per_address", _integer(0, 100_000)),
+        "keepalive": Key("keepalive", _number(0, 86_400)),
     },
     "admin": {
         "socket": Key("admin_socket", _text),

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
@@ -88,6 +89,7 @@ class Server:
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
+        self._per_address: Counter[str] = Counter()
         self._next_report = 0.0
         self.bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
         self.bans.load()
@@ -185,46 +187,45 @@ class Server:
                 time.sleep(0.05)
                 return
             host, port = client_address(address)
-            if self.bans and self._refuse_banned(sock, host, port):
+            refusal = self._refusal(host)
+            if refusal is not None:
+                self._turn_away(sock, host, port, *refusal)
                 continue
-            with self._connections_lock:
-                full = len(self._connections) >= self.settings.max_clients
-            if full:
-                self._turn_away(sock, host, port)
-                continue
-            configure_socket(sock)
+            configure_socket(sock, self.settings.keepalive)
             peer = Peer(sock, host, port, self.log.bind(host=host, port=port))
             peer.log.info("client_connected")
             with self._connections_lock:
                 self._connections.add(peer)
+                self._per_address[host] += 1
             thread = threading.Thread(
                 target=self._serve, args=(peer,), name=f"client {host}:{port}", daemon=True
             )
             thread.start()
 
-    def _turn_away(self, sock: socket.socket, host: str, port: int) -> None:
-        self.log.warning("client_refused", host=host, port=port, reason="server_full")
-        text = self.room.catalog("server_full", limit=self.settings.max_clients)
-        with contextlib.suppress(OSError):
-            sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
-        sock.close()
+    def _refusal(self, host: str) -> tuple[str, str] | None:
+        """Why a new connection from ``host`` is turned away (reason, line to send), if it is."""
+        catalog, settings = self.room.catalog, self.settings
+        ban = self.bans.match(host) if self.bans else None
+        if ban is not None:
+            reason = ban.reason or catalog("no_reason")
+            if ban.expires_at is None:
+                return "banned", catalog("banned_you", reason=reason)
+            until = until_text(ban.expires_at)
+            return "banned", catalog("banned_you_until", until=until, reason=reason)
+        with self._connections_lock:
+            total, mine = len(self._connections), self._per_address[host]
+        if total >= settings.max_clients:
+            return "server_full", catalog("server_full", limit=settings.max_clients)
+        if settings.per_address and mine >= settings.per_address:
+            return "per_address", catalog("per_address", limit=settings.per_address)
+        return None
 
-    def _refuse_banned(self, sock: socket.socket, host: str, port: int) -> bool:
-        """Turn away a banned address with a line saying so; False if it is not banned."""
-        ban = self.bans.match(host)
-        if ban is None:
-            return False
-        self.log.warning("client_refused", host=host, port=port, reason="banned")
-        catalog = self.room.catalog
-        reason = ban.reason or catalog("no_reason")
-        if ban.expires_at is None:
-            text = catalog("banned_you", reason=reason)
-        else:
-            text = catalog("banned_you_until", until=until_text(ban.expires_at), reason=reason)
+    def _turn_away(self, sock: socket.socket, host: str, port: int, reason: str, text: str) -> None:
+        """Refuse a connection with one line saying why; never blocks the accept loop."""
+        self.log.warning("client_refused", host=host, port=port, reason=reason)
         with contextlib.suppress(OSError):
             sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
         sock.close()
-        return True
 
     def peers(self) -> list[Peer]:
         """Every open client connection, joined or still choosing a nickname."""
@@ -255,6 +256,9 @@ class Server:
         finally:
             with self._connections_changed:
                 self._connections.discard(peer)
+                self._per_address[peer.host] -= 1
+                if not self._per_address[peer.host]:
+                    del self._per_address[peer.host]
                 self._connections_changed.notify_all()
 
     def reload(self) -> None:

@@ -339,3 +339,21 @@ def test_dual_stack_listener(start_daemon, clients: list) -> None:
     wait_until(lambda: server.find("client_joined", nick="four"))
     assert server.find("client_joined", nick="four")[0]["host"] == "127.0.0.1"
     assert server.find("client_joined", nick="six")[0]["host"] == "::1"
+
+
+def test_connections_per_address_are_limited(start_daemon, clients: list) -> None:
+    server = start_daemon(config="[limits]\nper_address = 2\n")
+    clients += [join(server.port, "one"), join(server.port, "two")]
+    third = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+    clients.append(third)
+    data = b""
+    while chunk := third.recv(1024):
+        data += chunk
+    assert data == b"*** Terlalu banyak koneksi dari alamat Anda (paling banyak 2)\n"
+    assert server.wait_event("client_refused", host="127.0.0.1")["reason"] == "per_address"
+    elsewhere = socket.socket()
+    clients.append(elsewhere)
+    elsewhere.bind(("127.0.0.2", 0))
+    elsewhere.settimeout(WAIT)
+    elsewhere.connect(("127.0.0.1", server.port))
+    assert elsewhere.recv(4) == b"NICK", "another address is not affected"
