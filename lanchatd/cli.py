@@ -14,6 +14,7 @@ from lanchatd import __version__, config, logs, systemd
 from lanchatd.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.catalog import LANGUAGES
 from lanchatd.server import ListenError, Server, open_listener
+from lanchatd.tls import TlsError, server_context
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -49,6 +50,8 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
     help="Log rendering; auto is console on a terminal, JSON otherwise. [auto]",
 )
 @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of server messages. [id]")
+@click.option("--tls-cert", help="PEM certificate (chain): the chat port then speaks TLS.")
+@click.option("--tls-key", help="PEM private key for --tls-cert.")
 @click.version_option(__version__, prog_name="lanchatd")
 def main(
     config_path: Path | None,
@@ -57,6 +60,8 @@ def main(
     admin_socket: str | None,
     log_format: str | None,
     lang: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run the lanchat daemon in the foreground.
 
@@ -69,10 +74,13 @@ def main(
         "admin_socket": admin_socket,
         "log_format": log_format,
         "lang": lang,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
     }
     try:
         settings = config.load(config_path, overrides)
-    except config.ConfigError as error:
+        tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
     logs.configure(settings.log_format)
     # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
@@ -91,7 +99,7 @@ def main(
     if inherited.get("chat"):
         _warn_if_not_configured(settings, listeners)
     try:
-        server = Server(settings, config_path, overrides, listeners, systemd.Notifier(), admin)
+        server = Server(settings, config_path, overrides, listeners, systemd.Notifier(), admin, tls)
         status = server.run()
     except KeyboardInterrupt:
         status = 130

@@ -38,10 +38,14 @@ class Settings:
     admin_group: str = "lanchat"
     log_format: str = "auto"
     log_message_text: bool = True
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
-RESTART_ONLY: Final = frozenset({"host", "port", "admin_socket", "admin_group"})
+RESTART_ONLY: Final = frozenset(
+    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key"}
+)
 
 
 class ConfigError(Exception):
@@ -128,6 +132,10 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "format": Key("log_format", _choice(*LOG_FORMATS)),
         "message_text": Key("log_message_text", _boolean),
     },
+    "tls": {
+        "cert": Key("tls_cert", _text),
+        "key": Key("tls_key", _text),
+    },
 }
 
 
@@ -167,7 +175,11 @@ def load(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
     """Defaults, then the file (if any), then flags that were given (None means not given)."""
     values = read_file(path) if path is not None else {}
     values.update({name: value for name, value in overrides.items() if value is not None})
-    return Settings(**values)
+    settings = Settings(**values)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        where = path if path is not None else "command line"
+        raise ConfigError(f"{where}: [tls] cert and key must be given together")
+    return settings
 
 
 def changes(old: Settings, new: Settings) -> dict[str, tuple[Any, Any]]:

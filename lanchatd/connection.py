@@ -8,6 +8,7 @@ delivery thread's business; after the handshake this thread never writes to the 
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Final
 
@@ -25,19 +26,25 @@ from lanchatd.protocol import (
 )
 from lanchatd.ratelimit import TokenBucket
 from lanchatd.room import Room
+from lanchatd.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession
 
 #: How long a nickname reply without a newline may wait for one before it counts as classic.
 NICK_GRACE: Final = 0.25
+#: On a TLS port, how long to wait for a ClientHello before telling a plaintext client (which
+#: waits for ``NICK`` and so says nothing first) that this port needs TLS.
+TLS_PROBE: Final = 3.0
 _RECV_SIZE: Final = 65536
 
 
-def serve(peer: Peer, room: Room) -> None:
+def serve(peer: Peer, room: Room, tls: ssl.SSLContext | None) -> None:
     """Run a connection from accept to close; never raises."""
     try:
-        joined = _handshake(peer, room)
+        joined = _handshake(peer, room, tls)
         if joined is not None:
             protocol, events = joined
             _read(peer, room, protocol, events)
+    except TlsError as error:
+        peer.log.info("tls_failed", error=str(error))
     except Exception:
         peer.log.exception("connection_error")
         room.leave(peer, "error")
@@ -46,7 +53,9 @@ def serve(peer: Peer, room: Room) -> None:
         peer.release()
 
 
-def _handshake(peer: Peer, room: Room) -> tuple[ServerProtocol, list[ServerEvent]] | None:
+def _handshake(
+    peer: Peer, room: Room, tls: ssl.SSLContext | None
+) -> tuple[ServerProtocol, list[ServerEvent]] | None:
     """Ask for a nickname and join; return the protocol and events already received."""
     settings = room.settings
     sock = peer.sock
@@ -55,12 +64,14 @@ def _handshake(peer: Peer, room: Room) -> tuple[ServerProtocol, list[ServerEvent
     grace_deadline = 0.0
     events: list[ServerEvent] = []
     try:
+        if tls is not None and not _start_tls(peer, room, tls, deadline):
+            return None
         sock.settimeout(settings.handshake_timeout)
-        sock.sendall(GREETING)
+        _send_direct(peer, GREETING)
         while not events:
             grace = protocol.awaiting_grace
             remaining = (grace_deadline if grace else deadline) - time.monotonic()
-            data = _recv_within(sock, remaining)
+            data = _receive_within(peer, remaining)
             if data is None and grace:
                 events = protocol.grace_expired()
             elif data is None:
@@ -77,6 +88,9 @@ def _handshake(peer: Peer, room: Room) -> tuple[ServerProtocol, list[ServerEvent
         return None
     reply = events.pop(0)
     assert isinstance(reply, NickReply)
+    if reply.raw.startswith(bytes((TLS_HANDSHAKE_BYTE, 3))):
+        peer.log.info("nick_rejected", reason="tls_on_plain_port")
+        return None
     try:
         nick = parse_nick(reply.raw)
     except NickError as error:
@@ -93,15 +107,58 @@ def _handshake(peer: Peer, room: Room) -> tuple[ServerProtocol, list[ServerEvent
     return protocol, events
 
 
-def _recv_within(sock: socket.socket, seconds: float) -> bytes | None:
+def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float) -> bool:
+    """Complete the TLS handshake (within the handshake deadline); False if there is none."""
+    sock = peer.sock
+    first = _recv_within(sock, min(TLS_PROBE, deadline - time.monotonic()), socket.MSG_PEEK)
+    if first == b"":
+        return False
+    if first is None or first[0] != TLS_HANDSHAKE_BYTE:
+        peer.log.info("tls_failed", error="plaintext client on the TLS port")
+        _send_direct(peer, Framing.LINE.encode(room.catalog("tls_required")))
+        return False
+    session = TlsSession(context, server_side=True)
+    received = b""
+    while True:
+        finished, reply = session.handshake_step(received)
+        if reply:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            sock.sendall(reply)
+        if finished:
+            peer.tls = session
+            return True
+        received = _recv_within(sock, deadline - time.monotonic()) or b""
+        if not received:
+            peer.log.info("tls_failed", error="handshake timed out or closed")
+            return False
+
+
+def _recv_within(sock: socket.socket, seconds: float, flags: int = 0) -> bytes | None:
     """One read, or None if nothing arrives within ``seconds``."""
     if seconds <= 0:
         return None
     sock.settimeout(seconds)
     try:
-        return sock.recv(_RECV_SIZE)
+        return sock.recv(_RECV_SIZE, flags)
     except TimeoutError:
         return None
+
+
+def _receive_within(peer: Peer, seconds: float) -> bytes | None:
+    """Plaintext from the client (decrypted on a TLS port), or None after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        data = _recv_within(peer.sock, deadline - time.monotonic())
+        if not data or peer.tls is None:
+            return data
+        plaintext = peer.tls.decrypt(data)
+        if plaintext:
+            return plaintext
+
+
+def _send_direct(peer: Peer, data: bytes) -> None:
+    """Write before the client has joined, while this thread still owns the socket."""
+    peer.sock.sendall(peer.tls.encrypt(data) if peer.tls is not None else data)
 
 
 def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
@@ -109,8 +166,8 @@ def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
     peer.log.info("nick_rejected", reason=reason)
     try:
         peer.sock.settimeout(1.0)
-        peer.sock.sendall(framing.encode(text))
-    except OSError:
+        _send_direct(peer, framing.encode(text))
+    except (OSError, TlsError):
         pass
 
 
@@ -119,6 +176,7 @@ def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerE
     settings = room.settings
     bucket = TokenBucket(settings.rate, settings.burst)
     recv = peer.sock.recv
+    tls = peer.tls
     while _handle(peer, room, bucket, events):
         try:
             data = recv(_RECV_SIZE)
@@ -126,6 +184,8 @@ def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerE
             return
         if not data:
             return
+        if tls is not None:
+            data = tls.decrypt(data)  # may be b"": a record can span reads
         if room.settings is not settings:
             settings = room.settings
             bucket.reconfigure(settings.rate, settings.burst)

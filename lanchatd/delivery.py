@@ -27,10 +27,13 @@ from typing import Final
 
 from lanchatd.framing import Framing
 from lanchatd.peer import Peer
+from lanchatd.tls import TlsError
 
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 #: How long a departing client (``/quit``, kicked, shutdown) may take to receive its last lines.
 CLOSE_GRACE: Final = 2.0
+#: Plaintext encrypted at once for a TLS client (TLS records are at most 16 KiB each).
+TLS_CHUNK: Final = 65536
 
 
 class Journal:
@@ -230,7 +233,8 @@ class Delivery:
             journal = journals[peer.framing]
             # The room hears why first: retiring wakes the peer's reader, whose own
             # "disconnect" must find the peer already gone.
-            if journal.sealed_end - peer.cursor + peer.private_bytes > limit:
+            backlog = journal.sealed_end - peer.cursor + peer.private_bytes + len(peer.cipher)
+            if backlog > limit:
                 self._on_slow(peer)
                 self._retire(peer)
                 continue
@@ -239,7 +243,7 @@ class Delivery:
             cursor, private_bytes = peer.cursor, peer.private_bytes
             try:
                 done = _send_pending(peer, journal)
-            except OSError:
+            except (OSError, TlsError):
                 self._on_error(peer)
                 self._retire(peer)
                 continue
@@ -282,7 +286,7 @@ class Delivery:
 
 def _send_pending(peer: Peer, journal: Journal) -> bool:
     """Send ``peer`` everything it is owed, in order; False if its socket filled up first."""
-    send = peer.sock.send
+    send = peer.sock.send if peer.tls is None else _encrypting_send(peer)
     end = journal.sealed_end if peer.final_pos is None else peer.final_pos
     private = peer.private
     while True:
@@ -303,7 +307,7 @@ def _send_pending(peer: Peer, journal: Journal) -> bool:
             limit = min(limit, pos)
         cursor = peer.cursor
         if cursor >= limit:
-            return True
+            return peer.tls is None or _send_cipher(peer)
         start, segment = journal.segment_at(cursor)
         stop = min(limit, start + len(segment))
         try:
@@ -313,3 +317,36 @@ def _send_pending(peer: Peer, journal: Journal) -> bool:
         peer.cursor = cursor + sent
         if cursor + sent < stop:
             return False
+
+
+def _encrypting_send(peer: Peer) -> Callable[[memoryview, int], int]:
+    """A ``send`` for a TLS peer: takes plaintext, encrypts it, sends what the socket takes.
+
+    It reports plaintext as taken once encrypted; the records themselves wait in
+    ``peer.cipher``, and nothing more is encrypted until they have left.
+    """
+    tls = peer.tls
+    assert tls is not None
+
+    def send(data: memoryview, _flags: int) -> int:
+        if not _send_cipher(peer):
+            raise BlockingIOError
+        chunk = data[:TLS_CHUNK]
+        peer.cipher = memoryview(tls.encrypt(chunk))
+        _send_cipher(peer)
+        return len(chunk)
+
+    return send
+
+
+def _send_cipher(peer: Peer) -> bool:
+    """Send pending TLS records; True once none are left."""
+    cipher = peer.cipher
+    while cipher:
+        try:
+            sent = peer.sock.send(cipher, _SEND_FLAGS)
+        except BlockingIOError:
+            break
+        cipher = cipher[sent:]
+    peer.cipher = cipher
+    return not cipher

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from lanchatd.framing import Framing
+from lanchatd.tls import TlsSession
 
 
 class Peer:
@@ -27,6 +28,7 @@ class Peer:
         "_lock",
         "_refs",
         "blocked",
+        "cipher",
         "connected_at",
         "cursor",
         "deadline",
@@ -44,6 +46,7 @@ class Peer:
         "private",
         "private_bytes",
         "sock",
+        "tls",
     )
 
     def __init__(self, sock: socket.socket, host: str, port: int, log: Any) -> None:
@@ -52,6 +55,8 @@ class Peer:
         self.port = port
         self.log = log
         self.connected_at = time.time()
+        #: TLS state on a TLS port, set by the reader once the handshake is done.
+        self.tls: TlsSession | None = None
         self._lock = threading.Lock()
         self._refs = 1
         self._closed = False
@@ -68,6 +73,8 @@ class Peer:
         self.cursor = 0
         self.private: deque[tuple[int, memoryview]] = deque()
         self.private_bytes = 0
+        #: Encrypted bytes (TLS only) that the socket did not take yet.
+        self.cipher = memoryview(b"")
         self.blocked = False
         self.final_pos: int | None = None
         self.deadline = 0.0

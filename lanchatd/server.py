@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -30,6 +31,7 @@ from lanchatd.framing import Framing
 from lanchatd.peer import Peer
 from lanchatd.room import Room
 from lanchatd.systemd import Notifier
+from lanchatd.tls import TlsError, server_context
 
 #: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
 THREAD_STACK_BYTES: Final = 512 * 1024
@@ -78,12 +80,14 @@ class Server:
         listeners: list[socket.socket],
         notifier: Notifier,
         admin: AdminListener | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self._config_path = config_path
         self._overrides = overrides
         self._listeners = listeners
         self._notifier = notifier
+        self._tls = tls
         self.log = logs.get_logger()
         self.room = Room(settings, self.log)
         self._connections: set[Peer] = set()
@@ -252,7 +256,7 @@ class Server:
 
     def _serve(self, peer: Peer) -> None:
         try:
-            serve(peer, self.room)
+            serve(peer, self.room, self._tls)
         finally:
             with self._connections_changed:
                 self._connections.discard(peer)
@@ -277,12 +281,23 @@ class Server:
             new = dataclasses.replace(new, **{name: changed[name][0] for name in frozen})
         if new.log_format != self.settings.log_format:
             logs.configure(new.log_format)
+        if self._tls is not None:
+            self._reload_certificate(new)
         self.settings = new
         self.room.reconfigure(new)
         applied = {name: list(values) for name, values in changed.items() if name not in frozen}
         self.log.info("config_reloaded", changed=applied)
         self._reload_finished({"changed": applied, "needs_restart": frozen})
         self._notifier.ready(self._status())
+
+    def _reload_certificate(self, settings: Settings) -> None:
+        """Re-read the certificate files (renewed in place); keep the old ones if they fail."""
+        assert settings.tls_cert is not None
+        assert settings.tls_key is not None
+        try:
+            self._tls = server_context(settings.tls_cert, settings.tls_key)
+        except TlsError as error:
+            self.log.error("tls_reload_failed", error=str(error))
 
     def _stop(self) -> int:
         """Stop accepting, tell every client, flush, close; exit status 0."""
