@@ -17,9 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,23 +25,11 @@ from typing import Any
 
 import pytest
 
+from tests.support import BIN, WAIT, LoggedProcess
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 LANCHATD = BIN / "lanchatd"
 LANCHATCTL = BIN / "lanchatctl"
-WAIT = 10.0
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def short_dir(prefix: str = "lanchat-admin-") -> Path:
@@ -66,7 +52,7 @@ def remove_tree(path: Path) -> None:
 # The daemon ---------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """A real ``lanchatd`` subprocess with its own admin socket and state directory."""
 
     def __init__(
@@ -105,51 +91,10 @@ class Daemon:
             text=True,
             env={**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})},
         )
-        self.events: list[dict[str, Any]] = []
-        self.stderr: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
+        self._watch_log()
         self.port = 0
         if wait:
             self.port = self.wait_event("server_started")["port"]
-
-    def _collect(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            with self._changed:
-                self.stderr.append(line)
-                with contextlib.suppress(json.JSONDecodeError):
-                    self.events.append(json.loads(line))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
-        with self._changed:
-            return [
-                e
-                for e in self.events
-                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
-            ]
-
-    def wait_event(self, event: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = self.find(event, **fields)
-                if found:
-                    return found[0]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.process.poll() is not None and not self._reader_alive):
-                    raise AssertionError(
-                        f"no {event} {fields or ''} event; daemon stderr:\n{''.join(self.stderr)}"
-                    )
-                self._changed.wait(min(remaining, 0.1))
-
-    @property
-    def _reader_alive(self) -> bool:
-        return self._reader.is_alive()
 
     def wait_exit(self, timeout: float = WAIT) -> int:
         status = self.process.wait(timeout)

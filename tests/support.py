@@ -32,35 +32,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = 
         time.sleep(0.01)
 
 
-class Daemon:
-    """A real ``lanchatd`` process; its JSON log events are collected as they arrive."""
+class LoggedProcess:
+    """A subprocess whose JSON log lines on stderr are collected as they arrive."""
 
-    def __init__(
-        self, *args: str, config: Path | None = None, env: dict[str, str] | None = None
-    ) -> None:
-        command = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json"]
-        if config is not None:
-            command += ["--config", str(config)]
-        if "--port" not in args:
-            command += ["--port", "0"]
-        self._runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
-        if "--admin-socket" not in args:
-            command += ["--admin-socket", f"{self._runtime.name}/admin.sock"]
-        self.process = subprocess.Popen(
-            [*command, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "STATE_DIRECTORY": self._runtime.name, **(env or {})},
-        )
+    process: subprocess.Popen[str]
+
+    def _watch_log(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
-        started = self.wait_event("server_started")
-        self.port: int = started["port"]
 
     def _collect(self) -> None:
         assert self.process.stderr is not None
@@ -97,6 +79,33 @@ class Daemon:
                         f"no {event} {fields} event; log:\n{''.join(self.stderr[-30:])}"
                     )
                 self._changed.wait(remaining)
+
+
+class Daemon(LoggedProcess):
+    """A real ``lanchatd`` process; its JSON log events are collected as they arrive."""
+
+    def __init__(
+        self, *args: str, config: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        command = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json"]
+        if config is not None:
+            command += ["--config", str(config)]
+        if "--port" not in args:
+            command += ["--port", "0"]
+        self._runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
+        if "--admin-socket" not in args:
+            command += ["--admin-socket", f"{self._runtime.name}/admin.sock"]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "STATE_DIRECTORY": self._runtime.name, **(env or {})},
+        )
+        self._watch_log()
+        started = self.wait_event("server_started")
+        self.port: int = started["port"]
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)

@@ -14,7 +14,8 @@ import structlog
 
 from lanchatd.bans import Ban, BanStore, normalize_address
 from tests import admin_helpers
-from tests.admin_helpers import Daemon, refused_connection, wait_for
+from tests.admin_helpers import Daemon, refused_connection
+from tests.support import wait_until
 
 admin_workdir = admin_helpers.admin_workdir
 admin_daemons = admin_helpers.admin_daemons
@@ -67,7 +68,7 @@ def test_expired_bans_lapse(tmp_path: Path) -> None:
     store.add(_ban("192.0.2.2", expires_at=time.time() - 1))
     assert [b.address for b in store.list()] == ["192.0.2.1"]
     assert store.match("192.0.2.1") is not None
-    wait_for(lambda: store.match("192.0.2.1") is None, what="the ban to expire")
+    wait_until(lambda: store.match("192.0.2.1") is None, what="the ban to expire")
     assert store.list() == []
     assert len(store) == 0
 
@@ -162,7 +163,7 @@ def test_a_ban_with_a_duration_lapses(admin_daemon: Daemon, admin_clients: list)
     refusal = refused_connection(admin_daemon.port, "127.0.0.3")
     assert refusal.startswith(b"*** Anda diblokir dari server ini sampai ")
     assert b" UTC: tanpa alasan\n" in refusal
-    wait_for(
+    wait_until(
         lambda: refused_connection(admin_daemon.port, "127.0.0.3") == b"NICK",
         what="the ban to lapse",
     )

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tests import admin_helpers
-from tests.admin_helpers import AdminConnection, ChatClient, Daemon, wait_for
+from tests.admin_helpers import AdminConnection, ChatClient, Daemon
+from tests.support import wait_until
 
 admin_workdir = admin_helpers.admin_workdir
 admin_daemons = admin_helpers.admin_daemons
@@ -134,7 +135,7 @@ def test_watch_leaves_no_trace_when_its_client_goes(
     watcher.request("watch")
     assert control.request("stats")["result"]["watchers"] == 1
     watcher.close()
-    wait_for(lambda: control.request("stats")["result"]["watchers"] == 0, what="watcher removal")
+    wait_until(lambda: control.request("stats")["result"]["watchers"] == 0, what="watcher removal")
 
 
 def test_watch_without_message_text_when_logging_omits_it(

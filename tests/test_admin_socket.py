@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests import admin_helpers
-from tests.admin_helpers import LANCHATD, Daemon, lanchatctl, outsider_group, wait_for
+from tests.admin_helpers import LANCHATD, Daemon, lanchatctl, outsider_group
+from tests.support import wait_until
 
 admin_workdir = admin_helpers.admin_workdir
 admin_daemons = admin_helpers.admin_daemons
@@ -126,7 +127,7 @@ def test_a_socket_passed_in_by_socket_activation_is_used(admin_workdir: Path) ->
         text=True,
     )
     try:
-        wait_for(passed.exists, what="systemd-socket-activate to listen")
+        wait_until(passed.exists, what="systemd-socket-activate to listen")
         # The first connection starts the daemon, which then answers on the passed socket.
         result = lanchatctl("--socket", str(passed), "stats", "--json")
         assert result.returncode == 0, result.stderr

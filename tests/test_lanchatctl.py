@@ -17,7 +17,8 @@ from click.testing import CliRunner
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
 from tests import admin_helpers
-from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl, wait_for
+from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
+from tests.support import wait_until
 
 admin_workdir = admin_helpers.admin_workdir
 admin_daemons = admin_helpers.admin_daemons
@@ -181,7 +182,7 @@ def test_stats_count_what_happened(admin_daemon: Daemon, admin_clients: list) ->
     assert (stats["messages_in"], stats["bytes_in"]) == (1, 5)
     # Out: joins (1 + 2), welcomes (2), the message (2), the kick lines (1 + 1), bob's leave (1).
     assert stats["messages_out"] == 10
-    wait_for(
+    wait_until(
         lambda: json.loads(admin_daemon.ctl("stats", "--json").stdout)["bytes_out"] > 100,
         what="bytes out to be counted",
     )
@@ -211,7 +212,7 @@ def _start_watch(server: Daemon, *args: str) -> tuple[subprocess.Popen[str], que
         lines.put(None)
 
     threading.Thread(target=pump, daemon=True).start()
-    wait_for(
+    wait_until(
         lambda: json.loads(server.ctl("stats", "--json").stdout)["watchers"] == 1,
         what="lanchatctl watch to subscribe",
     )
