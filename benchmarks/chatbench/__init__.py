@@ -1,0 +1,1 @@
+"""chatbench: lanchatd against ncat --chat on loopback; see docs/performance.md."""
