@@ -32,6 +32,10 @@ from lanchatd.tls import TlsError
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 #: How long a departing client (``/quit``, kicked, shutdown) may take to receive its last lines.
 CLOSE_GRACE: Final = 2.0
+#: The journal keeps what some client may still need; the scan that finds the oldest such
+#: byte runs once this many segments or bytes are held, not after every round.
+TRIM_SEGMENTS: Final = 64
+TRIM_BYTES: Final = 1 << 20
 #: Plaintext encrypted at once for a TLS client (TLS records are at most 16 KiB each).
 TLS_CHUNK: Final = 65536
 
@@ -112,6 +116,8 @@ class Delivery:
         self._signalled = False
         self._stopping = False
         self._peers: dict[Peer, None] = {}
+        #: Detached peers still being flushed (each with a deadline).
+        self._closing: set[Peer] = set()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
@@ -218,6 +224,7 @@ class Delivery:
             elif kind == _DETACH:
                 peer.final_pos = pos
                 peer.deadline = time.monotonic() + CLOSE_GRACE
+                self._closing.add(peer)
             else:
                 self._retire(peer)
                 continue
@@ -257,24 +264,28 @@ class Delivery:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for peer in [p for p in self._peers if p.final_pos is not None and p.deadline <= now]:
+        for peer in [p for p in self._closing if p.deadline <= now]:
             self._retire(peer)
 
     def _next_timeout(self) -> float | None:
-        deadlines = [p.deadline for p in self._peers if p.final_pos is not None]
-        if not deadlines:
+        if not self._closing:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(p.deadline for p in self._closing) - time.monotonic())
 
     def _trim(self) -> None:
+        """Forget what everyone has been sent; an O(clients) scan, so not after every round."""
         for journal in self.journals.values():
-            if not journal.segments:
+            segments = journal.segments
+            if not segments or (
+                len(segments) < TRIM_SEGMENTS and journal.sealed_end - segments[0][0] < TRIM_BYTES
+            ):
                 continue
             cursors = [p.cursor for p in self._peers if p.framing is journal.framing]
             journal.trim(min(cursors, default=journal.sealed_end))
 
     def _retire(self, peer: Peer) -> None:
         del self._peers[peer]
+        self._closing.discard(peer)
         if peer.blocked:
             peer.blocked = False
             self._selector.unregister(peer.sock)
