@@ -12,6 +12,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -99,11 +100,15 @@ def running_daemon(*args: str) -> Iterator[Daemon]:
 
 
 class RawUser:
-    """A line-mode chat user on a bare socket (what netcat does)."""
+    """A line-mode chat user on a bare socket (what netcat does); with ``cafile``, over TLS
+    (what ``openssl s_client`` does), trusting the certificate in that file."""
 
-    def __init__(self, port: int, nick: str) -> None:
+    def __init__(self, port: int, nick: str, cafile: str | os.PathLike[str] | None = None) -> None:
         self.nick = nick
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        if cafile is not None:
+            context = ssl.create_default_context(cafile=os.fspath(cafile))
+            self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buffer = b""
         self.lines: list[str] = []
         greeting = self._recv_exactly(4)
@@ -122,7 +127,9 @@ class RawUser:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"{self.nick}: timed out; got {self.lines!r} {self.buffer!r}")
-        ready, _, _ = select.select([self.sock], [], [], remaining)
+        # Under TLS, decrypted bytes can wait inside the socket where select cannot see them.
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        ready = pending or select.select([self.sock], [], [], remaining)[0]
         if ready:
             data = self.sock.recv(65536)
             if not data:
@@ -160,11 +167,13 @@ def client_env(*, color: bool = False) -> dict[str, str]:
     return env
 
 
-def spawn_client(port: int, *args: str, color: bool = False) -> pexpect.spawn:
+def spawn_client(
+    port: int, *args: str, color: bool = False, host: str = "127.0.0.1"
+) -> pexpect.spawn:
     """The interactive client in a pseudo-terminal (30x100); ``screen_text`` has its output."""
     child = pexpect.spawn(
         CLIENT[0],
-        [*CLIENT[1:], "127.0.0.1", "--port", str(port), *args],
+        [*CLIENT[1:], host, "--port", str(port), *args],
         env=client_env(color=color),
         encoding="utf-8",
         codec_errors="replace",

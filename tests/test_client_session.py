@@ -20,6 +20,7 @@ from lanchatd.catalog import Catalog
 from lanchatd.client.connection import (
     ConnectError,
     Connection,
+    Endpoint,
     Refused,
     join,
     nick_problem,
@@ -83,7 +84,7 @@ def test_nick_problem_only_guards_the_framing(nick: str, problem: str | None) ->
 
 def test_join_and_refusal(daemon: Daemon) -> None:
     async def scenario() -> None:
-        first = await join("127.0.0.1", daemon.port, "alice")
+        first = await join(Endpoint("127.0.0.1", daemon.port), "alice")
         assert isinstance(first, Connection)
         lines: list[str] = []
         while len(lines) < 2:
@@ -91,7 +92,7 @@ def test_join_and_refusal(daemon: Daemon) -> None:
             assert more is not None
             lines += more
         assert lines == ["alice Bergabung!", "Terkoneksi dengan Server!"]
-        again = await join("127.0.0.1", daemon.port, "ALICE")
+        again = await join(Endpoint("127.0.0.1", daemon.port), "ALICE")
         assert again == Refused("*** Nickname ditolak: ALICE sudah dipakai")
         await first.close()
 
@@ -103,7 +104,7 @@ def test_join_connection_refused() -> None:
 
     async def scenario() -> None:
         with pytest.raises(ConnectError) as raised:
-            await join("127.0.0.1", port, "alice")
+            await join(Endpoint("127.0.0.1", port), "alice")
         assert str(raised.value) == f"cannot connect to 127.0.0.1:{port}: Connection refused"
 
     asyncio.run(scenario())
@@ -117,7 +118,7 @@ def test_join_server_full(tmp_path: Path) -> None:
 
         async def scenario() -> None:
             with pytest.raises(ConnectError) as raised:
-                await join("127.0.0.1", daemon.port, "alice")
+                await join(Endpoint("127.0.0.1", daemon.port), "alice")
             assert "*** Server penuh (1 klien)" in str(raised.value)
             assert not raised.value.final
 
@@ -132,7 +133,7 @@ def test_join_something_that_is_not_lanchat() -> None:
 
     async def scenario() -> None:
         with pytest.raises(ConnectError, match="does not speak the lanchat protocol"):
-            await join("127.0.0.1", peer.port, "alice")
+            await join(Endpoint("127.0.0.1", peer.port), "alice")
 
     try:
         asyncio.run(scenario())
@@ -147,7 +148,7 @@ def test_a_ban_is_final() -> None:
 
     async def scenario() -> None:
         with pytest.raises(ConnectError) as raised:
-            await join("127.0.0.1", peer.port, "alice")
+            await join(Endpoint("127.0.0.1", peer.port), "alice")
         assert raised.value.final
         assert line in str(raised.value)
 
@@ -170,10 +171,14 @@ def test_kicked_client_does_not_come_back() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join("127.0.0.1", peer.port, "alice")
+        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
         assert isinstance(first, Connection)
         session = Session(
-            "127.0.0.1", peer.port, "alice", first, on_line=lines.append, on_status=statuses.append
+            Endpoint("127.0.0.1", peer.port),
+            "alice",
+            first,
+            on_line=lines.append,
+            on_status=statuses.append,
         )
         session.start()
         async with asyncio.timeout(10):
@@ -195,10 +200,14 @@ def test_sync_confirms_every_line_and_stays_invisible(daemon: Daemon) -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join("127.0.0.1", daemon.port, "user1 pc")
+        first = await join(Endpoint("127.0.0.1", daemon.port), "user1 pc")
         assert isinstance(first, Connection)
         session = Session(
-            "127.0.0.1", daemon.port, "user1 pc", first, on_line=lines.append, on_status=print
+            Endpoint("127.0.0.1", daemon.port),
+            "user1 pc",
+            first,
+            on_line=lines.append,
+            on_status=print,
         )
         session.start()
         for number in range(30):
@@ -251,11 +260,10 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join("127.0.0.1", peer.port, "alice")
+        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
         assert isinstance(first, Connection)
         session = Session(
-            "127.0.0.1",
-            peer.port,
+            Endpoint("127.0.0.1", peer.port),
             "alice",
             first,
             on_line=lines.append,

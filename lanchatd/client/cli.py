@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 from typing import Final
 
@@ -11,7 +12,7 @@ import click
 
 from lanchatd import __version__
 from lanchatd.client import interactive, pipe
-from lanchatd.client.connection import DEFAULT_PORT, nick_problem
+from lanchatd.client.connection import DEFAULT_PORT, Endpoint, nick_problem, tls_context
 from lanchatd.client.render import Renderer, color_wanted
 
 #: The daemon's own machine; on a LAN, pass the server's address (or set LANCHAT_HOST).
@@ -36,8 +37,30 @@ DEFAULT_HOST: Final = "127.0.0.1"
     envvar="LANCHAT_NICK",
     help="Nickname (or LANCHAT_NICK); asked for on a terminal when omitted.",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    envvar="LANCHAT_TLS",
+    help="Connect with TLS, checking the server's certificate against the system's "
+    "certificate authorities and HOST (or LANCHAT_TLS=1).",
+)
+@click.option(
+    "--cafile",
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --tls: trust only the certificates in this PEM file (a private CA, or the "
+    "server's self-signed certificate) instead of the system's.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="With --tls: do not check the server's certificate at all (encrypted, but anyone "
+    "on the way could pose as the server).",
+)
 @click.version_option(__version__, prog_name="lanchat")
-def main(host: str, port: int, nick: str | None) -> None:
+def main(
+    host: str, port: int, nick: str | None, tls: bool, cafile: str | None, insecure: bool
+) -> None:
     """Chat in the lanchat room served at HOST (default 127.0.0.1, or LANCHAT_HOST).
 
     On a terminal it asks for a nickname (unless --nick is given) and shows a >> prompt;
@@ -51,6 +74,13 @@ def main(host: str, port: int, nick: str | None) -> None:
     \b
         echo "build finished" | lanchat --nick ci 192.168.1.2
 
+    With --tls the connection is encrypted and the server's certificate must be valid
+    for HOST (a name or an IP address). For a server with its own certificate authority
+    or a self-signed certificate, pass that certificate with --cafile:
+
+    \b
+        lanchat --tls --cafile lanchat.crt chat.example.lan
+
     NO_COLOR (set and not empty) turns colours off.
     """
     tty = sys.stdin.isatty() and sys.stdout.isatty()
@@ -63,13 +93,14 @@ def main(host: str, port: int, nick: str | None) -> None:
         nick = nick.strip()  # as the server trims it: our echoes are matched on this name
     if not tty and nick is None:
         raise click.UsageError("--nick is required when input or output is not a terminal")
+    endpoint = Endpoint(host, port, _tls_settings(tls, cafile, insecure))
     try:
         if tty:
             renderer = Renderer(color=color_wanted())
-            status = asyncio.run(interactive.run(host, port, nick, renderer))
+            status = asyncio.run(interactive.run(endpoint, nick, renderer))
         else:
             assert nick is not None
-            status = asyncio.run(pipe.run(host, port, nick))
+            status = asyncio.run(pipe.run(endpoint, nick))
     except KeyboardInterrupt:
         status = 0 if tty else 130
     except Exception as error:  # the promise: no traceback ever reaches the user
@@ -78,3 +109,25 @@ def main(host: str, port: int, nick: str | None) -> None:
         click.echo(f"lanchat: internal error: {error!r} (LANCHAT_DEBUG=1 shows details)", err=True)
         status = 1
     sys.exit(status)
+
+
+def _tls_settings(tls: bool, cafile: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """The TLS context the options ask for (None: plain TCP); usage errors exit 2."""
+    if not tls:
+        for given, name in ((cafile is not None, "--cafile"), (insecure, "--insecure")):
+            if given:
+                raise click.UsageError(f"{name} only applies with --tls")
+        return None
+    if cafile is not None and insecure:
+        raise click.UsageError("--cafile and --insecure cannot be used together")
+    try:
+        context = tls_context(cafile, verify=not insecure)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--cafile'") from None
+    if insecure:
+        click.echo(
+            "lanchat: warning: --insecure: the connection is encrypted but the server is "
+            "not authenticated (its certificate is not checked)",
+            err=True,
+        )
+    return context

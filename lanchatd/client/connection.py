@@ -2,6 +2,7 @@
 
 Sans-IO parsing stays in :mod:`lanchatd.protocol`; this is the asyncio glue around it, and the
 reading of refusals (a taken nickname, a full server, a ban) into one-line reasons.
+Where the server is and whether to speak TLS to it travel together as one :class:`Endpoint`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Final
 
 from lanchatd.catalog import CATALOGUES, LANGUAGES
-from lanchatd.protocol import ClientProtocol, Line, NickRequested, ProtocolError
+from lanchatd.protocol import GREETING, ClientProtocol, Line, NickRequested, ProtocolError
 
 DEFAULT_PORT: Final = 5001
 CONNECT_TIMEOUT: Final = 10.0
+#: How long closing a TLS connection may wait for the server's side of the TLS goodbye.
+TLS_CLOSE_TIMEOUT: Final = 2.0
+#: After a failed TLS handshake, how long a plain connection may take to show ``NICK``.
+PLAIN_PROBE_TIMEOUT: Final = 3.0
 _RECV_SIZE: Final = 65536
 
 
@@ -34,6 +40,8 @@ def _catalogue_prefixes(*keys: str) -> tuple[str, ...]:
 #: Lines telling this client it was put out of the room (kicked, banned): coming straight
 #: back would defeat the administrator, so the client does not reconnect after these.
 _REMOVED: Final = _catalogue_prefixes("kicked_you", "banned_you", "banned_you_until")
+#: The line a TLS port sends a plaintext client (after waiting a few seconds for TLS).
+_TLS_REQUIRED: Final = _catalogue_prefixes("tls_required")
 
 
 def removal_notice(line: str) -> bool:
@@ -63,8 +71,53 @@ def describe_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the server is and how to reach it: plain TCP, or TLS with ``tls`` as context.
+
+    The TLS server name is ``host``, so a certificate is checked against the name (or the
+    IP address) the user typed. Reconnecting reuses the endpoint, and so its TLS settings.
+    """
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+
+    def __str__(self) -> str:
+        return describe_address(self.host, self.port)
+
+    @property
+    def verified(self) -> bool:
+        """True unless this is TLS with certificate checks turned off (``--insecure``)."""
+        return self.tls is None or self.tls.verify_mode != ssl.CERT_NONE
+
+
+def tls_context(cafile: str | None = None, *, verify: bool = True) -> ssl.SSLContext:
+    """A client context with the library's modern defaults, TLS 1.2 at least.
+
+    Trusts the system's certificate authorities, or only those in ``cafile`` (a private CA,
+    or the server's own self-signed certificate); ``verify=False`` checks nothing at all.
+    Raises ValueError with a one-line reason when ``cafile`` cannot be used.
+    """
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as error:  # before OSError, which it is too
+        if error.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+            raise ValueError(f"no PEM certificate in {cafile}") from None
+        reason = error.reason.replace("_", " ").lower() if error.reason else "bad PEM data"
+        raise ValueError(f"cannot use {cafile}: {reason}") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {cafile}: {_reason(error)}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Connection:
-    """One joined TCP connection: bytes in through :class:`ClientProtocol`, lines out."""
+    """One joined connection (TCP, or TLS over TCP): bytes in through
+    :class:`ClientProtocol`, lines out."""
 
     __slots__ = ("_protocol", "_reader", "_writer", "pending")
 
@@ -80,6 +133,12 @@ class Connection:
         self._protocol = protocol
         #: Lines that arrived with the join, not yet handed out by :meth:`read`.
         self.pending = pending
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version in use ("TLSv1.3"), or None on a plain connection."""
+        tls = self._writer.get_extra_info("ssl_object")
+        return tls.version() if tls is not None else None
 
     async def read(self, timeout: float | None = None) -> list[str] | None:
         """The next received lines; None once the connection has ended.
@@ -113,18 +172,31 @@ class Connection:
             await self._writer.drain()
 
     def end_input(self) -> None:
-        """Half-close: the server reads everything sent so far, then sees end of file."""
+        """Half-close: the server reads everything sent so far, then sees end of file.
+
+        A TLS stream cannot be half-closed (asyncio sends no end of file under TLS), so
+        there the same is said with ``/quit``: the server also handles it after everything
+        sent before it, then closes the connection.
+        """
         with contextlib.suppress(OSError, RuntimeError):
-            if self._writer.can_write_eof() and not self._writer.is_closing():
+            if self._writer.is_closing():
+                return
+            if self._writer.can_write_eof():
                 self._writer.write_eof()
+            elif self.tls_version is not None:
+                self.write("/quit")
 
     def abort(self) -> None:
         self._writer.transport.abort()
 
     async def close(self) -> None:
+        """Close; under TLS the goodbye waits for the server's at most ``TLS_CLOSE_TIMEOUT``."""
         self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.wait_closed()
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            async with asyncio.timeout(TLS_CLOSE_TIMEOUT):
+                await self._writer.wait_closed()
+                return
+        self.abort()
 
 
 def _tune(writer: asyncio.StreamWriter) -> None:
@@ -141,42 +213,108 @@ def _tune(writer: asyncio.StreamWriter) -> None:
 
 
 async def join(
-    host: str, port: int, nick: str, timeout: float = CONNECT_TIMEOUT
+    endpoint: Endpoint, nick: str, timeout: float = CONNECT_TIMEOUT
 ) -> Connection | Refused:
-    """Connect, answer ``NICK`` and wait to be let in.
+    """Connect (over TLS if the endpoint says so), answer ``NICK`` and wait to be let in.
 
     The server's first line to a newcomer is its own join broadcast; a refusal is one line
     starting with ``*`` followed by the server closing the connection.
     Raises :class:`ConnectError` when there is no joining at all (refused, unreachable,
-    timed out, server full, not a lanchat server).
+    timed out, server full, not a lanchat server, a TLS failure).
     """
-    where = describe_address(host, port)
     try:
         async with asyncio.timeout(timeout):
-            return await _join(host, port, nick, where)
+            return await _join(endpoint, nick)
     except TimeoutError:
-        raise ConnectError(f"cannot connect to {where}: timed out") from None
+        raise ConnectError(f"cannot connect to {endpoint}: timed out") from None
 
 
-async def _join(host: str, port: int, nick: str, where: str) -> Connection | Refused:
-    sock = await _connect(host, port, where)
+async def _join(endpoint: Endpoint, nick: str) -> Connection | Refused:
+    sock = await _connect(endpoint)
+    if endpoint.tls is not None:
+        reader, writer = await _start_tls(sock, endpoint)
+    else:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock)
+        except BaseException:
+            sock.close()
+            raise
     try:
-        reader, writer = await asyncio.open_connection(sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        return await _handshake(reader, writer, nick, where)
+        return await _handshake(reader, writer, nick, str(endpoint))
     except BaseException:
         writer.transport.abort()
         raise
 
 
-async def _connect(host: str, port: int, where: str) -> socket.socket:
-    """Try each address of ``host`` in turn; the first failure is the one reported."""
-    loop = asyncio.get_running_loop()
+async def _start_tls(
+    sock: socket.socket, endpoint: Endpoint
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The TLS handshake on a connected socket, its failures turned into one-line reasons."""
+    where = str(endpoint)
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return await asyncio.open_connection(
+            sock=sock,
+            ssl=endpoint.tls,
+            server_hostname=endpoint.host,
+            ssl_shutdown_timeout=TLS_CLOSE_TIMEOUT,
+        )
+    except ssl.SSLCertVerificationError as error:
+        sock.close()
+        raise ConnectError(f"cannot connect to {where}: {_untrusted(error)}", final=True) from None
+    except (ConnectionError, OSError, EOFError) as error:  # ssl.SSLError is an OSError
+        sock.close()
+        if await _speaks_plain_lanchat(endpoint):
+            message = "the server does not speak TLS (try without --tls)"
+            raise ConnectError(f"cannot connect to {where}: {message}", final=True) from None
+        if isinstance(error, ssl.SSLError) and error.reason:
+            reason = error.reason.replace("_", " ").lower()  # "tlsv1 alert protocol version"
+        elif isinstance(error, OSError) and error.errno:
+            reason = _reason(error)
+        else:
+            reason = "the server closed the connection"
+        raise ConnectError(f"cannot connect to {where}: TLS handshake failed: {reason}") from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _untrusted(error: ssl.SSLCertVerificationError) -> str:
+    """Why the server's certificate was not accepted, and what would help."""
+    detail = str(error.verify_message or error.reason or "unknown reason").rstrip(".")
+    if "mismatch" in detail:  # "Hostname mismatch, certificate is not valid for 'x'"
+        hint = "connect to a name or address the certificate was issued for"
+    else:
+        hint = "for a private CA or a self-signed certificate, pass it with --cafile"
+    return f"TLS certificate verification failed: {detail} ({hint})"
+
+
+async def _speaks_plain_lanchat(endpoint: Endpoint) -> bool:
+    """After a failed TLS handshake: does a plain connection get the lanchat ``NICK``?
+
+    A plaintext lanchat server reads the TLS hello as a (bad) nickname and hangs up, which
+    looks like any reset; one more connection, closed at once, tells the two apart.
+    """
+    with contextlib.suppress(ConnectError, OSError, EOFError, TimeoutError):
+        async with asyncio.timeout(PLAIN_PROBE_TIMEOUT):
+            sock = await _connect(endpoint)
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                return await reader.readexactly(len(GREETING)) == GREETING
+            finally:
+                writer.transport.abort()
+    return False
+
+
+async def _connect(endpoint: Endpoint) -> socket.socket:
+    """Try each address of the host in turn; the first failure is the one reported."""
+    loop = asyncio.get_running_loop()
+    where = str(endpoint)
+    try:
+        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise ConnectError(f"cannot connect to {where}: {error.strerror}") from None
     first: OSError | None = None
@@ -243,6 +381,8 @@ async def _not_lanchat(
             while len(received) < 1024 and (more := await reader.read(1024)):
                 received += more
     first = received.decode(errors="replace").partition("\n")[0].strip()
+    if _TLS_REQUIRED and first.startswith(_TLS_REQUIRED):
+        return f"{where} only takes TLS connections: {first}", True
     if first.startswith("*"):
         return f"{where} refused the connection: {first}", removal_notice(first)
     return f"{where} does not speak the lanchat protocol", False

@@ -23,8 +23,8 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from lanchatd.client.connection import (
     ConnectError,
     Connection,
+    Endpoint,
     Refused,
-    describe_address,
     join,
     nick_problem,
 )
@@ -33,7 +33,7 @@ from lanchatd.client.session import MAX_HELD, Sent, Session, Status
 from lanchatd.commands import Quit, parse_command
 
 
-async def run(host: str, port: int, nick: str | None, renderer: Renderer) -> int:
+async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
     """Ask for a nickname until the server takes one, then chat; the exit status."""
     asker: PromptSession[str] | None = None
     while True:
@@ -44,7 +44,7 @@ async def run(host: str, port: int, nick: str | None, renderer: Renderer) -> int
                 return 0
         nick = nick.strip()
         try:
-            result = await join(host, port, nick)
+            result = await join(endpoint, nick)
         except ConnectError as error:
             print(f"lanchat: error: {sanitize(str(error))}", file=sys.stderr)
             return 1
@@ -52,7 +52,7 @@ async def run(host: str, port: int, nick: str | None, renderer: Renderer) -> int
             print(renderer.line(result.reason))
             nick = None
             continue
-        return await _chat(host, port, nick, result, renderer)
+        return await _chat(endpoint, nick, result, renderer)
 
 
 async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None:
@@ -68,19 +68,18 @@ async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None
             print(renderer.warning(problem))
 
 
-async def _chat(host: str, port: int, nick: str, connection: Connection, renderer: Renderer) -> int:
+async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer: Renderer) -> int:
     styles = {"info": renderer.notice, "warning": renderer.warning, "error": renderer.error}
 
     def show_status(status: Status) -> None:
         print(styles.get(status.level, renderer.notice)(status.text))
 
     with patch_stdout(raw=True):
-        where = describe_address(host, port)
-        print(renderer.notice(f"connected to {where} as {nick}"))
+        security = _security(endpoint, connection)
+        print(renderer.notice(f"connected to {endpoint} as {nick}{security}"))
         print(renderer.notice("/help lists the commands; /quit, Ctrl-D or Ctrl-C leaves"))
         session = Session(
-            host,
-            port,
+            endpoint,
             nick,
             connection,
             on_line=lambda raw: print(renderer.line(raw)),
@@ -105,6 +104,14 @@ async def _chat(host: str, port: int, nick: str, connection: Connection, rendere
         for line in unsent.unconfirmed:
             print(renderer.warning(f"may not have been delivered: {line}"))
     return 1 if session.failed else 0
+
+
+def _security(endpoint: Endpoint, connection: Connection) -> str:
+    """How the connection is protected, for the "connected" notice (nothing when plain)."""
+    version = connection.tls_version
+    if version is None:
+        return ""
+    return f" ({version})" if endpoint.verified else f" ({version}, server NOT verified)"
 
 
 def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:

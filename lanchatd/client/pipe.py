@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from lanchatd.client.connection import ConnectError, Refused, join
+from lanchatd.client.connection import ConnectError, Endpoint, Refused, join
 from lanchatd.client.render import sanitize
 from lanchatd.client.session import Session, Status
 
@@ -95,10 +95,10 @@ def _status(status: Status) -> None:
     print(f"lanchat: {sanitize(status.text)}", file=sys.stderr)
 
 
-async def run(host: str, port: int, nick: str) -> int:
+async def run(endpoint: Endpoint, nick: str) -> int:
     """Post standard input to the room; the exit status."""
     try:
-        result = await join(host, port, nick)
+        result = await join(endpoint, nick)
     except ConnectError as error:
         _error(str(error))
         return 1
@@ -106,8 +106,7 @@ async def run(host: str, port: int, nick: str) -> int:
         _error(f"the server refused the nickname {nick!r}: {result.reason}")
         return 1
     session = Session(
-        host,
-        port,
+        endpoint,
         nick,
         result,
         on_line=LineWriter(sys.stdout),

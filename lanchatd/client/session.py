@@ -27,7 +27,7 @@ from typing import Final
 from lanchatd.client.connection import (
     ConnectError,
     Connection,
-    describe_address,
+    Endpoint,
     join,
     removal_notice,
 )
@@ -95,12 +95,12 @@ class Status:
 
 
 class Session:
-    """A joined client that survives connection loss: reconnects and rejoins as ``nick``."""
+    """A joined client that survives connection loss: reconnects to the same endpoint (so
+    with the same TLS settings) and rejoins as ``nick``."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        endpoint: Endpoint,
         nick: str,
         connection: Connection,
         *,
@@ -111,8 +111,7 @@ class Session:
         echo_timeout: float = ECHO_TIMEOUT,
         max_held: int | None = MAX_HELD,
     ) -> None:
-        self.host = host
-        self.port = port
+        self.endpoint = endpoint
         self.nick = nick
         self._conn: Connection | None = connection
         self._on_line = on_line
@@ -314,7 +313,7 @@ class Session:
 
     @property
     def _where(self) -> str:
-        return describe_address(self.host, self.port)
+        return str(self.endpoint)
 
     async def _pump(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -363,7 +362,7 @@ class Session:
             if self._closing:
                 return None
             try:
-                result = await join(self.host, self.port, self.nick)
+                result = await join(self.endpoint, self.nick)
             except ConnectError as error:
                 reason = str(error).removeprefix(f"cannot connect to {self._where}: ")
                 if error.final:
