@@ -138,8 +138,15 @@ class BanStore:
     # Reading ---------------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read the file at start-up; never raises (problems are logged and handled)."""
+        """Read the file at start-up; never raises (problems are logged and handled).
+
+        Temporary files of a save that a crash interrupted are removed: the rename never
+        happened, so the file itself still holds the last complete save.
+        """
         with self._lock:
+            for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
             self._load_locked()
 
     def _load_locked(self) -> bool:

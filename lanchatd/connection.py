@@ -127,9 +127,10 @@ def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float)
         if finished:
             peer.tls = session
             return True
-        received = _recv_within(sock, deadline - time.monotonic()) or b""
+        received = _recv_within(sock, deadline - time.monotonic())
         if not received:
-            peer.log.info("tls_failed", error="handshake timed out or closed")
+            problem = "handshake timed out" if received is None else "closed during handshake"
+            peer.log.info("tls_failed", error=problem)
             return False
 
 
@@ -152,7 +153,7 @@ def _receive_within(peer: Peer, seconds: float) -> bytes | None:
         if not data or peer.tls is None:
             return data
         plaintext = peer.tls.decrypt(data)
-        if plaintext:
+        if plaintext or peer.tls.peer_closed:
             return plaintext
 
 
@@ -186,6 +187,9 @@ def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerE
             return
         if tls is not None:
             data = tls.decrypt(data)  # may be b"": a record can span reads
+            if tls.peer_closed:  # close_notify: the end of the stream, as EOF is
+                _handle(peer, room, bucket, protocol.receive_data(data))
+                return
         if room.settings is not settings:
             settings = room.settings
             bucket.reconfigure(settings.rate, settings.burst)
@@ -240,11 +244,17 @@ def configure_socket(sock: socket.socket, keepalive: float) -> None:
     finds peers that vanished without a FIN (a pulled cable, a laptop lid): after
     ``keepalive`` idle seconds the kernel probes, and four unanswered probes, a sixth of that
     apart, end the connection, so its reader sees an error and the client leaves the room.
+    TCP_USER_TIMEOUT gives data the room sends to such a peer the same deadline.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if keepalive:
         idle = max(1, round(keepalive))
+        interval = max(1, idle // 6)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 6))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+        # Keepalive only probes an idle connection; while the room talks there is always
+        # unacknowledged data, so the same deadline must bound retransmissions too.
+        timeout_ms = (idle + 4 * interval) * 1000
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)

@@ -238,29 +238,29 @@ class Delivery:
             if peer not in self._peers:
                 continue
             journal = journals[peer.framing]
-            # The room hears why first: retiring wakes the peer's reader, whose own
-            # "disconnect" must find the peer already gone.
+            if not peer.blocked:
+                cursor, private_bytes = peer.cursor, peer.private_bytes
+                try:
+                    done = _send_pending(peer, journal)
+                except (OSError, TlsError):
+                    self._on_error(peer)
+                    self._retire(peer)
+                    continue
+                self.bytes_out += peer.cursor - cursor + private_bytes - peer.private_bytes
+                if done:
+                    if peer.final_pos is not None:
+                        self._retire(peer)
+                    continue
+                peer.blocked = True
+                self._selector.register(peer.sock, selectors.EVENT_WRITE, peer)
+            # Only what the socket would not take counts against the client, so a burst
+            # larger than the limit does not cost a reader that keeps up. The room hears why
+            # first: retiring wakes the peer's reader, whose own "disconnect" must find the
+            # peer already gone.
             backlog = journal.sealed_end - peer.cursor + peer.private_bytes + len(peer.cipher)
             if backlog > limit:
                 self._on_slow(peer)
                 self._retire(peer)
-                continue
-            if peer.blocked:
-                continue
-            cursor, private_bytes = peer.cursor, peer.private_bytes
-            try:
-                done = _send_pending(peer, journal)
-            except (OSError, TlsError):
-                self._on_error(peer)
-                self._retire(peer)
-                continue
-            self.bytes_out += peer.cursor - cursor + private_bytes - peer.private_bytes
-            if done:
-                if peer.final_pos is not None:
-                    self._retire(peer)
-            else:
-                peer.blocked = True
-                self._selector.register(peer.sock, selectors.EVENT_WRITE, peer)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -291,6 +291,9 @@ class Delivery:
             self._selector.unregister(peer.sock)
         peer.private.clear()
         peer.private_bytes = 0
+        if peer.tls is not None:  # a clean TLS close, if the socket takes it
+            with contextlib.suppress(OSError, TlsError):
+                peer.sock.send(peer.tls.close(), _SEND_FLAGS)
         peer.shutdown()
         peer.release()
 

@@ -9,6 +9,7 @@ update, say) stays in the outgoing buffer and leaves with the next encrypted byt
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import threading
 from pathlib import Path
@@ -41,7 +42,7 @@ def server_context(cert: Path | str, key: Path | str) -> ssl.SSLContext:
 class TlsSession:
     """One connection's TLS state, shared by its reader and the delivery thread."""
 
-    __slots__ = ("_incoming", "_lock", "_object", "_outgoing")
+    __slots__ = ("_incoming", "_lock", "_object", "_outgoing", "peer_closed")
 
     def __init__(self, context: ssl.SSLContext, *, server_side: bool, hostname: str | None = None):
         self._incoming = ssl.MemoryBIO()
@@ -50,6 +51,8 @@ class TlsSession:
             self._incoming, self._outgoing, server_side=server_side, server_hostname=hostname
         )
         self._lock = threading.Lock()
+        #: The peer ended the TLS session (close_notify): treat it as end of stream.
+        self.peer_closed = False
 
     def handshake_step(self, received: bytes) -> tuple[bool, bytes]:
         """Feed handshake bytes from the peer; return (finished, bytes to send to the peer)."""
@@ -68,8 +71,8 @@ class TlsSession:
     def decrypt(self, received: bytes) -> bytes:
         """Plaintext carried by ``received`` (possibly none yet: records can span reads).
 
-        Returns ``b""`` only when the peer closed the TLS session (close_notify) or sent
-        nothing decodable yet; callers treat an empty socket read as the end, not this.
+        After the peer's close_notify, ``peer_closed`` is set: the stream has ended even if
+        the socket has not.
         """
         with self._lock:
             self._incoming.write(received)
@@ -79,14 +82,24 @@ class TlsSession:
                     chunk = self._object.read(65536)
                 except ssl.SSLWantReadError:
                     break
-                except ssl.SSLZeroReturnError:
+                except ssl.SSLZeroReturnError:  # close_notify after we sent ours
+                    self.peer_closed = True
                     break
                 except ssl.SSLError as error:
                     raise TlsError(error.reason or str(error)) from None
-                if not chunk:
+                if not chunk:  # no more data raises SSLWantReadError; b"" is close_notify
+                    self.peer_closed = True
                     break
                 chunks.append(chunk)
             return b"".join(chunks)
+
+    def close(self) -> bytes:
+        """Our close_notify, to send before closing the socket (best effort)."""
+        with self._lock:
+            # unwrap() then wants the peer's close_notify, which nobody waits for here.
+            with contextlib.suppress(ssl.SSLError):
+                self._object.unwrap()
+            return self._outgoing.read()
 
     def encrypt(self, plaintext: bytes | memoryview) -> bytes:
         """The records carrying ``plaintext``, preceded by anything decrypt left to send."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lanchatd.tls import TlsSession
 from tests.support import BIN, WAIT, Daemon, LineClient, join
 from tests.tls_support import make_certificate
 
@@ -65,7 +66,8 @@ def test_bulk_traffic_over_tls_arrives_whole_and_in_order(
 ) -> None:
     config = tmp_path / "lanchatd.toml"
     config.write_text(
-        f'[limits]\nrate = 0\n[tls]\ncert = "{certificate[0]}"\nkey = "{certificate[1]}"\n'
+        "[server]\nsend_buffer_bytes = 16777216\n[limits]\nrate = 0\n"  # 3 MB never overflows
+        f'[tls]\ncert = "{certificate[0]}"\nkey = "{certificate[1]}"\n'
     )
     server = Daemon(config=config)
     try:
@@ -153,3 +155,27 @@ def test_bad_tls_settings_are_one_line_exit_2(args: list[str], message: str) -> 
     assert result.stderr.startswith("lanchatd: error: ")
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_tls_close_notify_ends_the_session_at_once(tls_daemon: Daemon, certificate, clients):
+    alice = tls_join(tls_daemon.port, certificate[0], "alice")
+    clients.append(alice)
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    bob = TlsSession(context, server_side=False, hostname="localhost")
+    raw = socket.create_connection(("127.0.0.1", tls_daemon.port), timeout=WAIT)
+    clients.append(raw)
+    finished, hello = bob.handshake_step(b"")
+    raw.sendall(hello)
+    while not finished:
+        finished, reply = bob.handshake_step(raw.recv(65536))
+        raw.sendall(reply)
+    raw.sendall(bob.encrypt(b"bob\n"))
+    assert alice.line() == "bob Bergabung!"
+    raw.sendall(bob.close())  # close_notify, and the socket stays open
+    assert alice.line() == "bob Keluar!"
+    assert tls_daemon.wait_event("client_left", nick="bob")["reason"] == "disconnect"
+    received = b""
+    while data := raw.recv(65536):
+        received += bob.decrypt(data)
+    assert received.endswith(b"bob Keluar!\n"), "the lines it was owed, then the end"
+    assert bob.peer_closed, "the daemon answered with its own close_notify"

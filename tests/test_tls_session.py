@@ -57,3 +57,11 @@ def test_plaintext_is_not_a_handshake(certificate: tuple[Path, Path]) -> None:
     server = TlsSession(server_context(*certificate), server_side=True)
     with pytest.raises(TlsError):
         server.handshake_step(b"alice\n")
+
+
+def test_close_notify_is_seen_as_the_end(certificate: tuple[Path, Path]) -> None:
+    server, client = connect(certificate)
+    assert server.decrypt(client.encrypt(b"last\n")) == b"last\n"
+    assert not server.peer_closed
+    assert server.decrypt(client.close()) == b""
+    assert server.peer_closed
