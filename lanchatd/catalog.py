@@ -40,6 +40,8 @@ _EN: Final = {
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
     "per_address": "*** Too many connections from your address (at most {limit})",
+    "flood": "*** Slow down: at most {rate:g} messages a second, {burst} at once; yours are "
+    "delayed, not lost",
     "shutdown": "*** Server shutting down",
     "tls_required": "*** This port speaks TLS; connect with: lanchat --tls",
     "kicked_you": "*** You were kicked by an administrator: {reason}",
@@ -76,6 +78,8 @@ _ID: Final = {
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",
     "per_address": "*** Terlalu banyak koneksi dari alamat Anda (paling banyak {limit})",
+    "flood": "*** Pelan-pelan: paling banyak {rate:g} pesan per detik, {burst} sekaligus; "
+    "pesan Anda ditunda, tidak hilang",
     "shutdown": "*** Server dimatikan",
     "tls_required": "*** Port ini memakai TLS; sambungkan dengan: lanchat --tls",
     "kicked_you": "*** Anda dikeluarkan oleh administrator: {reason}",

@@ -211,7 +211,14 @@ def _handle(peer: Peer, room: Room, bucket: TokenBucket, events: list[ServerEven
             if batch:
                 room.say(peer, batch)
                 batch = []
+            if not bucket.throttled:
+                bucket.throttled = True
+                notice = room.catalog("flood", rate=bucket.rate, burst=bucket.burst)
+                room.tell(peer, notice)
+                peer.log.info("flood_throttled", rate=bucket.rate, burst=bucket.burst)
             time.sleep(wait)
+        else:
+            bucket.throttled = False
         if isinstance(event, LineTooLong):
             room.tell(peer, room.catalog("line_too_long", limit=event.limit))
             continue

@@ -12,11 +12,13 @@ import time
 class TokenBucket:
     """``rate`` messages per second on average, bursts of up to ``burst``; rate 0 disables."""
 
-    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate", "throttled")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
+        #: Set by the caller while it is pausing a client, so it tells the client only once.
+        self.throttled = False
         self._tokens = float(burst)
         self._stamp = time.monotonic()
 

@@ -244,6 +244,14 @@ def test_flood_is_slowed_not_dropped_and_others_get_through(start_daemon, client
     floods = [line for line in lines if line.startswith("flooder:")]
     assert floods == [f"flooder: flood {i}" for i in range(1, 11)]
     assert "calm: a word in between" in lines, "the calm client was not starved"
+    notice = (
+        "*** Pelan-pelan: paling banyak 20 pesan per detik, 2 sekaligus; "
+        "pesan Anda ditunda, tidak hilang"
+    )
+    assert lines.count(notice) == 1, "told once, when the pausing began"
+    assert lines.index(notice) < lines.index("flooder: flood 2"), "right after the burst of 2"
+    throttled = server.wait_event("flood_throttled", nick="flooder")
+    assert (throttled["rate"], throttled["burst"]) == (20.0, 2)
     # 12 messages at 20/s with a burst of 2: the last cannot leave before (12 - 2) / 20 s.
     assert elapsed >= 0.45
 
