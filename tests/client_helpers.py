@@ -218,3 +218,29 @@ def quit_client(child: pexpect.spawn) -> int:
         child.expect(pexpect.EOF, timeout=WAIT)
     child.close()
     return child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 0)
+
+
+class Clients:
+    """Interactive clients and raw users; whatever is left running is closed after the test."""
+
+    def __init__(self) -> None:
+        self.children: list[pexpect.spawn] = []
+        self.users: list[RawUser] = []
+
+    def spawn(
+        self, port: int, *args: str, color: bool = False, host: str = "127.0.0.1"
+    ) -> pexpect.spawn:
+        child = spawn_client(port, *args, color=color, host=host)
+        self.children.append(child)
+        return child
+
+    def user(self, port: int, nick: str, cafile: str | None = None) -> RawUser:
+        user = RawUser(port, nick, cafile)
+        self.users.append(user)
+        return user
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close(force=True)
+        for user in self.users:
+            user.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_helpers import Clients
 
 from tests.support import Daemon
 
@@ -44,6 +45,16 @@ def clients() -> Iterator[list[Any]]:
     yield opened
     for client in opened:
         client.close()
+
+
+@pytest.fixture
+def terminals() -> Iterator[Clients]:
+    """Interactive clients (pexpect) and raw users a test starts; all closed afterwards."""
+    made = Clients()
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 _FIGURES: list[str] = []

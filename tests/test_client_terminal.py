@@ -10,13 +10,12 @@ from collections.abc import Iterator
 import pexpect
 import pytest
 from client_helpers import (
+    Clients,
     Daemon,
-    RawUser,
     free_port,
     quit_client,
     running_daemon,
     screen_text,
-    spawn_client,
 )
 
 from lanchatd.client.render import nick_color
@@ -30,47 +29,14 @@ def daemon() -> Iterator[Daemon]:
         yield running
 
 
-class Clients:
-    """Spawns clients and raw users; whatever is left running is closed after the test."""
-
-    def __init__(self) -> None:
-        self.children: list[pexpect.spawn] = []
-        self.users: list[RawUser] = []
-
-    def spawn(self, port: int, *args: str, color: bool = False) -> pexpect.spawn:
-        child = spawn_client(port, *args, color=color)
-        self.children.append(child)
-        return child
-
-    def user(self, port: int, nick: str) -> RawUser:
-        user = RawUser(port, nick)
-        self.users.append(user)
-        return user
-
-    def close(self) -> None:
-        for child in self.children:
-            child.close(force=True)
-        for user in self.users:
-            user.close()
-
-
-@pytest.fixture
-def clients() -> Iterator[Clients]:
-    made = Clients()
-    try:
-        yield made
-    finally:
-        made.close()
-
-
 def joined(child: pexpect.spawn) -> None:
     child.expect_exact("Terkoneksi dengan Server!")
     child.expect_exact(">>")
 
 
-def test_two_people_chat(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_two_people_chat(daemon: Daemon, terminals: Clients) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     bob.expect("alice Bergabung!")
     alice.sendline("hello bob")
@@ -90,9 +56,9 @@ def test_two_people_chat(daemon: Daemon, clients: Clients) -> None:
     assert "Traceback" not in screen_text(alice)
 
 
-def test_half_typed_line_survives_incoming_messages(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_half_typed_line_survives_incoming_messages(daemon: Daemon, terminals: Clients) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     alice.send("half way")
     alice.expect_exact("way")  # typed keys may be drawn in pieces; the end is enough
@@ -104,9 +70,11 @@ def test_half_typed_line_survives_incoming_messages(daemon: Daemon, clients: Cli
     bob.expect("alice: half way there")
 
 
-def test_fast_typing_and_pasted_lines_all_arrive_in_order(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_fast_typing_and_pasted_lines_all_arrive_in_order(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     alice.send("one\rtwo\rthree\r")  # typed ahead, faster than any round trip
     alice.send("\x1b[200~four\nfive\x1b[201~\r")  # a bracketed paste of two lines
@@ -119,10 +87,10 @@ def test_fast_typing_and_pasted_lines_all_arrive_in_order(daemon: Daemon, client
 
 
 def test_escape_sequences_from_others_are_shown_harmlessly(
-    daemon: Daemon, clients: Clients
+    daemon: Daemon, terminals: Clients
 ) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     evil = "\x1b[2J\x1b]2;PWNED\x07 \x9b31mred \u202edesrever\u202c \x1b[H\x08\x7f"
     bob.send(evil)
@@ -132,10 +100,10 @@ def test_escape_sequences_from_others_are_shown_harmlessly(
         assert raw not in screen
 
 
-def test_nick_colours_and_no_color(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    coloured = clients.spawn(daemon.port, "--nick", "alice", color=True)
-    plain = clients.spawn(daemon.port, "--nick", "carol")
+def test_nick_colours_and_no_color(daemon: Daemon, terminals: Clients) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    coloured = terminals.spawn(daemon.port, "--nick", "alice", color=True)
+    plain = terminals.spawn(daemon.port, "--nick", "carol")
     joined(coloured)
     joined(plain)
     bob.send("colours?")
@@ -145,9 +113,9 @@ def test_nick_colours_and_no_color(daemon: Daemon, clients: Clients) -> None:
     assert not any_colour.search(screen_text(plain))
 
 
-def test_taken_nickname_shows_the_reason_and_asks_again(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "BOB")
+def test_taken_nickname_shows_the_reason_and_asks_again(daemon: Daemon, terminals: Clients) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "BOB")
     alice.expect_exact("*** Nickname ditolak: BOB sudah dipakai")
     alice.expect_exact("Username:")
     alice.sendline("bad:name")
@@ -158,9 +126,9 @@ def test_taken_nickname_shows_the_reason_and_asks_again(daemon: Daemon, clients:
     bob.expect("alice Bergabung!")
 
 
-def test_asks_for_a_username_without_nick(daemon: Daemon, clients: Clients) -> None:
-    bob = clients.user(daemon.port, "bob")
-    carol = clients.spawn(daemon.port)
+def test_asks_for_a_username_without_nick(daemon: Daemon, terminals: Clients) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    carol = terminals.spawn(daemon.port)
     carol.expect_exact("Username:")
     carol.sendline("   ")  # blank: asked again, nothing sent
     carol.expect_exact("Username:")
@@ -171,9 +139,9 @@ def test_asks_for_a_username_without_nick(daemon: Daemon, clients: Clients) -> N
 
 
 @pytest.mark.parametrize("key", ["c", "d"])
-def test_ctrl_c_and_ctrl_d_leave_cleanly(daemon: Daemon, clients: Clients, key: str) -> None:
-    bob = clients.user(daemon.port, "bob")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_ctrl_c_and_ctrl_d_leave_cleanly(daemon: Daemon, terminals: Clients, key: str) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     alice.sendcontrol(key)
     alice.expect(pexpect.EOF)
@@ -183,8 +151,8 @@ def test_ctrl_c_and_ctrl_d_leave_cleanly(daemon: Daemon, clients: Clients, key: 
     assert "Traceback" not in screen_text(alice)
 
 
-def test_reconnects_across_a_daemon_restart(daemon: Daemon, clients: Clients) -> None:
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_reconnects_across_a_daemon_restart(daemon: Daemon, terminals: Clients) -> None:
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     daemon.stop()
     alice.expect_exact("*** Server dimatikan")
@@ -195,15 +163,15 @@ def test_reconnects_across_a_daemon_restart(daemon: Daemon, clients: Clients) ->
     alice.expect_exact("reconnected to", timeout=30)
     alice.expect_exact("alice Bergabung!")
     alice.expect_exact("alice: typed while away")  # the server's echo: it was delivered
-    bob = clients.user(daemon.port, "bob")
+    bob = terminals.user(daemon.port, "bob")
     alice.expect_exact("bob Bergabung!")
     alice.sendline("back again")
     bob.expect("alice: back again")
     assert quit_client(alice) == 0
 
 
-def test_unsent_messages_are_reported_on_leaving(daemon: Daemon, clients: Clients) -> None:
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+def test_unsent_messages_are_reported_on_leaving(daemon: Daemon, terminals: Clients) -> None:
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     daemon.stop()
     alice.expect_exact("lost; reconnecting")
@@ -216,9 +184,9 @@ def test_unsent_messages_are_reported_on_leaving(daemon: Daemon, clients: Client
     assert alice.exitstatus == 0
 
 
-def test_connection_refused_is_one_line_and_fails(clients: Clients) -> None:
+def test_connection_refused_is_one_line_and_fails(terminals: Clients) -> None:
     port = free_port()
-    child = clients.spawn(port, "--nick", "alice")
+    child = terminals.spawn(port, "--nick", "alice")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
@@ -226,9 +194,9 @@ def test_connection_refused_is_one_line_and_fails(clients: Clients) -> None:
     assert lines == [f"lanchat: error: cannot connect to 127.0.0.1:{port}: Connection refused"]
 
 
-def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, clients: Clients) -> None:
+def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, terminals: Clients) -> None:
     pytest.importorskip("lanchatctl")
-    alice = clients.spawn(daemon.port, "--nick", "alice")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
     joined(alice)
     admin = [sys.executable, "-m", "lanchatctl", "--socket", daemon.admin_socket]
     kick = subprocess.run(

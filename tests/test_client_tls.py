@@ -19,6 +19,7 @@ import pytest
 from client_helpers import (
     CLIENT,
     WAIT,
+    Clients,
     Daemon,
     RawUser,
     client_env,
@@ -68,39 +69,6 @@ def tls_daemon(certificate: tuple[Path, Path]) -> Iterator[Daemon]:
 def plain_daemon() -> Iterator[Daemon]:
     with running_daemon() as running:
         yield running
-
-
-class Clients:
-    """Interactive clients and raw users; whatever is left running is closed after the test."""
-
-    def __init__(self) -> None:
-        self.children: list[pexpect.spawn] = []
-        self.users: list[RawUser] = []
-
-    def spawn(self, port: int, *args: str, host: str = "127.0.0.1") -> pexpect.spawn:
-        child = spawn_client(port, *args, host=host)
-        self.children.append(child)
-        return child
-
-    def user(self, port: int, nick: str, cafile: str | None = None) -> RawUser:
-        user = RawUser(port, nick, cafile)
-        self.users.append(user)
-        return user
-
-    def close(self) -> None:
-        for child in self.children:
-            child.close(force=True)
-        for user in self.users:
-            user.close()
-
-
-@pytest.fixture
-def clients() -> Iterator[Clients]:
-    made = Clients()
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def run_client(
@@ -197,9 +165,9 @@ def test_lanchat_tls_from_the_environment(tls_daemon: Daemon, cert: str) -> None
     assert "ci: hi" in result.stdout.splitlines()
 
 
-def test_two_people_chat_over_tls(tls_daemon: Daemon, cert: str, clients: Clients) -> None:
-    bob = clients.user(tls_daemon.port, "bob", cert)
-    alice = clients.spawn(tls_daemon.port, "--tls", "--cafile", cert, "--nick", "alice")
+def test_two_people_chat_over_tls(tls_daemon: Daemon, cert: str, terminals: Clients) -> None:
+    bob = terminals.user(tls_daemon.port, "bob", cert)
+    alice = terminals.spawn(tls_daemon.port, "--tls", "--cafile", cert, "--nick", "alice")
     alice.expect(r"connected to 127\.0\.0\.1:\d+ as alice \(TLSv1\.[23]\)")
     joined(alice)
     bob.expect("alice Bergabung!")
@@ -216,12 +184,14 @@ def test_two_people_chat_over_tls(tls_daemon: Daemon, cert: str, clients: Client
     assert "Traceback" not in screen_text(alice)
 
 
-def test_insecure_connects_and_warns_once(tls_daemon: Daemon, clients: Clients, cert: str) -> None:
+def test_insecure_connects_and_warns_once(
+    tls_daemon: Daemon, terminals: Clients, cert: str
+) -> None:
     result = run_client(tls_daemon.port, "--tls", "--insecure", "--nick", "ci", stdin="hi\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [INSECURE]
     assert "ci: hi" in result.stdout.splitlines()
-    alice = clients.spawn(tls_daemon.port, "--tls", "--insecure", "--nick", "alice")
+    alice = terminals.spawn(tls_daemon.port, "--tls", "--insecure", "--nick", "alice")
     alice.expect_exact("encrypted but the server is not authenticated")
     alice.expect_exact("as alice (TLSv1.")
     alice.expect_exact("server NOT verified)")
@@ -308,9 +278,9 @@ def test_option_mistakes_are_usage_errors(
 
 
 def test_reconnects_over_tls_across_a_daemon_restart(
-    tls_daemon: Daemon, cert: str, clients: Clients
+    tls_daemon: Daemon, cert: str, terminals: Clients
 ) -> None:
-    alice = clients.spawn(tls_daemon.port, "--tls", "--cafile", cert, "--nick", "alice")
+    alice = terminals.spawn(tls_daemon.port, "--tls", "--cafile", cert, "--nick", "alice")
     joined(alice)
     tls_daemon.stop()
     alice.expect_exact("*** Server dimatikan")
@@ -321,7 +291,7 @@ def test_reconnects_over_tls_across_a_daemon_restart(
     alice.expect_exact("reconnected to", timeout=30)
     alice.expect_exact("alice Bergabung!")
     alice.expect_exact("alice: typed while away")  # the server's echo: it was delivered
-    bob = clients.user(tls_daemon.port, "bob", cert)
+    bob = terminals.user(tls_daemon.port, "bob", cert)
     alice.expect_exact("bob Bergabung!")
     alice.sendline("back again")
     bob.expect("alice: back again")
@@ -375,7 +345,7 @@ def test_pipe_keeps_posting_over_tls_across_a_daemon_restart(tls_daemon: Daemon,
     ],
 )
 def test_a_server_back_in_the_other_mode_ends_the_retrying(
-    certificate: tuple[Path, Path], clients: Clients, client_tls: bool, expected: str
+    certificate: tuple[Path, Path], terminals: Clients, client_tls: bool, expected: str
 ) -> None:
     """Retrying cannot cure a TLS mismatch: say why once and stop, not retry forever."""
     mode = tls_args(certificate) if client_tls else ()
@@ -383,7 +353,7 @@ def test_a_server_back_in_the_other_mode_ends_the_retrying(
     second: Daemon | None = None
     try:
         args = ("--tls", "--cafile", str(certificate[0])) if client_tls else ()
-        alice = clients.spawn(first.port, *args, "--nick", "alice")
+        alice = terminals.spawn(first.port, *args, "--nick", "alice")
         joined(alice)
         first.stop()
         alice.expect_exact("lost; reconnecting")
