@@ -13,6 +13,7 @@ import sys
 from typing import Any, Final, TextIO
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import EventDict, WrappedLogger
 
 #: syslog priorities, for journald's ``<N>`` line prefix.
@@ -48,7 +49,11 @@ def under_journald(stream: TextIO) -> bool:
 
 
 _renderer = _SwitchableRenderer()
-_tracebacks = structlog.processors.dict_tracebacks
+#: Structured tracebacks without local variables: those would copy chat text and peers'
+#: details into the log.
+_tracebacks = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def resolve_format(fmt: str, stream: TextIO) -> str:

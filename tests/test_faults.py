@@ -915,3 +915,65 @@ def test_resets_mid_line_and_silent_connections_affect_nobody(
         f"{len(resets.mid_nickname)} reset mid-nickname and {len(mute)} stayed silent; joins "
         f"took at most {max(resets.join_times) * 1000:.0f} ms"
     )
+
+
+_INJECT = """\
+import ctypes
+import sys
+
+for thread_id, frame in sys._current_frames().items():
+    while frame is not None:
+        peer = frame.f_locals.get("peer")
+        if frame.f_code.co_name == "_read" and getattr(peer, "nick", None) == "victim":
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread_id), ctypes.py_object(RuntimeError)
+            )
+        frame = frame.f_back
+"""
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None or os.geteuid() != 0, reason="needs gdb as root")
+def test_an_exception_in_one_connection_thread_harms_nobody_else(
+    tmp_path: Path, clients: list
+) -> None:
+    """The fault comes from outside our code: gdb makes the running daemon raise
+    RuntimeError in one client's reader thread (PyThreadState_SetAsyncExc), as an
+    unexpected bug would. That client is dropped and the error logged with a traceback;
+    nobody else notices anything, and nothing of the error reaches any client.
+    """
+    script = tmp_path / "inject.py"
+    script.write_text(_INJECT)
+    server = Daemon()
+    try:
+        victim = join(server.port, "victim")
+        bystander = join(server.port, "bystander")
+        clients += [victim, bystander]
+        victim.line()
+        injected = subprocess.run(
+            [
+                *("gdb", "-batch", "-nx", "-p", str(server.process.pid)),
+                *("-ex", "call (int)PyGILState_Ensure()"),
+                *("-ex", f"call (int)PyRun_SimpleString(\"exec(open('{script}').read())\")"),
+                *("-ex", "call (void)PyGILState_Release($1)"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "$2 = 0" in injected.stdout, injected.stdout + injected.stderr
+        victim.send("this line wakes the thread, which then raises")
+        failed = server.wait_event("connection_error", nick="victim")
+        assert failed["level"] == "error"
+        assert failed["exception"][0]["exc_type"] == "RuntimeError"
+        assert failed["exception"][0]["frames"], "a traceback, in the log"
+        assert server.wait_event("client_left", nick="victim")["reason"] == "error"
+        assert victim.closed() == b"", "nothing of the error reaches the client"
+        assert bystander.line() == "victim Keluar!"
+        bystander.send("still here")
+        assert bystander.line() == "bystander: still here"
+        clients.append(join(server.port, "newcomer"))
+        assert bystander.line() == "newcomer Bergabung!"
+        assert server.process.poll() is None
+    finally:
+        server.kill()
