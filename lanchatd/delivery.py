@@ -121,7 +121,6 @@ class Delivery:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
-        self.rounds = 0
         #: For ``lanchatctl stats``: lines queued to clients (written under the room lock) and
         #: bytes the kernel accepted (written by the delivery thread, once per send).
         self.lines_out = 0
@@ -197,7 +196,6 @@ class Delivery:
                     fresh = journal.seal() or fresh
                 changes, self._changes = self._changes, []
                 stopping = self._stopping
-            self.rounds += 1
             touched = self._apply(changes)
             for peer in writable:
                 if peer.blocked:
