@@ -24,6 +24,7 @@ from lanchatctl.client import (
 )
 from lanchatd import __version__
 from lanchatd.paths import ADMIN_SOCKET_ENV
+from lanchatd.text import sanitize
 
 _CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -45,7 +46,7 @@ class Failure(click.ClickException):
         self.exit_code = status
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"lanchatctl: error: {self.message}", err=True)
+        _echo(f"lanchatctl: error: {self.message}", err=True)
 
 
 @contextlib.contextmanager
@@ -61,12 +62,15 @@ def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
 
 # Formatting ---------------------------------------------------------------------------------
 
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
+def _echo(text: str, *, err: bool = False) -> None:
+    """Print one line for a person, through the one sanitiser (lanchatd.text).
 
-def _clean(text: object) -> str:
-    """Show control characters as escapes: chat text must never drive the admin's terminal."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", str(text))
+    Nicknames, reasons, chat text and error messages come from the daemon, and whatever
+    listens at the socket answers: none of it may drive the admin's terminal. JSON output
+    needs no such care: ``json.dumps`` escapes every control and non-ASCII character.
+    """
+    click.echo(sanitize(text), err=err)
 
 
 def _local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -75,7 +79,7 @@ def _local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     try:
         moment = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
-        return _clean(iso)
+        return iso
     return moment.astimezone().strftime(fmt)
 
 
@@ -103,7 +107,8 @@ def _size(count: int) -> str:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> None:
-    rows = [header, *rows]
+    """Print aligned columns; cells are sanitised before they are measured."""
+    rows = [header, *([sanitize(str(cell)) for cell in row] for row in rows)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     for row in rows:
         cells = [
@@ -221,10 +226,10 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
         return
     rows = [
         (
-            _clean(c["nick"]),
-            _clean(c["host"]),
+            c["nick"],
+            c["host"],
             str(c["port"]),
-            _clean(c["mode"]),
+            c["mode"],
             _local_time(c["connected_at"]),
             _duration(c["idle_s"]),
             str(c["messages"]),
@@ -248,10 +253,7 @@ def kick(ctx: click.Context, nick: str, reason: str | None) -> None:
         raise click.BadParameter("the nickname is empty", ctx, param_hint="NICK")
     with _daemon(ctx) as daemon:
         result = daemon.request("kick", nick=nick, reason=reason)
-    click.echo(
-        f"Kicked {_clean(result['nick'])} ({_clean(result['host'])}:{result['port']}): "
-        f"{_clean(result['reason'])}"
-    )
+    _echo(f"Kicked {result['nick']} ({result['host']}:{result['port']}): {result['reason']}")
 
 
 @cli.command()
@@ -265,7 +267,7 @@ def broadcast(ctx: click.Context, text: tuple[str, ...]) -> None:
     with _daemon(ctx) as daemon:
         result = daemon.request("broadcast", text=message)
     count = result["recipients"]
-    click.echo(f"Notice sent to {count} client{'' if count == 1 else 's'}.")
+    _echo(f"Notice sent to {count} client{'' if count == 1 else 's'}.")
 
 
 @cli.command(short_help="Uptime, clients, traffic, drops, kicks, version.")
@@ -292,7 +294,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        click.echo(f"{name.ljust(width)}  {value}")
+        _echo(f"{name.ljust(width)}  {value}")
 
 
 @cli.command(short_help="Ban an IP address, or the address of NICK.")
@@ -318,8 +320,8 @@ def ban(ctx: click.Context, target: str, duration: float | None, reason: str | N
     else:
         line = f"Banned {details['address']} until unbanned"
     if result["disconnected"]:
-        line += f"; disconnected {', '.join(_clean(n) for n in result['disconnected'])}"
-    click.echo(line + ".")
+        line += f"; disconnected {', '.join(map(str, result['disconnected']))}"
+    _echo(line + ".")
 
 
 @cli.command()
@@ -329,7 +331,7 @@ def unban(ctx: click.Context, address: str) -> None:
     """Lift the ban on ADDRESS."""
     with _daemon(ctx) as daemon:
         result = daemon.request("unban", address=address)
-    click.echo(f"Unbanned {result['ban']['address']}.")
+    _echo(f"Unbanned {result['ban']['address']}.")
 
 
 @cli.command()
@@ -351,7 +353,7 @@ def bans(ctx: click.Context, as_json: bool) -> None:
             _local_time(b["expires_at"]) if b["expires_at"] else "never",
             _local_time(b["created_at"]),
             "-" if b.get("by_uid") is None else str(b["by_uid"]),
-            _clean(b["reason"]) or "-",
+            b["reason"] or "-",
         )
         for b in result
     ]
@@ -361,37 +363,33 @@ def bans(ctx: click.Context, as_json: bool) -> None:
 def _describe(event: dict[str, Any]) -> str:
     kind = event.get("type", "?")
     when = _local_time(event.get("time"), "%H:%M:%S")
-    nick = _clean(event.get("nick", ""))
+    nick = event.get("nick", "")
     match kind:
         case "join":
             text = f"{nick} from {event.get('host')}:{event.get('port')} ({event.get('mode')})"
         case "leave":
             text = f"{nick} ({event.get('reason')})"
         case "message":
-            text = (
-                f"{nick}: {_clean(event['text'])}"
-                if "text" in event
-                else f"{nick} (text not logged)"
-            )
+            text = f"{nick}: {event['text']}" if "text" in event else f"{nick} (text not logged)"
         case "action":
-            text = f"* {nick} {_clean(event.get('text', ''))}"
+            text = f"* {nick} {event.get('text', '')}"
         case "kick":
-            text = f"{nick} by uid {event.get('admin_uid')}: {_clean(event.get('reason', ''))}"
+            text = f"{nick} by uid {event.get('admin_uid')}: {event.get('reason', '')}"
         case "notice":
-            text = f"by uid {event.get('admin_uid')}: {_clean(event.get('text', ''))}"
+            text = f"by uid {event.get('admin_uid')}: {event.get('text', '')}"
         case "ban":
             until = _local_time(event["expires_at"]) if event.get("expires_at") else "unbanned"
             text = f"{event.get('address')} by uid {event.get('by_uid')} until {until}"
             if event.get("reason"):
-                text += f": {_clean(event['reason'])}"
+                text += f": {event['reason']}"
             if event.get("disconnected"):
-                text += f" (disconnected {', '.join(map(_clean, event['disconnected']))})"
+                text += f" (disconnected {', '.join(map(str, event['disconnected']))})"
         case "unban":
             text = f"{event.get('address')} by uid {event.get('admin_uid')}"
         case _:
             rest = {k: v for k, v in event.items() if k not in ("type", "time")}
-            text = _clean(json.dumps(rest))
-    return f"{when} {_clean(kind):<7} {text}"
+            text = json.dumps(rest)
+    return f"{when} {kind:<7} {text}"
 
 
 @cli.command(short_help="Show live events until Ctrl-C.")
@@ -402,7 +400,10 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     try:
         with _daemon(ctx) as daemon:
             for event in daemon.events():
-                click.echo(json.dumps(event) if as_json else _describe(event))
+                if as_json:
+                    click.echo(json.dumps(event))
+                else:
+                    _echo(_describe(event))
     except KeyboardInterrupt:
         pass
 
@@ -417,11 +418,11 @@ def reload(ctx: click.Context) -> None:
     if changed:
         click.echo("Configuration reloaded:")
         for name, (old, new) in changed.items():
-            click.echo(f"  {name}: {old!r} -> {new!r}")
+            _echo(f"  {name}: {old!r} -> {new!r}")
     else:
         click.echo("Configuration reloaded; nothing changed.")
     for name in result.get("needs_restart") or []:
-        click.echo(f"  {name}: changed, but takes effect only after a restart", err=True)
+        _echo(f"  {name}: changed, but takes effect only after a restart", err=True)
 
 
 def main() -> None:
@@ -429,5 +430,5 @@ def main() -> None:
     try:
         cli.main(prog_name="lanchatctl")
     except Exception as error:  # a bug: still one line, no traceback
-        click.echo(f"lanchatctl: internal error: {error!r}", err=True)
+        _echo(f"lanchatctl: internal error: {error!r}", err=True)
         sys.exit(1)

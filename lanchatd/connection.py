@@ -167,7 +167,7 @@ def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
     peer.log.info("nick_rejected", reason=reason)
     try:
         peer.sock.settimeout(1.0)
-        _send_direct(peer, framing.encode(text))
+        _send_direct(peer, framing.encode_safe(text))
     except (OSError, TlsError):
         pass
 

@@ -141,13 +141,13 @@ class Delivery:
         """Queue one line for every attached client, encoded once per framing in use."""
         for journal in self.journals.values():
             if journal.readers:
-                journal.append(journal.framing.encode(text))
+                journal.append(journal.framing.encode_safe(text))
                 self.lines_out += journal.readers
         self._wake_locked()
 
     def private_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
-        data = memoryview(peer.framing.encode(text))
+        data = memoryview(peer.framing.encode_safe(text))
         self._changes.append((_PRIVATE, peer, self.journals[peer.framing].end, data))
         self.lines_out += 1
         self._wake_locked()

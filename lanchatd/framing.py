@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from lanchatd.text import sanitize, to_ascii
+
 
 class Framing(enum.Enum):
     """How messages are delimited on one connection."""
@@ -18,9 +20,20 @@ class Framing(enum.Enum):
     CLASSIC = "classic"
 
     def encode(self, text: str) -> bytes:
-        """Encode one outbound message in this framing."""
+        """Encode one outbound message in this framing, as it is."""
         data = text.encode()
         return data + b"\n" if self is Framing.LINE else data
+
+    def encode_safe(self, text: str) -> bytes:
+        """Encode a line the server sends, made safe to show first (lanchatd.text).
+
+        Every line the server sends may hold text someone else wrote. Classic mode is ASCII
+        only: the original tutorial client decodes what it receives as ASCII and drops the
+        connection on any other byte.
+        """
+        if self is Framing.LINE:
+            return sanitize(text).encode() + b"\n"
+        return to_ascii(text).encode("ascii")
 
 
 class _TooLong:

@@ -234,7 +234,7 @@ def test_watch_shows_live_events_until_ctrl_c(admin_daemon: Daemon, admin_client
         assert words == [
             ["join", "alice from 127.0.0.1:" + str(alice.sock.getsockname()[1]) + " (line)"],
             ["join", "bob from 127.0.0.1:" + str(bob.sock.getsockname()[1]) + " (line)"],
-            ["message", "alice: hi \\x1b[31mred"],  # escapes never reach the terminal raw
+            ["message", "alice: hi ^[[31mred"],  # escapes never reach the terminal raw
             ["kick", "bob by uid 0: rude"],
             ["leave", "bob (kicked)"],
             ["notice", "by uid 0: hello all"],

@@ -28,9 +28,10 @@ from lanchatd.client.connection import (
     join,
     nick_problem,
 )
-from lanchatd.client.render import Renderer, sanitize
+from lanchatd.client.render import Renderer
 from lanchatd.client.session import MAX_HELD, Sent, Session, Status
 from lanchatd.commands import Quit, parse_command
+from lanchatd.text import sanitize
 
 
 async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:

@@ -15,8 +15,8 @@ import threading
 from typing import Final, TextIO
 
 from lanchatd.client.connection import ConnectError, Endpoint, Refused, join
-from lanchatd.client.render import sanitize
 from lanchatd.client.session import Session, Status
+from lanchatd.text import sanitize
 
 #: How long a lost connection may stay lost before a script is told it failed.
 GIVE_UP_AFTER: Final = 30.0

@@ -1,43 +1,23 @@
 """Turning received lines into safe terminal text.
 
 Everything another user typed reaches our terminal, so nothing they send may be interpreted
-by it: control characters and escape sequences are shown as visible text instead (``ESC``
-becomes ``^[`` as in ``cat -v``), and so are the Unicode controls that reorder or break
-lines on display. Colour is added only by us, after sanitising, and only when wanted (a
-terminal, and no ``NO_COLOR``). Each kind of line also carries a plain-text marker (``***``,
-``*``, ``-->``, ``<--``, ``-!-``), so kinds stay distinct without colour.
+by it: every line goes through the one sanitiser (lanchatd.text), which shows control
+characters, escape sequences and invisible or reordering Unicode as visible text (``ESC``
+becomes ``^[`` as in ``cat -v``), even if a server let them through. Colour is added only
+by us, after sanitising, and only when wanted (a terminal, and no ``NO_COLOR``). Each kind
+of line also carries a plain-text marker (``***``, ``*``, ``-->``, ``<--``, ``-!-``), so
+kinds stay distinct without colour.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from collections.abc import Mapping
 from typing import Final
 
 from lanchatd.protocol import LineKind, ReceivedLine, classify_line
-
-#: C0 controls except tab, DEL, C1 controls (U+009B is a one-character CSI on some
-#: terminals), bidirectional overrides and isolates (they reorder what is displayed, so a
-#: line can pretend to come from someone else), and the Unicode line/paragraph separators.
-_UNSAFE: Final = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
-)
-
-
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code < 0x20:
-        return "^" + chr(code + 0x40)
-    if code == 0x7F:
-        return "^?"
-    return f"<U+{code:04X}>"
-
-
-def sanitize(text: str) -> str:
-    """Return ``text`` with every character a terminal would act on made visible."""
-    return _UNSAFE.sub(_visible, text)
+from lanchatd.text import sanitize
 
 
 def color_wanted(environ: Mapping[str, str] | None = None) -> bool:

@@ -1,0 +1,237 @@
+"""Display safety end to end: what others wrote never acts on anyone's terminal.
+
+The real daemon, raw line-mode and classic (tutorial) sockets, the real lanchatctl; and a
+fake daemon at the admin socket, since lanchatctl must not trust whatever answers there.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import admin_helpers
+from tests.admin_helpers import ChatClient, Daemon, lanchatctl
+from tests.support import WAIT
+
+admin_workdir = admin_helpers.admin_workdir
+admin_daemons = admin_helpers.admin_daemons
+admin_daemon = admin_helpers.admin_daemon
+admin_clients = admin_helpers.admin_clients
+
+#: What a hostile user sends, and how everyone else must see it.
+ATTACKS = [
+    ("fake\rncvictim: hi", "fake^Mncvictim: hi"),  # CR: the rest overwrites the line
+    ("\x1b[2J*** Server notice: x", "^[[2J*** Server notice: x"),  # clear screen, forge
+    ("\x1b]52;c;cm0gLXJmIH4vKg==\x07", "^[]52;c;cm0gLXJmIH4vKg==^G"),  # OSC 52: clipboard
+    ("\x1b]0;pwned\x07", "^[]0;pwned^G"),  # OSC 0: window title
+    ("ding\x07", "ding^G"),
+    ("nul\x00x", "nul^@x"),
+    ("c1\u009b31m", "c1<U+009B>31m"),  # a one-character CSI
+    ("\u202eevil", "<U+202E>evil"),  # right-to-left override
+    ("zero\u200bwidth", "zero<U+200B>width"),
+]
+
+
+class ClassicReader:
+    """The tutorial client's side: no newlines, and it decodes what it receives as ASCII."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), WAIT)
+        self.received = b""
+        assert self.sock.recv(4) == b"NICK"
+        self.sock.sendall(nick.encode())
+
+    def until(self, text: str, timeout: float = WAIT) -> str:
+        """Everything received so far once ``text`` is in it; every byte must be ASCII."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.received:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(1024)
+            except TimeoutError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"no {text!r} within {timeout}s; have {self.received!r}")
+            self.received += chunk
+        assert max(self.received) < 0x80, self.received
+        return self.received.decode("ascii")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_chat_me_and_msg_arrive_escaped_in_line_and_classic_mode(
+    admin_daemon: Daemon, admin_clients: list
+) -> None:
+    nc = admin_daemon.chat("nc")
+    tut = ClassicReader(admin_daemon.port, "tut")
+    admin_clients += [nc, tut]
+    tut.until("Terkoneksi dengan Server!")
+    nc.expect("tut Bergabung!")
+    mallory = admin_daemon.chat("mallory")
+    admin_clients.append(mallory)
+    nc.expect("mallory Bergabung!")
+
+    for raw, _ in ATTACKS:
+        mallory.say(raw)
+    mallory.say("/me \x1b]0;title\x07waves\u202e")
+    mallory.say("/msg nc \x1b[2Jpsst\u200b")
+    mallory.say("/msg tut \x1b[2Jpsst\u2066")
+    mallory.say("done")
+
+    expected = [f"mallory: {shown}" for _, shown in ATTACKS]
+    expected += ["* mallory ^[]0;title^Gwaves<U+202E>", "*mallory* ^[[2Jpsst<U+200B>"]
+    assert [nc.line() for _ in expected] == expected
+    assert nc.line() == "mallory: done"
+    seen = tut.until("mallory: done")
+    for line in [*expected[:-1], "*mallory* ^[[2Jpsst<U+2066>"]:
+        assert line in seen
+
+
+def test_kick_ban_and_notice_texts_arrive_escaped(
+    admin_daemon: Daemon, admin_clients: list
+) -> None:
+    nc = admin_daemon.chat("nc")
+    tut = ClassicReader(admin_daemon.port, "tut")
+    tut.until("Terkoneksi dengan Server!")
+    victim = admin_daemon.chat("victim")
+    banned = ChatClient(admin_daemon.port, "banned", source="127.0.0.2")
+    admin_clients += [nc, tut, victim, banned]
+    nc.expect("banned Bergabung!")
+
+    # The admin socket refuses control characters in these texts; the rest is escaped.
+    kick = admin_daemon.ctl("kick", "victim", "--reason", "bye\u202eevil\u200b")
+    assert kick.returncode == 0, kick.stderr
+    ban = admin_daemon.ctl("ban", "banned", "--reason", "\u2066x\u3164")
+    assert ban.returncode == 0, ban.stderr
+    notice = admin_daemon.ctl("broadcast", "red\u200b\ufeff")
+    assert notice.returncode == 0, notice.stderr
+
+    assert (
+        victim.expect("*** Anda")
+        == "*** Anda dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>"
+    )
+    assert banned.expect("*** Anda") == "*** Anda diblokir dari server ini: <U+2066>x<U+3164>"
+    shown = [
+        "*** victim dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>",
+        "*** banned diblokir oleh administrator: <U+2066>x<U+3164>",
+        "*** Pengumuman server: red<U+200B><U+FEFF>",
+    ]
+    for line in shown:
+        assert nc.expect("***") == line
+    seen = tut.until(shown[-1])
+    for line in shown:
+        assert line in seen
+    assert "\u202e" not in kick.stdout
+
+
+def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients: list) -> None:
+    tut = ClassicReader(admin_daemon.port, "tut")
+    admin_clients.append(tut)
+    tut.until("Terkoneksi dengan Server!")
+    jose = admin_daemon.chat("José")
+    admin_clients.append(jose)
+    jose.say("café ☕")
+    assert jose.expect("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
+    result = admin_daemon.ctl("broadcast", "Kantin tutup — 10 menit lagi…")
+    assert result.returncode == 0, result.stderr
+    copycat = ClassicReader(admin_daemon.port, "JOSÉ")
+    admin_clients.append(copycat)
+
+    seen = tut.until("*** Pengumuman server: Kantin tutup - 10 menit lagi...")
+    assert seen.endswith(
+        "Jose Bergabung!Jose: cafe ?*** Pengumuman server: Kantin tutup - 10 menit lagi..."
+    )
+    assert copycat.until("dipakai") == "*** Nickname ditolak: JOSE sudah dipakai"
+    tut.sock.sendall(b"tut: still here")
+    assert jose.expect("tut: ") == "tut: still here"
+
+
+# lanchatctl against a fake daemon -----------------------------------------------------------
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202eevil\u200b"
+HOSTILE_SHOWN = "^[]0;pwned^G^[[2J<U+202E>evil<U+200B>"
+
+
+@pytest.fixture
+def fake_daemon(admin_workdir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A Unix socket that speaks the admin protocol and answers with hostile fields."""
+    path = admin_workdir / "fake.sock"
+    answers: dict[str, Any] = {}
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen()
+    server.settimeout(WAIT)
+
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while True:
+            conn, _ = server.accept()
+            if stopping.is_set():
+                conn.close()
+                return
+            with conn, conn.makefile("rwb") as stream:
+                hello = {"daemon": "lanchatd", "daemon_version": HOSTILE, "commands": [], "uid": 0}
+                stream.write(json.dumps({"version": 1, "hello": hello}).encode() + b"\n")
+                stream.flush()
+                request = json.loads(stream.readline())
+                reply = {"version": 1, "id": request["id"], **answers[request["command"]]}
+                stream.write(json.dumps(reply).encode() + b"\n")
+                for event in answers.get("events", []):
+                    stream.write(json.dumps({"version": 1, "event": event}).encode() + b"\n")
+                stream.flush()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, answers
+    stopping.set()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wake:
+        wake.connect(str(path))
+    thread.join(WAIT)
+    server.close()
+
+
+def test_lanchatctl_shows_every_field_from_the_daemon_escaped(
+    fake_daemon: tuple[Path, dict[str, Any]],
+) -> None:
+    path, answers = fake_daemon
+    client = {
+        "nick": HOSTILE,
+        "host": HOSTILE,
+        "port": HOSTILE,
+        "mode": HOSTILE,
+        "connected_at": HOSTILE,
+        "idle_s": 0,
+        "messages": HOSTILE,
+    }
+    answers["who"] = {"ok": True, "result": {"clients": [client]}}
+    who = lanchatctl("--socket", str(path), "who")
+    assert who.returncode == 0, who.stderr
+    row = who.stdout.splitlines()[1].split()
+    assert row[:5] == [HOSTILE_SHOWN] * 5
+    assert row[-1] == HOSTILE_SHOWN
+
+    answers["kick"] = {"ok": False, "error": {"code": "no_such_nick", "message": HOSTILE}}
+    kick = lanchatctl("--socket", str(path), "kick", "alice")
+    assert (kick.returncode, kick.stderr) == (1, f"lanchatctl: error: {HOSTILE_SHOWN}\n")
+
+    answers["watch"] = {"ok": True, "result": {}}
+    answers["events"] = [
+        {"type": "message", "time": HOSTILE, "nick": HOSTILE, "text": HOSTILE},
+        {"type": HOSTILE, "time": "2026-01-01T00:00:00Z", "other": HOSTILE},
+    ]
+    watch = lanchatctl("--socket", str(path), "watch")
+    assert watch.returncode == 3, watch.stderr
+    assert watch.stdout.splitlines()[0] == (
+        f"{HOSTILE_SHOWN} message {HOSTILE_SHOWN}: {HOSTILE_SHOWN}"
+    )
+    for output in (who.stdout, kick.stderr, watch.stdout, watch.stderr):
+        assert not set(output) & {"\x1b", "\x07", "\u202e", "\u200b"}, output
