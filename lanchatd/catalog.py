@@ -36,6 +36,10 @@ _EN: Final = {
     "nick_colon": "*** Nickname rejected: ':' is not allowed",
     "nick_reserved": "*** Nickname rejected: '*' is not allowed, nor a leading '-'",
     "nick_taken": "*** Nickname rejected: {nick} is already taken",
+    "nick_lookalike": "*** Nickname rejected: {nick} looks the same as a nickname already here",
+    "nick_invisible": "*** Nickname rejected: invisible or formatting characters are not allowed",
+    "nick_punctuation": "*** Nickname rejected: ',' and '!' are not allowed (they would read "
+    "as a list or a server line)",
     "nick_utf8": "*** Nickname rejected: invalid UTF-8",
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
@@ -74,6 +78,10 @@ _ID: Final = {
     "nick_colon": "*** Nickname ditolak: ':' tidak diizinkan",
     "nick_reserved": "*** Nickname ditolak: '*' tidak diizinkan, begitu pula '-' di awal",
     "nick_taken": "*** Nickname ditolak: {nick} sudah dipakai",
+    "nick_lookalike": "*** Nickname ditolak: {nick} terlihat sama dengan nickname yang sudah ada",
+    "nick_invisible": "*** Nickname ditolak: karakter tak terlihat atau format tidak diizinkan",
+    "nick_punctuation": "*** Nickname ditolak: ',' dan '!' tidak diizinkan (terbaca sebagai "
+    "daftar atau baris server)",
     "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",

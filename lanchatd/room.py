@@ -74,11 +74,13 @@ class Room:
             return list(self._members.values())
 
     def join(self, peer: Peer, nick: str) -> str | None:
-        """Add ``peer`` as ``nick``; return a catalogue key if refused (nickname taken)."""
+        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, or a look-alike)."""
         key = nick_key(nick)
         with self.lock:
-            if key in self._members:
-                return "nick_taken"
+            if (holder := self._members.get(key)) is not None:
+                return (
+                    "nick_taken" if holder.nick.casefold() == nick.casefold() else "nick_lookalike"
+                )
             peer.nick, peer.key, peer.joined_at = nick, key, time.time()
             self._members[key] = peer
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))

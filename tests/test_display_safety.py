@@ -154,6 +154,54 @@ def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients:
     assert jose.expect("tut: ") == "tut: still here"
 
 
+# Look-alike nicknames --------------------------------------------------------------------------
+
+LOOKALIKE = "*** Nickname ditolak: {} terlihat sama dengan nickname yang sudah ada"
+INVISIBLE = "*** Nickname ditolak: karakter tak terlihat atau format tidak diizinkan"
+PUNCTUATION = (
+    "*** Nickname ditolak: ',' dan '!' tidak diizinkan (terbaca sebagai daftar atau baris server)"
+)
+REFUSED_BESIDE_ALICE = [
+    ("\u0430lice", LOOKALIKE.format("\u0430lice")),  # Cyrillic a
+    ("\uff41\uff4c\uff49\uff43\uff45", LOOKALIKE.format("\uff41\uff4c\uff49\uff43\uff45")),
+    ("\U0001d41a\U0001d425ice", LOOKALIKE.format("\U0001d41a\U0001d425ice")),  # bold a, l
+    ("ALICE", "*** Nickname ditolak: ALICE sudah dipakai"),
+    ("alice\u034f", INVISIBLE),
+    ("alice\ufe0f", INVISIBLE),
+    ("alice\u3164", INVISIBLE),
+    ("\u3164", INVISIBLE),
+    ("bob, carol, dave", PUNCTUATION),
+    ("alice Bergabung! bob", PUNCTUATION),
+]
+
+
+def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice(
+    admin_daemon: Daemon, admin_clients: list
+) -> None:
+    alice = admin_daemon.chat("alice")
+    admin_clients.append(alice)
+    for nick, line in REFUSED_BESIDE_ALICE:
+        refused = admin_daemon.chat(nick, join=False)
+        admin_clients.append(refused)
+        assert refused.rest_until_closed() == [line], nick
+    classic = ClassicReader(admin_daemon.port, "\u0430lice")
+    admin_clients.append(classic)
+    assert classic.until("ada") == LOOKALIKE.format("?lice")
+    jose = admin_daemon.chat("José")
+    spaced = admin_daemon.chat("user1 pc")
+    admin_clients += [jose, spaced]
+
+    def online() -> list[str]:
+        result = admin_daemon.ctl("who", "--json")
+        assert result.returncode == 0, result.stderr
+        return [client["nick"] for client in json.loads(result.stdout)]
+
+    assert online() == ["alice", "José", "user1 pc"]
+    assert admin_daemon.ctl("kick", "alice").returncode == 0
+    assert alice.expect("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
+    assert online() == ["José", "user1 pc"]
+
+
 # lanchatctl against a fake daemon -----------------------------------------------------------
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202eevil\u200b"

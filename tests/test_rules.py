@@ -46,6 +46,62 @@ def test_nicknames_compare_case_insensitively() -> None:
     assert nick_key("Alice") == nick_key("ALICE") == nick_key("alice")
 
 
+# alice with a Cyrillic a, in fullwidth letters, in mathematical bold and script letters.
+LOOKALIKES = [
+    "\u0430lice",
+    "\uff41\uff4c\uff49\uff43\uff45",
+    "\U0001d41a\U0001d425ice",
+    "\U0001d4b6lice",
+]
+
+
+@pytest.mark.parametrize("nick", LOOKALIKES)
+def test_look_alike_nicknames_are_the_same_nickname(nick: str) -> None:
+    assert parse_nick(nick.encode()) == nick
+    assert nick_key(nick) == nick_key("alice")
+
+
+@pytest.mark.parametrize(("one", "other"), [("bob0", "bobo"), ("user1 pc", "userl pc")])
+def test_confusable_digits_are_the_same_nickname(one: str, other: str) -> None:
+    assert nick_key(one) == nick_key(other)
+
+
+@pytest.mark.parametrize(("one", "other"), [("José", "Jose"), ("Zoë", "Zoe"), ("ann", "anna")])
+def test_different_names_stay_different(one: str, other: str) -> None:
+    assert nick_key(one) != nick_key(other)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ("alice\u034f", "nick_invisible"),  # combining grapheme joiner
+        ("alice\ufe0f", "nick_invisible"),  # variation selector
+        ("alice\u3164", "nick_invisible"),  # Hangul filler
+        ("\u3164", "nick_invisible"),
+        ("al\u200bice", "nick_invisible"),
+        ("\u202eecila", "nick_invisible"),
+        ("dave \u2800", "nick_invisible"),  # blank braille cell
+        ("bob, carol, dave", "nick_punctuation"),
+        ("alice Bergabung! bob", "nick_punctuation"),
+        ("alice joined! bob", "nick_punctuation"),
+        ("bob\u01c3", "nick_punctuation"),  # a click letter that looks like !
+        ("bob\uff0c carol", "nick_punctuation"),  # fullwidth comma
+        ("bob\uff1a", "nick_colon"),  # fullwidth colon
+        ("\u2217 admin", "nick_reserved"),  # asterisk operator
+        ("\u2010> bob", "nick_reserved"),  # a hyphen that is not '-'
+    ],
+)
+def test_hidden_and_look_alike_punctuation_are_refused(raw: str, key: str) -> None:
+    with pytest.raises(NickError) as caught:
+        parse_nick(raw.encode())
+    assert caught.value.key == key
+
+
+@pytest.mark.parametrize("nick", ["José", "user1 pc", "François", "Müller", "李小龍", "Łukasz"])
+def test_ordinary_names_are_accepted(nick: str) -> None:
+    assert parse_nick(nick.encode()) == nick
+
+
 @pytest.mark.parametrize(
     ("text", "command"),
     [
