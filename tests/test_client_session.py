@@ -288,3 +288,29 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
     texts = [status.text for status in statuses]
     assert any("no answer" in text for text in texts)
     assert any("sent again 1 message whose delivery was not confirmed" in text for text in texts)
+
+
+def test_a_line_the_server_shows_escaped_is_still_confirmed(daemon: Daemon) -> None:
+    """The server escapes control and invisible characters in what it relays; the echo of
+    such a line must still confirm it, or the client would report it lost (or send it again)."""
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        first = await join(Endpoint("127.0.0.1", daemon.port), "alice")
+        assert isinstance(first, Connection)
+        session = Session(
+            Endpoint("127.0.0.1", daemon.port),
+            "alice",
+            first,
+            on_line=lines.append,
+            on_status=print,
+        )
+        session.start()
+        await session.send("clear\x1b[2J \u202eevil\u200b")
+        async with asyncio.timeout(10):
+            while "alice: clear^[[2J <U+202E>evil<U+200B>" not in lines:
+                await asyncio.sleep(0.02)
+        unsent = await session.close(timeout=2.0)
+        assert unsent.unconfirmed == []
+
+    asyncio.run(scenario())

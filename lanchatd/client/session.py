@@ -32,6 +32,7 @@ from lanchatd.client.connection import (
     removal_notice,
 )
 from lanchatd.commands import Quit, parse_command
+from lanchatd.text import sanitize
 
 #: A connection that stays completely silent this long while a line awaits its echo is
 #: taken for dead (a network drop can leave TCP believing it is open for many minutes).
@@ -241,7 +242,8 @@ class Session:
             if text.startswith(f"/msg {self.nick} {_SYNC_PREFIX}"):
                 return _Outgoing(line, f"*{self.nick}* {text.split(' ')[-1]}")
             return _Outgoing(line, None, quits=isinstance(parse_command(text), Quit))
-        return _Outgoing(line, f"{self.nick}: {text}")
+        # The server relays it made safe to show (lanchatd.text): that is the echo to expect.
+        return _Outgoing(line, sanitize(f"{self.nick}: {text}"))
 
     def _transmit(self, conn: Connection, item: _Outgoing) -> None:
         conn.write(item.line)
