@@ -9,11 +9,12 @@ confusable skeleton (Unicode TR39, as ergo does for IRC), so ``alice`` with a Cy
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Mapping
 from typing import Final
 
-from confusable_homoglyphs.confusables import confusables_data  # type: ignore[import-untyped]
+from confusable_homoglyphs.utils import path  # type: ignore[import-untyped]
 
 from lanchatd.text import has_hidden
 
@@ -72,7 +73,7 @@ def nick_key(nick: str) -> str:
     return unicodedata.normalize("NFD", folded.translate(_PROTOTYPES)).casefold()
 
 
-def _prototypes(pairs: Mapping[str, list[dict[str, str]]]) -> dict[int, str]:
+def _prototypes(pairs: Mapping[str, list[str]]) -> dict[int, str]:
     """TR39's table (code point → prototype) from confusable_homoglyphs' data.
 
     The package keeps each confusables.txt line in both directions, some wrapped in
@@ -83,7 +84,7 @@ def _prototypes(pairs: Mapping[str, list[dict[str, str]]]) -> dict[int, str]:
     """
     linked: dict[str, list[str]] = {}
     for key, entries in pairs.items():
-        linked.setdefault(_unmarked(key), []).extend(_unmarked(e["c"]) for e in entries)
+        linked.setdefault(_unmarked(key), []).extend(map(_unmarked, entries))
     table: dict[int, str] = {}
     for source, targets in linked.items():
         if len(source) != 1 or len(targets) != 1:
@@ -105,4 +106,13 @@ def _unmarked(text: str) -> str:
     return text.replace("\u200e", "").replace("\u200f", "")
 
 
-_PROTOTYPES: Final = _prototypes(confusables_data)
+def _load_pairs() -> dict[str, list[str]]:
+    """confusable_homoglyphs' data without the character names (most of its memory)."""
+    with open(path("confusables.json"), encoding="utf-8") as file:
+        pairs: dict[str, list[str]] = json.load(
+            file, object_hook=lambda entry: entry["c"] if entry.keys() == {"c", "n"} else entry
+        )
+    return pairs
+
+
+_PROTOTYPES: Final = _prototypes(_load_pairs())
