@@ -167,7 +167,8 @@ def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str)
     except Exception:
         return []
     prefix = incomplete.casefold()
-    return [CompletionItem(c["nick"]) for c in clients if c["nick"].casefold().startswith(prefix)]
+    nicks = [sanitize(c["nick"]) for c in clients]  # the shell lists them on the terminal
+    return [CompletionItem(nick) for nick in nicks if nick.casefold().startswith(prefix)]
 
 
 def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
@@ -177,7 +178,8 @@ def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) 
             bans = client.request("bans")["bans"]
     except Exception:
         return []
-    return [CompletionItem(b["address"]) for b in bans if b["address"].startswith(incomplete)]
+    addresses = [sanitize(b["address"]) for b in bans]
+    return [CompletionItem(address) for address in addresses if address.startswith(incomplete)]
 
 
 # Commands -----------------------------------------------------------------------------------

@@ -281,5 +281,14 @@ def test_lanchatctl_shows_every_field_from_the_daemon_escaped(
     assert watch.stdout.splitlines()[0] == (
         f"{HOSTILE_SHOWN} message {HOSTILE_SHOWN}: {HOSTILE_SHOWN}"
     )
-    for output in (who.stdout, kick.stderr, watch.stdout, watch.stderr):
+    completion = lanchatctl(
+        env={
+            "_LANCHATCTL_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"lanchatctl --socket {path} kick ",
+            "COMP_CWORD": "4",
+        }
+    )
+    assert completion.stdout == f"plain,{HOSTILE_SHOWN}\n"
+
+    for output in (who.stdout, kick.stderr, watch.stdout, watch.stderr, completion.stdout):
         assert not set(output) & {"\x1b", "\x07", "\u202e", "\u200b"}, output
