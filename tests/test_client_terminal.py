@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -136,6 +137,28 @@ def test_asks_for_a_username_without_nick(daemon: Daemon, terminals: Clients) ->
     joined(carol)
     bob.expect("carol Bergabung!")
     assert quit_client(carol) == 0
+
+
+def test_pasted_invalid_utf8_is_sent_replaced_and_loses_nothing(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    os.write(alice.child_fd, b"caf\xe9 \xff\xfe ok\r")  # Latin-1 and stray bytes
+    alice.send("after\r")
+    seen = bob.expect("alice: after")
+    assert [line for line in seen if line.startswith("alice: ")] == [
+        "alice: caf\ufffd \ufffd\ufffd ok",
+        "alice: after",
+    ]
+    alice.expect_exact("alice: after")
+    alice.send("/quit\r")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 0
+    bob.expect("alice Keluar!")
+    assert "error" not in screen_text(alice)
 
 
 @pytest.mark.parametrize("key", ["c", "d"])

@@ -29,7 +29,7 @@ from lanchatd.client.connection import (
     nick_problem,
 )
 from lanchatd.client.render import Renderer, sanitize
-from lanchatd.client.session import MAX_HELD, Sent, Session, Status
+from lanchatd.client.session import MAX_HELD, Sent, Session, Status, sendable
 from lanchatd.commands import Quit, parse_command
 
 
@@ -126,7 +126,7 @@ def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:
     @bindings.add("enter", filter=has_focus(DEFAULT_BUFFER))
     def _submit(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
-        text = buffer.text
+        text = sendable(buffer.text)  # pasted bytes that are not UTF-8
         buffer.reset(append_to_history=bool(text.strip()))
         for line in text.splitlines():
             if isinstance(parse_command(line.strip()), Quit):

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import enum
 import random
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,14 @@ CLOSE_TIMEOUT: Final = 5.0
 #: Lines typed while disconnected that are kept for sending; beyond that they are refused.
 MAX_HELD: Final = 100
 _SYNC_PREFIX: Final = "lanchat-sync-"
+#: What a terminal's input decoder leaves for bytes that are not UTF-8 (lone surrogates):
+#: text that cannot be encoded for the wire, nor printed.
+_UNENCODABLE: Final = re.compile("[\ud800-\udfff]")
+
+
+def sendable(text: str) -> str:
+    """``text`` with every byte that was not UTF-8 shown as U+FFFD, as the server would."""
+    return _UNENCODABLE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,7 @@ class Session:
         While disconnected at most ``max_held`` lines are held (unless ``limited`` is
         false); beyond that the line is refused and the caller must say so.
         """
-        item = self._outgoing(line)
+        item = self._outgoing(sendable(line))
         conn = self._conn
         if conn is None:
             full = self._max_held is not None and len(self._held) >= self._max_held
