@@ -12,7 +12,13 @@ import click
 
 from lanchatd import __version__
 from lanchatd.client import interactive, pipe
-from lanchatd.client.connection import DEFAULT_PORT, Endpoint, nick_problem, tls_context
+from lanchatd.client.connection import (
+    DEFAULT_PORT,
+    Endpoint,
+    nick_problem,
+    parse_address,
+    tls_context,
+)
 from lanchatd.client.render import Renderer, color_wanted
 
 #: The daemon's own machine; on a LAN, pass the server's address (or set LANCHAT_HOST).
@@ -63,6 +69,8 @@ def main(
 ) -> None:
     """Chat in the lanchat room served at HOST (default 127.0.0.1, or LANCHAT_HOST).
 
+    HOST is a name or an address, and may carry the port: 192.168.1.2:5001, ::1, [::1]:5001.
+
     On a terminal it asks for a nickname (unless --nick is given) and shows a >> prompt;
     messages appear above what you are typing. /help lists the server's commands; /quit,
     Ctrl-D or Ctrl-C leaves. A lost connection is retried, under the same nickname.
@@ -93,6 +101,7 @@ def main(
         nick = nick.strip()  # as the server trims it: our echoes are matched on this name
     if not tty and nick is None:
         raise click.UsageError("--nick is required when input or output is not a terminal")
+    host, port = _host_and_port(host, port)
     endpoint = Endpoint(host, port, _tls_settings(tls, cafile, insecure))
     try:
         if tty:
@@ -109,6 +118,20 @@ def main(
         click.echo(f"lanchat: internal error: {error!r} (LANCHAT_DEBUG=1 shows details)", err=True)
         status = 1
     sys.exit(status)
+
+
+def _host_and_port(address: str, port: int) -> tuple[str, int]:
+    """HOST may carry the port (``HOST:PORT``, ``[::1]:5001``); then --port must agree."""
+    try:
+        host, given = parse_address(address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'HOST'") from None
+    if given is None:
+        return host, port
+    source = click.get_current_context().get_parameter_source("port")
+    if source is not click.core.ParameterSource.DEFAULT and port != given:
+        raise click.UsageError(f"two ports: {given} in HOST and {port} from --port")
+    return host, given
 
 
 def _tls_settings(tls: bool, cafile: str | None, insecure: bool) -> ssl.SSLContext | None:

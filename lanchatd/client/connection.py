@@ -71,6 +71,28 @@ def describe_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def parse_address(text: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[IPV6]``, ``[IPV6]:PORT`` or a bare IPv6 address: the host
+    and the port (None when not given). Raises ValueError with a one-line reason."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not an address like [::1] or [::1]:5001")
+        return host, _port(rest[1:], text) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not host:
+            raise ValueError(f"{text!r} has no host before the port")
+        return host, _port(port, text)
+    return text, None  # a name, an IPv4 address, or an IPv6 address without brackets
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdecimal() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where the server is and how to reach it: plain TCP, or TLS with ``tls`` as context.
