@@ -246,12 +246,79 @@ async def join(
     """
     try:
         async with asyncio.timeout(timeout):
-            return await _join(endpoint, nick)
+            greeted = await _reach(endpoint)
+            return await greeted.admit(nick)
     except TimeoutError:
         raise ConnectError(f"cannot connect to {endpoint}: timed out") from None
 
 
-async def _join(endpoint: Endpoint, nick: str) -> Connection | Refused:
+async def reach(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Greeted:
+    """Connect and wait for ``NICK``, to know at once whether a server answers; the nickname
+    is given later with :meth:`Greeted.answer`. Raises :class:`ConnectError` as join does."""
+    try:
+        async with asyncio.timeout(timeout):
+            greeted = await _reach(endpoint)
+    except TimeoutError:
+        raise ConnectError(f"cannot connect to {endpoint}: timed out") from None
+    greeted.watch()
+    return greeted
+
+
+class Greeted:
+    """A connection the server has asked for a nickname, not answered yet.
+
+    While the user thinks of a name the server may give up on us (its handshake timeout, a
+    shutdown): anything it sends meanwhile makes this connection stale, and :meth:`answer`
+    then joins over a new one.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: ClientProtocol,
+    ) -> None:
+        self.endpoint = endpoint
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+        self._watch: asyncio.Future[bytes] | None = None
+
+    def watch(self) -> None:
+        """Notice anything the server sends before we answer."""
+        self._watch = asyncio.ensure_future(self._reader.read(_RECV_SIZE))
+
+    async def answer(self, nick: str, timeout: float = CONNECT_TIMEOUT) -> Connection | Refused:
+        """Give the nickname, on this connection if it is still fresh, else on a new one."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait({self._watch})
+            if not self._watch.cancelled():
+                self._watch.exception()  # retrieved: the connection is stale either way
+                self.close()
+                return await join(self.endpoint, nick, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.admit(nick)
+        except TimeoutError:
+            raise ConnectError(f"cannot connect to {self.endpoint}: timed out") from None
+
+    async def admit(self, nick: str) -> Connection | Refused:
+        """Answer ``NICK`` and read until let in or refused."""
+        try:
+            return await _admission(self._reader, self._writer, self._protocol, nick, self.endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._writer.transport.abort()
+
+
+async def _reach(endpoint: Endpoint) -> Greeted:
     sock = await _connect(endpoint)
     if endpoint.tls is not None:
         reader, writer = await _start_tls(sock, endpoint)
@@ -262,10 +329,11 @@ async def _join(endpoint: Endpoint, nick: str) -> Connection | Refused:
             sock.close()
             raise
     try:
-        return await _handshake(reader, writer, nick, str(endpoint))
+        protocol = await _greeting(reader, writer, str(endpoint))
     except BaseException:
         writer.transport.abort()
         raise
+    return Greeted(endpoint, reader, writer, protocol)
 
 
 async def _start_tls(
@@ -364,34 +432,54 @@ def _reason(error: OSError) -> str:
     return str(error) or type(error).__name__
 
 
-async def _handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nick: str, where: str
-) -> Connection | Refused:
+async def _greeting(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
+) -> ClientProtocol:
+    """Read until the server asks for a nickname; the protocol state to go on with."""
     _tune(writer)
     protocol = ClientProtocol()
+    while True:
+        data = await _receive(reader, where)
+        if not data:
+            raise ConnectError(f"{where} closed the connection before letting us in")
+        for event in protocol.receive_data(data):
+            if isinstance(event, NickRequested):
+                return protocol
+            if isinstance(event, ProtocolError):
+                message, final = await _not_lanchat(reader, event.received, where)
+                raise ConnectError(message, final=final)
+
+
+async def _admission(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    protocol: ClientProtocol,
+    nick: str,
+    endpoint: Endpoint,
+) -> Connection | Refused:
+    """Answer ``NICK``; then the first line is our own join, or a refusal and the close."""
+    writer.write(ClientProtocol.send_nick(nick))
     refusal: str | None = None
     while True:
-        try:
-            data = await reader.read(_RECV_SIZE)
-        except (ConnectionError, OSError) as error:
-            raise ConnectError(f"connection to {where} failed: {_reason(error)}") from None
+        data = await _receive(reader, str(endpoint))
         if not data:
             if refusal is not None:
                 writer.transport.abort()
                 return Refused(refusal)
-            raise ConnectError(f"{where} closed the connection before letting us in")
-        events = protocol.receive_data(data)
-        for index, event in enumerate(events):
-            if isinstance(event, NickRequested):
-                writer.write(ClientProtocol.send_nick(nick))
-            elif isinstance(event, ProtocolError):
-                message, final = await _not_lanchat(reader, event.received, where)
-                raise ConnectError(message, final=final)
-            elif refusal is None and event.text.startswith("*"):
-                refusal = event.text
+            raise ConnectError(f"{endpoint} closed the connection before letting us in")
+        lines = [e.text for e in protocol.receive_data(data) if isinstance(e, Line)]
+        for index, text in enumerate(lines):
+            if refusal is None and text.startswith("*"):
+                refusal = text
             elif refusal is None:
-                rest = [e.text for e in events[index + 1 :] if isinstance(e, Line)]
-                return Connection(reader, writer, protocol, [event.text, *rest])
+                return Connection(reader, writer, protocol, lines[index:])
+
+
+async def _receive(reader: asyncio.StreamReader, where: str) -> bytes:
+    try:
+        return await reader.read(_RECV_SIZE)
+    except (ConnectionError, OSError) as error:
+        raise ConnectError(f"connection to {where} failed: {_reason(error)}") from None
 
 
 async def _not_lanchat(

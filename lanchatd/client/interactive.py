@@ -27,6 +27,7 @@ from lanchatd.client.connection import (
     Refused,
     join,
     nick_problem,
+    reach,
 )
 from lanchatd.client.render import Renderer, sanitize
 from lanchatd.client.session import MAX_HELD, Sent, Session, Status, sendable
@@ -34,17 +35,24 @@ from lanchatd.commands import Quit, parse_command
 
 
 async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
-    """Ask for a nickname until the server takes one, then chat; the exit status."""
+    """Ask for a nickname until the server takes one, then chat; the exit status.
+
+    Without a nickname the server is reached first, so that a wrong address or a stopped
+    server is reported at once, not after the user has typed a name.
+    """
     asker: PromptSession[str] | None = None
     while True:
-        if nick is None:
-            asker = asker or PromptSession()
-            nick = await _ask_nick(asker, renderer)
-            if nick is None:
-                return 0
-        nick = nick.strip()
         try:
-            result = await join(endpoint, nick)
+            if nick is None:
+                greeted = await reach(endpoint)
+                asker = asker or PromptSession()
+                nick = await _ask_nick(asker, renderer)
+                if nick is None:
+                    greeted.close()
+                    return 0
+                result = await greeted.answer(nick)
+            else:
+                result = await join(endpoint, nick.strip())
         except ConnectError as error:
             print(f"lanchat: error: {sanitize(str(error))}", file=sys.stderr)
             return 1
@@ -52,7 +60,7 @@ async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
             print(renderer.line(result.reason))
             nick = None
             continue
-        return await _chat(endpoint, nick, result, renderer)
+        return await _chat(endpoint, nick.strip(), result, renderer)
 
 
 async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None:
