@@ -173,6 +173,25 @@ def test_no_server_is_said_before_asking_a_name(terminals: Clients) -> None:
     assert lines == [f"lanchat: error: cannot connect to 127.0.0.1:{port}: Connection refused"]
 
 
+def test_the_client_speaks_indonesian_under_an_indonesian_locale(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    port = free_port()
+    nobody = terminals.spawn(port, lang="id_ID.UTF-8")
+    nobody.expect(pexpect.EOF)
+    assert f"lanchat: galat: tidak dapat terhubung ke 127.0.0.1:{port}: " in screen_text(nobody)
+    siti = terminals.spawn(daemon.port, lang="id_ID.UTF-8")
+    siti.expect_exact("Nama pengguna:")
+    siti.sendline("siti")
+    siti.expect_exact(f"terhubung ke 127.0.0.1:{daemon.port} sebagai siti")
+    siti.expect_exact("/help menampilkan daftar perintah")
+    joined(siti)
+    assert quit_client(siti) == 0
+    screen = screen_text(siti)
+    for english in ("Username", "connected to", "lists the commands"):
+        assert english not in screen
+
+
 def test_the_name_goes_on_the_connection_made_before_asking(
     daemon: Daemon, terminals: Clients
 ) -> None:

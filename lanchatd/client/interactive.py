@@ -31,6 +31,7 @@ from lanchatd.client.connection import (
 )
 from lanchatd.client.render import Renderer, sanitize
 from lanchatd.client.session import MAX_HELD, Sent, Session, Status, sendable
+from lanchatd.client.words import say
 from lanchatd.commands import Quit, parse_command
 
 
@@ -54,7 +55,7 @@ async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
             else:
                 result = await join(endpoint, nick.strip())
         except ConnectError as error:
-            print(f"lanchat: error: {sanitize(str(error))}", file=sys.stderr)
+            print(say("error", text=sanitize(str(error))), file=sys.stderr)
             return 1
         if isinstance(result, Refused):
             print(renderer.line(result.reason))
@@ -66,7 +67,7 @@ async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
 async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None:
     while True:
         try:
-            text = await asker.prompt_async("Username: ")
+            text = await asker.prompt_async(say("username"))
         except (EOFError, KeyboardInterrupt):
             return None
         problem = nick_problem(text)
@@ -84,8 +85,8 @@ async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer:
 
     with patch_stdout(raw=True):
         security = _security(endpoint, connection)
-        print(renderer.notice(f"connected to {endpoint} as {nick}{security}"))
-        print(renderer.notice("/help lists the commands; /quit, Ctrl-D or Ctrl-C leaves"))
+        print(renderer.notice(say("connected", where=endpoint, nick=nick, security=security)))
+        print(renderer.notice(say("how_to_leave")))
         session = Session(
             endpoint,
             nick,
@@ -108,9 +109,9 @@ async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer:
         await sender
         unsent = await session.close()
         for line in unsent.held:
-            print(renderer.warning(f"NOT sent: {line}"))
+            print(renderer.warning(say("not_sent", line=line)))
         for line in unsent.unconfirmed:
-            print(renderer.warning(f"may not have been delivered: {line}"))
+            print(renderer.warning(say("maybe_lost", line=line)))
     return 1 if session.failed else 0
 
 
@@ -119,7 +120,7 @@ def _security(endpoint: Endpoint, connection: Connection) -> str:
     version = connection.tls_version
     if version is None:
         return ""
-    return f" ({version})" if endpoint.verified else f" ({version}, server NOT verified)"
+    return f" ({version})" if endpoint.verified else f" ({version}, {say('unverified')})"
 
 
 def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:
@@ -153,9 +154,9 @@ async def _send_typed(
     while (text := await typed.get()) is not None:
         outcome = await session.send(text)
         if outcome is Sent.HELD:
-            print(renderer.warning(f"not connected; will be sent after reconnecting: {text}"))
+            print(renderer.warning(say("held", line=text)))
         elif outcome is Sent.REFUSED:
-            print(renderer.warning(f"NOT sent ({MAX_HELD} messages already waiting): {text}"))
+            print(renderer.warning(say("too_many_held", count=MAX_HELD, line=text)))
 
 
 async def _prompt_until_done(prompt: PromptSession[None], session: Session) -> None:
