@@ -64,7 +64,7 @@ DEFAULT_HOST: Final = "127.0.0.1"
     help="With --tls: do not check the server's certificate at all (encrypted, but anyone "
     "on the way could pose as the server).",
 )
-@click.version_option(__version__, prog_name="lanchat")
+@click.version_option(__version__, "-V", "--version", prog_name="lanchat")
 def main(
     host: str, port: int, nick: str | None, tls: bool, cafile: str | None, insecure: bool
 ) -> None:
