@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tomllib
 import zipfile
@@ -141,7 +142,7 @@ def test_sdist_has_every_file_of_the_tree(unpacked_sdist: Path) -> None:
 def test_sdist_collects_its_own_tests(unpacked_sdist: Path) -> None:
     # Collection imports every test module and the helpers they import.
     result = subprocess.run(
-        [REPO / ".venv/bin/pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=unpacked_sdist,
         capture_output=True,
         text=True,
