@@ -29,9 +29,9 @@ NOT_IN_SDIST = {".gitignore", ".ci/run"}
 
 
 def tracked_files() -> set[str]:
-    """The working tree's files as git sees them (tracked and untracked, not ignored)."""
+    """The files git tracks that are in the working tree (a scratch file is no part of it)."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        ["git", "ls-files", "-z", "--cached"],
         cwd=REPO,
         capture_output=True,
         check=True,
