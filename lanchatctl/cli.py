@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import click
 from click.shell_completion import CompletionItem
+from wcwidth import wcswidth
 
 from lanchatctl.client import (
     DENIED,
@@ -106,15 +107,21 @@ def _size(count: int) -> str:
     raise AssertionError
 
 
+def _width(text: str) -> int:
+    """Columns ``text`` takes on a terminal: an emoji or a CJK character takes two."""
+    width = wcswidth(text)
+    return len(text) if width < 0 else width
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> None:
     """Print aligned columns; cells are sanitised before they are measured."""
     rows = [header, *([sanitize(str(cell)) for cell in row] for row in rows)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    widths = [max(_width(row[column]) for row in rows) for column in range(len(header))]
     for row in rows:
-        cells = [
-            cell.rjust(width) if column in right else cell.ljust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
+        cells = []
+        for column, (cell, width) in enumerate(zip(row, widths, strict=True)):
+            padding = " " * (width - _width(cell))
+            cells.append(padding + cell if column in right else cell + padding)
         click.echo("  ".join(cells).rstrip())
 
 
@@ -182,6 +189,11 @@ def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(address) for address in addresses if address.startswith(incomplete)]
 
 
+_json_answer = click.option(
+    "--json", "as_json", is_flag=True, help="Print the daemon's answer as JSON, for scripts."
+)
+
+
 # Commands -----------------------------------------------------------------------------------
 
 
@@ -245,8 +257,9 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
 @cli.command()
 @click.argument("nick", shell_complete=_complete_nicks)
 @click.option("--reason", metavar="TEXT", help="Told to the user and to everyone else.")
+@_json_answer
 @click.pass_context
-def kick(ctx: click.Context, nick: str, reason: str | None) -> None:
+def kick(ctx: click.Context, nick: str, reason: str | None, as_json: bool) -> None:
     """Disconnect NICK, telling them (and everyone else) why.
 
     Quote a nickname with spaces: lanchatctl kick "user1 pc".
@@ -255,19 +268,26 @@ def kick(ctx: click.Context, nick: str, reason: str | None) -> None:
         raise click.BadParameter("the nickname is empty", ctx, param_hint="NICK")
     with _daemon(ctx) as daemon:
         result = daemon.request("kick", nick=nick, reason=reason)
+    if as_json:
+        _echo_json(result)
+        return
     _echo(f"Kicked {result['nick']} ({result['host']}:{result['port']}): {result['reason']}")
 
 
 @cli.command()
 @click.argument("text", nargs=-1, required=True)
+@_json_answer
 @click.pass_context
-def broadcast(ctx: click.Context, text: tuple[str, ...]) -> None:
+def broadcast(ctx: click.Context, text: tuple[str, ...], as_json: bool) -> None:
     """Send TEXT to every client as a notice from the server."""
     message = " ".join(text).strip()
     if not message:
         raise click.BadParameter("the notice text is empty", ctx, param_hint="TEXT")
     with _daemon(ctx) as daemon:
         result = daemon.request("broadcast", text=message)
+    if as_json:
+        _echo_json(result)
+        return
     count = result["recipients"]
     _echo(f"Notice sent to {count} client{'' if count == 1 else 's'}.")
 
@@ -308,14 +328,20 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     help="How long: 30m, 1h, 2d, 1w, 1h30m... [default: until unbanned]",
 )
 @click.option("--reason", metavar="TEXT", help="Told to the banned clients and kept with the ban.")
+@_json_answer
 @click.pass_context
-def ban(ctx: click.Context, target: str, duration: float | None, reason: str | None) -> None:
+def ban(
+    ctx: click.Context, target: str, duration: float | None, reason: str | None, as_json: bool
+) -> None:
     """Ban an IP address (or the address of NICK): its clients are disconnected and new
     connections from it are refused. Bans are saved and survive restarts."""
     if not target.strip():
         raise click.BadParameter("empty", ctx, param_hint="NICK|ADDRESS")
     with _daemon(ctx) as daemon:
         result = daemon.request("ban", target=target, duration_s=duration, reason=reason)
+    if as_json:
+        _echo_json(result)
+        return
     details = result["ban"]
     if details["expires_at"]:
         line = f"Banned {details['address']} until {_local_time(details['expires_at'])}"
@@ -328,11 +354,15 @@ def ban(ctx: click.Context, target: str, duration: float | None, reason: str | N
 
 @cli.command()
 @click.argument("address", shell_complete=_complete_bans)
+@_json_answer
 @click.pass_context
-def unban(ctx: click.Context, address: str) -> None:
+def unban(ctx: click.Context, address: str, as_json: bool) -> None:
     """Lift the ban on ADDRESS."""
     with _daemon(ctx) as daemon:
         result = daemon.request("unban", address=address)
+    if as_json:
+        _echo_json(result)
+        return
     _echo(f"Unbanned {result['ban']['address']}.")
 
 
@@ -401,6 +431,7 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     """Show live events (joins, leaves, messages, kicks, notices, bans) until Ctrl-C."""
     try:
         with _daemon(ctx) as daemon:
+            click.echo(f"watching lanchatd at {daemon.path}; Ctrl-C to stop", err=True)
             for event in daemon.events():
                 if as_json:
                     click.echo(json.dumps(event))
@@ -411,11 +442,15 @@ def watch(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
+@_json_answer
 @click.pass_context
-def reload(ctx: click.Context) -> None:
+def reload(ctx: click.Context, as_json: bool) -> None:
     """Re-read the daemon's configuration, as SIGHUP does."""
     with _daemon(ctx) as daemon:
         result = daemon.request("reload")
+    if as_json:
+        _echo_json(result)
+        return
     changed = result.get("changed") or {}
     if changed:
         click.echo("Configuration reloaded:")

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-from lanchatd import __version__, config, logs, systemd
+from lanchatd import __version__, config, logs, paths, systemd
 from lanchatd.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.catalog import LANGUAGES
 from lanchatd.server import ListenError, Server, open_listener
@@ -39,9 +39,19 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML configuration file (see lanchatd.example.toml).",
+    help=f"TOML configuration file. [{paths.SYSTEM_CONFIG} if it exists]",
 )
-@click.option("--host", help="Address to listen on; '::' listens on IPv6 and IPv4. [0.0.0.0]")
+@click.option(
+    "-t",
+    "--check-config",
+    is_flag=True,
+    help="Check the configuration (file and flags) as a start would, print one line saying "
+    "OK or what is wrong, and exit 0 or 2; opens no socket and touches no state.",
+)
+@click.option(
+    "--host",
+    help="Address to listen on; '::' is IPv6 and IPv4, '0.0.0.0' IPv4 only. [::]",
+)
 @click.option("--port", type=click.IntRange(0, 65535), help="Chat port; 0 picks a free one. [5001]")
 @click.option("--admin-socket", help="Path of the Unix admin socket.")
 @click.option(
@@ -52,9 +62,10 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
 @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of server messages. [id]")
 @click.option("--tls-cert", help="PEM certificate (chain): the chat port then speaks TLS.")
 @click.option("--tls-key", help="PEM private key for --tls-cert.")
-@click.version_option(__version__, prog_name="lanchatd")
+@click.version_option(__version__, "-V", "--version", prog_name="lanchatd")
 def main(
     config_path: Path | None,
+    check_config: bool,
     host: str | None,
     port: int | None,
     admin_socket: str | None,
@@ -65,7 +76,7 @@ def main(
 ) -> None:
     """Run the lanchat daemon in the foreground.
 
-    Settings come from built-in defaults, then the --config file, then these flags.
+    Settings come from built-in defaults, then the configuration file, then these flags.
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops the daemon cleanly.
     """
     overrides = {
@@ -77,11 +88,16 @@ def main(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
     }
+    if config_path is None and paths.SYSTEM_CONFIG.exists():
+        config_path = paths.SYSTEM_CONFIG
     try:
         settings = config.load(config_path, overrides)
         tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
+    if check_config:
+        click.echo(f"lanchatd: configuration OK ({config_path or 'no file: defaults and flags'})")
+        sys.exit(0)
     logs.configure(settings.log_format)
     # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
     faulthandler.enable()

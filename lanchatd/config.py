@@ -23,7 +23,7 @@ LOG_FORMATS: Final = ("auto", "json", "console")
 class Settings:
     """Everything the daemon can be told; immutable, replaced as a whole on reload."""
 
-    host: str = "0.0.0.0"
+    host: str = "::"
     port: int = 5001
     lang: str = "id"
     max_clients: int = 1024

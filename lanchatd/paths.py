@@ -23,6 +23,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+#: The configuration file read when ``--config`` is not given (and it exists): the package's
+#: conffile, so running ``lanchatd`` by hand uses the same settings as the service.
+SYSTEM_CONFIG: Final = Path("/etc/lanchatd/lanchatd.toml")
 #: The admin socket of the systemd socket unit (lanchatd-admin.socket).
 SYSTEM_ADMIN_SOCKET: Final = Path("/run/lanchatd-admin.sock")
 #: Root's runtime directory when systemd does not provide one.

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd import config, logs, paths
+from lanchatd import config, interfaces, logs, paths
 from lanchatd.admin import AdminListener, AdminServer
 from lanchatd.bans import BanStore, until_text
 from lanchatd.config import Settings
@@ -46,7 +46,12 @@ class ListenError(Exception):
 
 
 def open_listener(host: str, port: int) -> socket.socket:
-    """Bind the chat port (SO_REUSEADDR; dual-stack when the host is ``::``)."""
+    """Bind the chat port (SO_REUSEADDR; dual-stack when the host is ``::``).
+
+    ``::`` (the default) falls back to every IPv4 address on a machine without IPv6.
+    """
+    if host == "::" and not socket.has_dualstack_ipv6():
+        host = "0.0.0.0"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
@@ -122,7 +127,8 @@ class Server:
             self.admin.start()
         for listener in self._listeners:
             host, port = listener.getsockname()[:2]
-            self.log.info("server_started", host=host, port=port)
+            addresses = interfaces.reachable(listener)
+            self.log.info("server_started", host=host, port=port, addresses=addresses)
         self._notifier.ready(self._status())
         try:
             while True:

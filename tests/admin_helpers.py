@@ -361,7 +361,7 @@ def build_other_user(root: Path) -> OtherUser:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in ("lanchatd", "lanchatctl"):
         shutil.copytree(REPO / package, site / package, ignore=ignore)
-    for name in ("click", "structlog", "sdnotify", "confusable_homoglyphs"):
+    for name in ("click", "structlog", "sdnotify", "wcwidth", "confusable_homoglyphs"):
         module = __import__(name)
         shutil.copytree(Path(module.__file__).parent, site / name, ignore=ignore)
     scripts = importlib.metadata.entry_points(group="console_scripts")

@@ -158,23 +158,25 @@ class RawUser:
         self.sock.close()
 
 
-def client_env(*, color: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LANCHAT_")}
+def client_env(*, color: bool = False, lang: str = "C.UTF-8") -> dict[str, str]:
+    """The client's environment: no LANCHAT_ settings, and the locale ``lang`` alone."""
+    locale = ("LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LANCHAT_") and k not in locale}
     env.pop("NO_COLOR", None)
-    env.update(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color")
+    env.update(PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color", LANG=lang)
     if not color:
         env["NO_COLOR"] = "1"
     return env
 
 
 def spawn_client(
-    port: int, *args: str, color: bool = False, host: str = "127.0.0.1"
+    port: int, *args: str, color: bool = False, host: str = "127.0.0.1", lang: str = "C.UTF-8"
 ) -> pexpect.spawn:
     """The interactive client in a pseudo-terminal (30x100); ``screen_text`` has its output."""
     child = pexpect.spawn(
         CLIENT[0],
         [*CLIENT[1:], host, "--port", str(port), *args],
-        env=client_env(color=color),
+        env=client_env(color=color, lang=lang),
         encoding="utf-8",
         codec_errors="replace",
         dimensions=(30, 100),
@@ -228,9 +230,14 @@ class Clients:
         self.users: list[RawUser] = []
 
     def spawn(
-        self, port: int, *args: str, color: bool = False, host: str = "127.0.0.1"
+        self,
+        port: int,
+        *args: str,
+        color: bool = False,
+        host: str = "127.0.0.1",
+        lang: str = "C.UTF-8",
     ) -> pexpect.spawn:
-        child = spawn_client(port, *args, color=color, host=host)
+        child = spawn_client(port, *args, color=color, host=host, lang=lang)
         self.children.append(child)
         return child
 

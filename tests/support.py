@@ -85,9 +85,16 @@ class Daemon(LoggedProcess):
     """A real ``lanchatd`` process; its JSON log events are collected as they arrive."""
 
     def __init__(
-        self, *args: str, config: Path | None = None, env: dict[str, str] | None = None
+        self,
+        *args: str,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        host: str | None = "127.0.0.1",
     ) -> None:
-        command = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json"]
+        """``host=None`` leaves the listen address to the daemon's default."""
+        command = [str(BIN / "lanchatd"), "--log-format", "json"]
+        if host is not None:
+            command += ["--host", host]
         if config is not None:
             command += ["--config", str(config)]
         if "--port" not in args:

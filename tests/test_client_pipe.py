@@ -65,6 +65,50 @@ def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: RawUser) ->
     bob.expect("ci Keluar!")
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "[::1]:{port}", "::1", "[::1]"])
+def test_host_may_carry_the_port_and_be_ipv6(address: str) -> None:
+    with running_daemon("--host", "::") as daemon:
+        bob = RawUser(daemon.port, "bob")
+        try:
+            host = address.format(port=daemon.port)
+            port = [] if "{port}" in address else ["--port", str(daemon.port)]
+            result = subprocess.run(
+                [*CLIENT, host, *port, "--nick", "ci"],
+                input="over ipv6 or not\n",
+                capture_output=True,
+                text=True,
+                env=client_env(),
+                timeout=60,
+                check=False,
+            )
+            assert (result.returncode, result.stderr) == (0, "")
+            bob.expect("ci: over ipv6 or not")
+        finally:
+            bob.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["127.0.0.1:99999"], "'127.0.0.1:99999': the port must be a number from 1 to 65535"),
+        (["[::1"], "'[::1' is not an address like [::1] or [::1]:5001"),
+        (["127.0.0.1:5001", "--port", "5002"], "two ports: 5001 in HOST and 5002 from --port"),
+    ],
+)
+def test_a_bad_address_is_a_usage_error(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [*CLIENT, *args, "--nick", "ci"],
+        capture_output=True,
+        text=True,
+        env=client_env(),
+        timeout=WAIT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
 def test_nick_is_trimmed_as_the_server_trims_it(daemon: Daemon, bob: RawUser) -> None:
     result = run_client(daemon.port, "--nick", "  ci bot ", stdin=b"ready\n")
     assert result.returncode == 0, result.stderr

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -19,6 +21,7 @@ from client_helpers import (
 )
 
 from lanchatd.client.render import nick_color
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,6 +139,82 @@ def test_asks_for_a_username_without_nick(daemon: Daemon, terminals: Clients) ->
     joined(carol)
     bob.expect("carol Bergabung!")
     assert quit_client(carol) == 0
+
+
+def test_pasted_invalid_utf8_is_sent_replaced_and_loses_nothing(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    bob = terminals.user(daemon.port, "bob")
+    alice = terminals.spawn(daemon.port, "--nick", "alice")
+    joined(alice)
+    os.write(alice.child_fd, b"caf\xe9 \xff\xfe ok\r")  # Latin-1 and stray bytes
+    alice.send("after\r")
+    seen = bob.expect("alice: after")
+    assert [line for line in seen if line.startswith("alice: ")] == [
+        "alice: caf\ufffd \ufffd\ufffd ok",
+        "alice: after",
+    ]
+    alice.expect_exact("alice: after")
+    alice.send("/quit\r")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 0
+    bob.expect("alice Keluar!")
+    assert "error" not in screen_text(alice)
+
+
+def test_no_server_is_said_before_asking_a_name(terminals: Clients) -> None:
+    port = free_port()
+    child = terminals.spawn(port)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    lines = [line for line in screen_text(child).splitlines() if line.strip()]
+    assert lines == [f"lanchat: error: cannot connect to 127.0.0.1:{port}: Connection refused"]
+
+
+def test_the_client_speaks_indonesian_under_an_indonesian_locale(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    port = free_port()
+    nobody = terminals.spawn(port, lang="id_ID.UTF-8")
+    nobody.expect(pexpect.EOF)
+    assert f"lanchat: galat: tidak dapat terhubung ke 127.0.0.1:{port}: " in screen_text(nobody)
+    siti = terminals.spawn(daemon.port, lang="id_ID.UTF-8")
+    siti.expect_exact("Nama pengguna:")
+    siti.sendline("siti")
+    siti.expect_exact(f"terhubung ke 127.0.0.1:{daemon.port} sebagai siti")
+    siti.expect_exact("/help menampilkan daftar perintah")
+    joined(siti)
+    assert quit_client(siti) == 0
+    screen = screen_text(siti)
+    for english in ("Username", "connected to", "lists the commands"):
+        assert english not in screen
+
+
+def test_the_name_goes_on_the_connection_made_before_asking(
+    daemon: Daemon, terminals: Clients
+) -> None:
+    carol = terminals.spawn(daemon.port)
+    carol.expect_exact("Username:")
+    carol.sendline("carol")
+    joined(carol)
+    connected = [line for line in daemon.log if '"client_connected"' in line]
+    assert len(connected) == 1
+
+
+def test_a_slow_answer_still_joins_after_the_server_gave_up_waiting(
+    tmp_path: Path, terminals: Clients
+) -> None:
+    config = tmp_path / "lanchatd.toml"
+    config.write_text("[server]\nhandshake_timeout = 0.5\n")
+    with running_daemon("--config", str(config)) as daemon:
+        carol = terminals.spawn(daemon.port)
+        carol.expect_exact("Username:")
+        wait_until(lambda: any('"nick_rejected"' in line for line in daemon.log))
+        carol.sendline("carol")
+        joined(carol)
+        assert quit_client(carol) == 0
 
 
 @pytest.mark.parametrize("key", ["c", "d"])

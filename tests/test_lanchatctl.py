@@ -88,6 +88,16 @@ def test_who_lists_clients_in_join_order(admin_daemon: Daemon, admin_clients: li
     assert table[1].split()[-1] == "2"
 
 
+def test_who_aligns_wide_nicknames(admin_daemon: Daemon, admin_clients: list) -> None:
+    admin_clients += [admin_daemon.chat("\U0001f431cat"), admin_daemon.chat("bob")]
+    admin_daemon.wait_event("client_joined", nick="bob")
+    table = admin_daemon.ctl("who").stdout.splitlines()
+    assert [row.split()[0] for row in table] == ["NICK", "\U0001f431cat", "bob"]
+    # On a terminal the cat takes two columns: "🐱cat" is as wide as the header's "NICK".
+    assert table[1].index("127.0.0.1") == table[2].index("127.0.0.1") - 1
+    assert table[0].index("ADDRESS") == table[2].index("127.0.0.1")
+
+
 def test_who_with_nobody_online(admin_daemon: Daemon) -> None:
     assert admin_daemon.ctl("who").stdout == "No clients connected.\n"
     assert admin_daemon.ctl("who", "--json").stdout == "[]\n"
@@ -164,6 +174,32 @@ def test_broadcast_without_text_is_a_usage_error(admin_daemon: Daemon, args: tup
     assert not admin_daemon.find("notice")
 
 
+def test_commands_that_change_things_answer_in_json(
+    admin_daemon: Daemon, admin_clients: list
+) -> None:
+    alice, bob = admin_daemon.chat("alice"), admin_daemon.chat("bob")
+    admin_clients += [alice, bob]
+    port = bob.sock.getsockname()[1]
+
+    def answer(*args: str) -> dict:
+        result = admin_daemon.ctl(*args, "--json")
+        assert (result.returncode, result.stderr) == (0, ""), result.stderr
+        return json.loads(result.stdout)
+
+    assert answer("broadcast", "hello") == {"recipients": 2, "text": "hello"}
+    assert answer("kick", "bob", "--reason", "rude") == {
+        "nick": "bob",
+        "host": "127.0.0.1",
+        "port": port,
+        "reason": "rude",
+    }
+    banned = answer("ban", "alice", "--reason", "flood")
+    assert banned["disconnected"] == ["alice"]
+    assert (banned["ban"]["address"], banned["ban"]["reason"]) == ("127.0.0.1", "flood")
+    assert answer("unban", "127.0.0.1")["ban"]["address"] == "127.0.0.1"
+    assert answer("reload") == {"changed": {}, "needs_restart": []}
+
+
 # stats --------------------------------------------------------------------------------------
 
 
@@ -222,6 +258,9 @@ def _start_watch(server: Daemon, *args: str) -> tuple[subprocess.Popen[str], que
 def test_watch_shows_live_events_until_ctrl_c(admin_daemon: Daemon, admin_clients: list) -> None:
     process, lines = _start_watch(admin_daemon)
     try:
+        assert process.stderr is not None
+        started = f"watching lanchatd at {admin_daemon.admin_socket}; Ctrl-C to stop\n"
+        assert process.stderr.readline() == started, "says at once that it is watching"
         alice = admin_daemon.chat("alice")
         bob = admin_daemon.chat("bob")
         admin_clients += [alice, bob]

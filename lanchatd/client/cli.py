@@ -12,8 +12,15 @@ import click
 
 from lanchatd import __version__
 from lanchatd.client import interactive, pipe
-from lanchatd.client.connection import DEFAULT_PORT, Endpoint, nick_problem, tls_context
+from lanchatd.client.connection import (
+    DEFAULT_PORT,
+    Endpoint,
+    nick_problem,
+    parse_address,
+    tls_context,
+)
 from lanchatd.client.render import Renderer, color_wanted
+from lanchatd.client.words import say
 
 #: The daemon's own machine; on a LAN, pass the server's address (or set LANCHAT_HOST).
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -57,11 +64,13 @@ DEFAULT_HOST: Final = "127.0.0.1"
     help="With --tls: do not check the server's certificate at all (encrypted, but anyone "
     "on the way could pose as the server).",
 )
-@click.version_option(__version__, prog_name="lanchat")
+@click.version_option(__version__, "-V", "--version", prog_name="lanchat")
 def main(
     host: str, port: int, nick: str | None, tls: bool, cafile: str | None, insecure: bool
 ) -> None:
     """Chat in the lanchat room served at HOST (default 127.0.0.1, or LANCHAT_HOST).
+
+    HOST is a name or an address, and may carry the port: 192.168.1.2:5001, ::1, [::1]:5001.
 
     On a terminal it asks for a nickname (unless --nick is given) and shows a >> prompt;
     messages appear above what you are typing. /help lists the server's commands; /quit,
@@ -87,12 +96,13 @@ def main(
     if nick is not None and (problem := nick_problem(nick)):
         if not tty:
             raise click.BadParameter(problem, param_hint="'--nick'")
-        click.echo(f"lanchat: {problem}", err=True)
+        click.echo(say("note", text=problem), err=True)
         nick = None
     if nick is not None:
         nick = nick.strip()  # as the server trims it: our echoes are matched on this name
     if not tty and nick is None:
-        raise click.UsageError("--nick is required when input or output is not a terminal")
+        raise click.UsageError(say("nick_required"))
+    host, port = _host_and_port(host, port)
     endpoint = Endpoint(host, port, _tls_settings(tls, cafile, insecure))
     try:
         if tty:
@@ -106,9 +116,24 @@ def main(
     except Exception as error:  # the promise: no traceback ever reaches the user
         if os.environ.get("LANCHAT_DEBUG"):
             raise
-        click.echo(f"lanchat: internal error: {error!r} (LANCHAT_DEBUG=1 shows details)", err=True)
+        failed = say("internal_error", error=repr(error))
+        click.echo(say("error", text=f"{failed} {say('debug_hint')}"), err=True)
         status = 1
     sys.exit(status)
+
+
+def _host_and_port(address: str, port: int) -> tuple[str, int]:
+    """HOST may carry the port (``HOST:PORT``, ``[::1]:5001``); then --port must agree."""
+    try:
+        host, given = parse_address(address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'HOST'") from None
+    if given is None:
+        return host, port
+    source = click.get_current_context().get_parameter_source("port")
+    if source is not click.core.ParameterSource.DEFAULT and port != given:
+        raise click.UsageError(say("two_ports", given=given, port=port))
+    return host, given
 
 
 def _tls_settings(tls: bool, cafile: str | None, insecure: bool) -> ssl.SSLContext | None:
@@ -116,18 +141,14 @@ def _tls_settings(tls: bool, cafile: str | None, insecure: bool) -> ssl.SSLConte
     if not tls:
         for given, name in ((cafile is not None, "--cafile"), (insecure, "--insecure")):
             if given:
-                raise click.UsageError(f"{name} only applies with --tls")
+                raise click.UsageError(say("needs_tls", option=name))
         return None
     if cafile is not None and insecure:
-        raise click.UsageError("--cafile and --insecure cannot be used together")
+        raise click.UsageError(say("cafile_or_insecure"))
     try:
         context = tls_context(cafile, verify=not insecure)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--cafile'") from None
     if insecure:
-        click.echo(
-            "lanchat: warning: --insecure: the connection is encrypted but the server is "
-            "not authenticated (its certificate is not checked)",
-            err=True,
-        )
+        click.echo(say("warning", text=say("insecure")), err=True)
     return context

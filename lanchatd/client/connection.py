@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from lanchatd.catalog import CATALOGUES, LANGUAGES
+from lanchatd.client.words import say
 from lanchatd.protocol import GREETING, ClientProtocol, Line, NickRequested, ProtocolError
 
 DEFAULT_PORT: Final = 5001
@@ -71,6 +72,28 @@ def describe_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def parse_address(text: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[IPV6]``, ``[IPV6]:PORT`` or a bare IPv6 address: the host
+    and the port (None when not given). Raises ValueError with a one-line reason."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(say("bad_address", text=text))
+        return host, _port(rest[1:], text) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not host:
+            raise ValueError(say("no_host", text=text))
+        return host, _port(port, text)
+    return text, None  # a name, an IPv4 address, or an IPv6 address without brackets
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdecimal() or not 1 <= int(text) <= 65535:
+        raise ValueError(say("bad_port", text=whole))
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where the server is and how to reach it: plain TCP, or TLS with ``tls`` as context.
@@ -103,11 +126,11 @@ def tls_context(cafile: str | None = None, *, verify: bool = True) -> ssl.SSLCon
         context = ssl.create_default_context(cafile=cafile)
     except ssl.SSLError as error:  # before OSError, which it is too
         if error.reason == "NO_CERTIFICATE_OR_CRL_FOUND":
-            raise ValueError(f"no PEM certificate in {cafile}") from None
+            raise ValueError(say("no_pem", path=cafile)) from None
         reason = error.reason.replace("_", " ").lower() if error.reason else "bad PEM data"
-        raise ValueError(f"cannot use {cafile}: {reason}") from None
+        raise ValueError(say("cannot_use", path=cafile, reason=reason)) from None
     except OSError as error:
-        raise ValueError(f"cannot read {cafile}: {_reason(error)}") from None
+        raise ValueError(say("cannot_read", path=cafile, reason=_reason(error))) from None
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not verify:
         context.check_hostname = False
@@ -224,12 +247,79 @@ async def join(
     """
     try:
         async with asyncio.timeout(timeout):
-            return await _join(endpoint, nick)
+            greeted = await _reach(endpoint)
+            return await greeted.admit(nick)
     except TimeoutError:
-        raise ConnectError(f"cannot connect to {endpoint}: timed out") from None
+        raise _timed_out(endpoint) from None
 
 
-async def _join(endpoint: Endpoint, nick: str) -> Connection | Refused:
+async def reach(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Greeted:
+    """Connect and wait for ``NICK``, to know at once whether a server answers; the nickname
+    is given later with :meth:`Greeted.answer`. Raises :class:`ConnectError` as join does."""
+    try:
+        async with asyncio.timeout(timeout):
+            greeted = await _reach(endpoint)
+    except TimeoutError:
+        raise _timed_out(endpoint) from None
+    greeted.watch()
+    return greeted
+
+
+class Greeted:
+    """A connection the server has asked for a nickname, not answered yet.
+
+    While the user thinks of a name the server may give up on us (its handshake timeout, a
+    shutdown): anything it sends meanwhile makes this connection stale, and :meth:`answer`
+    then joins over a new one.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: ClientProtocol,
+    ) -> None:
+        self.endpoint = endpoint
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+        self._watch: asyncio.Future[bytes] | None = None
+
+    def watch(self) -> None:
+        """Notice anything the server sends before we answer."""
+        self._watch = asyncio.ensure_future(self._reader.read(_RECV_SIZE))
+
+    async def answer(self, nick: str, timeout: float = CONNECT_TIMEOUT) -> Connection | Refused:
+        """Give the nickname, on this connection if it is still fresh, else on a new one."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait({self._watch})
+            if not self._watch.cancelled():
+                self._watch.exception()  # retrieved: the connection is stale either way
+                self.close()
+                return await join(self.endpoint, nick, timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.admit(nick)
+        except TimeoutError:
+            raise _timed_out(self.endpoint) from None
+
+    async def admit(self, nick: str) -> Connection | Refused:
+        """Answer ``NICK`` and read until let in or refused."""
+        try:
+            return await _admission(self._reader, self._writer, self._protocol, nick, self.endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._writer.transport.abort()
+
+
+async def _reach(endpoint: Endpoint) -> Greeted:
     sock = await _connect(endpoint)
     if endpoint.tls is not None:
         reader, writer = await _start_tls(sock, endpoint)
@@ -240,10 +330,11 @@ async def _join(endpoint: Endpoint, nick: str) -> Connection | Refused:
             sock.close()
             raise
     try:
-        return await _handshake(reader, writer, nick, str(endpoint))
+        protocol = await _greeting(reader, writer, str(endpoint))
     except BaseException:
         writer.transport.abort()
         raise
+    return Greeted(endpoint, reader, writer, protocol)
 
 
 async def _start_tls(
@@ -260,19 +351,21 @@ async def _start_tls(
         )
     except ssl.SSLCertVerificationError as error:
         sock.close()
-        raise ConnectError(f"cannot connect to {where}: {_untrusted(error)}", final=True) from None
+        message = say("cannot_connect", where=where, reason=_untrusted(error))
+        raise ConnectError(message, final=True) from None
     except (ConnectionError, OSError, EOFError) as error:  # ssl.SSLError is an OSError
         sock.close()
         if await _speaks_plain_lanchat(endpoint):
-            message = "the server does not speak TLS (try without --tls)"
-            raise ConnectError(f"cannot connect to {where}: {message}", final=True) from None
+            message = say("cannot_connect", where=where, reason=say("no_tls"))
+            raise ConnectError(message, final=True) from None
         if isinstance(error, ssl.SSLError) and error.reason:
             reason = error.reason.replace("_", " ").lower()  # "tlsv1 alert protocol version"
         elif isinstance(error, OSError) and error.errno:
             reason = _reason(error)
         else:
-            reason = "the server closed the connection"
-        raise ConnectError(f"cannot connect to {where}: TLS handshake failed: {reason}") from None
+            reason = say("server_closed")
+        failed = say("tls_failed", reason=reason)
+        raise ConnectError(say("cannot_connect", where=where, reason=failed)) from None
     except BaseException:
         sock.close()
         raise
@@ -281,11 +374,9 @@ async def _start_tls(
 def _untrusted(error: ssl.SSLCertVerificationError) -> str:
     """Why the server's certificate was not accepted, and what would help."""
     detail = str(error.verify_message or error.reason or "unknown reason").rstrip(".")
-    if "mismatch" in detail:  # "Hostname mismatch, certificate is not valid for 'x'"
-        hint = "connect to a name or address the certificate was issued for"
-    else:
-        hint = "for a private CA or a self-signed certificate, pass it with --cafile"
-    return f"TLS certificate verification failed: {detail} ({hint})"
+    # "Hostname mismatch, certificate is not valid for 'x'"
+    hint = say("hint_name") if "mismatch" in detail else say("hint_cafile")
+    return say("untrusted", detail=detail, hint=hint)
 
 
 async def _speaks_plain_lanchat(endpoint: Endpoint) -> bool:
@@ -316,7 +407,7 @@ async def _connect(endpoint: Endpoint) -> socket.socket:
     try:
         infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
-        raise ConnectError(f"cannot connect to {where}: {error.strerror}") from None
+        raise ConnectError(say("cannot_connect", where=where, reason=error.strerror)) from None
     first: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -331,8 +422,12 @@ async def _connect(endpoint: Endpoint) -> socket.socket:
             sock.close()
             raise
         return sock
-    reason = _reason(first) if first else "no address to connect to"
-    raise ConnectError(f"cannot connect to {where}: {reason}")
+    reason = _reason(first) if first else say("no_address")
+    raise ConnectError(say("cannot_connect", where=where, reason=reason))
+
+
+def _timed_out(endpoint: Endpoint) -> ConnectError:
+    return ConnectError(say("cannot_connect", where=endpoint, reason=say("timed_out")))
 
 
 def _reason(error: OSError) -> str:
@@ -342,34 +437,54 @@ def _reason(error: OSError) -> str:
     return str(error) or type(error).__name__
 
 
-async def _handshake(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, nick: str, where: str
-) -> Connection | Refused:
+async def _greeting(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
+) -> ClientProtocol:
+    """Read until the server asks for a nickname; the protocol state to go on with."""
     _tune(writer)
     protocol = ClientProtocol()
+    while True:
+        data = await _receive(reader, where)
+        if not data:
+            raise ConnectError(say("closed_before_join", where=where))
+        for event in protocol.receive_data(data):
+            if isinstance(event, NickRequested):
+                return protocol
+            if isinstance(event, ProtocolError):
+                message, final = await _not_lanchat(reader, event.received, where)
+                raise ConnectError(message, final=final)
+
+
+async def _admission(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    protocol: ClientProtocol,
+    nick: str,
+    endpoint: Endpoint,
+) -> Connection | Refused:
+    """Answer ``NICK``; then the first line is our own join, or a refusal and the close."""
+    writer.write(ClientProtocol.send_nick(nick))
     refusal: str | None = None
     while True:
-        try:
-            data = await reader.read(_RECV_SIZE)
-        except (ConnectionError, OSError) as error:
-            raise ConnectError(f"connection to {where} failed: {_reason(error)}") from None
+        data = await _receive(reader, str(endpoint))
         if not data:
             if refusal is not None:
                 writer.transport.abort()
                 return Refused(refusal)
-            raise ConnectError(f"{where} closed the connection before letting us in")
-        events = protocol.receive_data(data)
-        for index, event in enumerate(events):
-            if isinstance(event, NickRequested):
-                writer.write(ClientProtocol.send_nick(nick))
-            elif isinstance(event, ProtocolError):
-                message, final = await _not_lanchat(reader, event.received, where)
-                raise ConnectError(message, final=final)
-            elif refusal is None and event.text.startswith("*"):
-                refusal = event.text
+            raise ConnectError(say("closed_before_join", where=endpoint))
+        lines = [e.text for e in protocol.receive_data(data) if isinstance(e, Line)]
+        for index, text in enumerate(lines):
+            if refusal is None and text.startswith("*"):
+                refusal = text
             elif refusal is None:
-                rest = [e.text for e in events[index + 1 :] if isinstance(e, Line)]
-                return Connection(reader, writer, protocol, [event.text, *rest])
+                return Connection(reader, writer, protocol, lines[index:])
+
+
+async def _receive(reader: asyncio.StreamReader, where: str) -> bytes:
+    try:
+        return await reader.read(_RECV_SIZE)
+    except (ConnectionError, OSError) as error:
+        raise ConnectError(say("connection_failed", where=where, reason=_reason(error))) from None
 
 
 async def _not_lanchat(
@@ -382,10 +497,10 @@ async def _not_lanchat(
                 received += more
     first = received.decode(errors="replace").partition("\n")[0].strip()
     if _TLS_REQUIRED and first.startswith(_TLS_REQUIRED):
-        return f"{where} only takes TLS connections: {first}", True
+        return say("tls_only", where=where, line=first), True
     if first.startswith("*"):
-        return f"{where} refused the connection: {first}", removal_notice(first)
-    return f"{where} does not speak the lanchat protocol", False
+        return say("refused_connection", where=where, line=first), removal_notice(first)
+    return say("not_lanchat", where=where), False
 
 
 def nick_problem(nick: str) -> str | None:
@@ -395,7 +510,7 @@ def nick_problem(nick: str) -> str | None:
     reply early); every other rule is the server's, and it says why it refuses.
     """
     if not nick.strip():
-        return "the nickname is empty"
+        return say("nick_empty")
     if not nick.isprintable():
-        return "a nickname cannot contain control characters"
+        return say("nick_control")
     return None

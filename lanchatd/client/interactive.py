@@ -27,39 +27,48 @@ from lanchatd.client.connection import (
     Refused,
     join,
     nick_problem,
+    reach,
 )
 from lanchatd.client.render import Renderer
-from lanchatd.client.session import MAX_HELD, Sent, Session, Status
+from lanchatd.client.session import MAX_HELD, Sent, Session, Status, sendable
+from lanchatd.client.words import say
 from lanchatd.commands import Quit, parse_command
 from lanchatd.text import sanitize
 
 
 async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:
-    """Ask for a nickname until the server takes one, then chat; the exit status."""
+    """Ask for a nickname until the server takes one, then chat; the exit status.
+
+    Without a nickname the server is reached first, so that a wrong address or a stopped
+    server is reported at once, not after the user has typed a name.
+    """
     asker: PromptSession[str] | None = None
     while True:
-        if nick is None:
-            asker = asker or PromptSession()
-            nick = await _ask_nick(asker, renderer)
-            if nick is None:
-                return 0
-        nick = nick.strip()
         try:
-            result = await join(endpoint, nick)
+            if nick is None:
+                greeted = await reach(endpoint)
+                asker = asker or PromptSession()
+                nick = await _ask_nick(asker, renderer)
+                if nick is None:
+                    greeted.close()
+                    return 0
+                result = await greeted.answer(nick)
+            else:
+                result = await join(endpoint, nick.strip())
         except ConnectError as error:
-            print(f"lanchat: error: {sanitize(str(error))}", file=sys.stderr)
+            print(say("error", text=sanitize(str(error))), file=sys.stderr)
             return 1
         if isinstance(result, Refused):
             print(renderer.line(result.reason))
             nick = None
             continue
-        return await _chat(endpoint, nick, result, renderer)
+        return await _chat(endpoint, nick.strip(), result, renderer)
 
 
 async def _ask_nick(asker: PromptSession[str], renderer: Renderer) -> str | None:
     while True:
         try:
-            text = await asker.prompt_async("Username: ")
+            text = await asker.prompt_async(say("username"))
         except (EOFError, KeyboardInterrupt):
             return None
         problem = nick_problem(text)
@@ -77,8 +86,8 @@ async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer:
 
     with patch_stdout(raw=True):
         security = _security(endpoint, connection)
-        print(renderer.notice(f"connected to {endpoint} as {nick}{security}"))
-        print(renderer.notice("/help lists the commands; /quit, Ctrl-D or Ctrl-C leaves"))
+        print(renderer.notice(say("connected", where=endpoint, nick=nick, security=security)))
+        print(renderer.notice(say("how_to_leave")))
         session = Session(
             endpoint,
             nick,
@@ -101,9 +110,9 @@ async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer:
         await sender
         unsent = await session.close()
         for line in unsent.held:
-            print(renderer.warning(f"NOT sent: {line}"))
+            print(renderer.warning(say("not_sent", line=line)))
         for line in unsent.unconfirmed:
-            print(renderer.warning(f"may not have been delivered: {line}"))
+            print(renderer.warning(say("maybe_lost", line=line)))
     return 1 if session.failed else 0
 
 
@@ -112,7 +121,7 @@ def _security(endpoint: Endpoint, connection: Connection) -> str:
     version = connection.tls_version
     if version is None:
         return ""
-    return f" ({version})" if endpoint.verified else f" ({version}, server NOT verified)"
+    return f" ({version})" if endpoint.verified else f" ({version}, {say('unverified')})"
 
 
 def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:
@@ -127,7 +136,7 @@ def _submit_bindings(submit: Callable[[str], None]) -> KeyBindings:
     @bindings.add("enter", filter=has_focus(DEFAULT_BUFFER))
     def _submit(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
-        text = buffer.text
+        text = sendable(buffer.text)  # pasted bytes that are not UTF-8
         buffer.reset(append_to_history=bool(text.strip()))
         for line in text.splitlines():
             if isinstance(parse_command(line.strip()), Quit):
@@ -146,9 +155,9 @@ async def _send_typed(
     while (text := await typed.get()) is not None:
         outcome = await session.send(text)
         if outcome is Sent.HELD:
-            print(renderer.warning(f"not connected; will be sent after reconnecting: {text}"))
+            print(renderer.warning(say("held", line=text)))
         elif outcome is Sent.REFUSED:
-            print(renderer.warning(f"NOT sent ({MAX_HELD} messages already waiting): {text}"))
+            print(renderer.warning(say("too_many_held", count=MAX_HELD, line=text)))
 
 
 async def _prompt_until_done(prompt: PromptSession[None], session: Session) -> None:

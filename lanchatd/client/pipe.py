@@ -16,6 +16,7 @@ from typing import Final, TextIO
 
 from lanchatd.client.connection import ConnectError, Endpoint, Refused, join
 from lanchatd.client.session import Session, Status
+from lanchatd.client.words import say
 from lanchatd.text import sanitize
 
 #: How long a lost connection may stay lost before a script is told it failed.
@@ -88,11 +89,11 @@ class LineWriter:
 
 
 def _error(text: str) -> None:
-    print(f"lanchat: error: {sanitize(text)}", file=sys.stderr)
+    print(say("error", text=sanitize(text)), file=sys.stderr)
 
 
 def _status(status: Status) -> None:
-    print(f"lanchat: {sanitize(status.text)}", file=sys.stderr)
+    print(say("note", text=sanitize(status.text)), file=sys.stderr)
 
 
 async def run(endpoint: Endpoint, nick: str) -> int:
@@ -103,7 +104,7 @@ async def run(endpoint: Endpoint, nick: str) -> int:
         _error(str(error))
         return 1
     if isinstance(result, Refused):
-        _error(f"the server refused the nickname {nick!r}: {result.reason}")
+        _error(say("nick_refused", nick=repr(nick), reason=result.reason))
         return 1
     session = Session(
         endpoint,
@@ -125,5 +126,5 @@ async def run(endpoint: Endpoint, nick: str) -> int:
     if session.failed is None and await session.finish():
         return 0
     await session.close()
-    _error(f"{session.failed or 'connection lost'}; not all input was delivered")
+    _error(say("not_all_delivered", why=session.failed or say("connection_lost")))
     return 1

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import enum
 import random
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from lanchatd.client.connection import (
     join,
     removal_notice,
 )
+from lanchatd.client.words import messages, say
 from lanchatd.commands import Quit, parse_command
 from lanchatd.text import sanitize
 
@@ -42,6 +44,14 @@ CLOSE_TIMEOUT: Final = 5.0
 #: Lines typed while disconnected that are kept for sending; beyond that they are refused.
 MAX_HELD: Final = 100
 _SYNC_PREFIX: Final = "lanchat-sync-"
+#: What a terminal's input decoder leaves for bytes that are not UTF-8 (lone surrogates):
+#: text that cannot be encoded for the wire, nor printed.
+_UNENCODABLE: Final = re.compile("[\ud800-\udfff]")
+
+
+def sendable(text: str) -> str:
+    """``text`` with every byte that was not UTF-8 shown as U+FFFD, as the server would."""
+    return _UNENCODABLE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +180,7 @@ class Session:
         While disconnected at most ``max_held`` lines are held (unless ``limited`` is
         false); beyond that the line is refused and the caller must say so.
         """
-        item = self._outgoing(line)
+        item = self._outgoing(sendable(line))
         conn = self._conn
         if conn is None:
             full = self._max_held is not None and len(self._held) >= self._max_held
@@ -297,15 +307,15 @@ class Session:
                 if self._closing or self.quit_sent:
                     break
                 if self._removed is not None:
-                    self.failed = "removed from the room by the server; not reconnecting"
+                    self.failed = say("removed")
                     self._status("error", self.failed)
                     break
-                self._status("warning", f"connection to {self._where} lost; reconnecting")
+                self._status("warning", say("lost", where=self._where))
                 new = await self._reconnect()
                 if new is not None:
                     self._rejoined(new)
         except Exception as error:  # a bug must not leave the user typing into nothing
-            self.failed = f"internal error: {error!r}"
+            self.failed = say("internal_error", error=repr(error))
             self._status("error", self.failed)
             if self._conn is not None:
                 self._conn.abort()
@@ -328,7 +338,9 @@ class Session:
                 if self._unconfirmed:
                     waited = loop.time() - max(last_heard, self._unconfirmed[0].sent_at)
                     if waited >= self._echo_timeout:
-                        self._status("warning", f"no answer from {self._where} for {waited:.0f} s")
+                        self._status(
+                            "warning", say("no_answer", where=self._where, seconds=f"{waited:.0f}")
+                        )
                         conn.abort()
                         return
                 continue
@@ -355,7 +367,7 @@ class Session:
             delay = self._backoff.delay(attempt)
             limit = self._give_up_after
             if limit is not None and loop.time() + delay - started > limit:
-                self.failed = f"could not reconnect to {self._where} within {limit:.0f} s"
+                self.failed = say("gave_up", where=self._where, seconds=f"{limit:.0f}")
                 self._status("error", self.failed)
                 return None
             with contextlib.suppress(TimeoutError):
@@ -366,25 +378,29 @@ class Session:
             try:
                 result = await join(self.endpoint, self.nick)
             except ConnectError as error:
-                reason = str(error).removeprefix(f"cannot connect to {self._where}: ")
+                reason = str(error).removeprefix(
+                    say("cannot_connect", where=self._where, reason="")
+                )
                 if error.final:
-                    self.failed = f"{reason}; not reconnecting"
+                    self.failed = say("final", reason=reason)
                     self._status("error", self.failed)
                     return None
             else:
                 if isinstance(result, Connection):
                     return result
-                reason = f"the server refused {self.nick!r}: {result.reason}"
+                reason = say("nick_refused", nick=repr(self.nick), reason=result.reason)
             attempt += 1
             if attempt < 4 or attempt % 4 == 0:
                 wait = self._backoff.delay(attempt, lambda: 0.5)
-                self._status("info", f"still disconnected ({reason}); next try in {wait:.0f} s")
+                self._status(
+                    "info", say("still_disconnected", reason=reason, seconds=f"{wait:.0f}")
+                )
         return None
 
     def _rejoined(self, conn: Connection) -> None:
         self._conn = conn
         self._connected.set()
-        self._status("info", f"reconnected to {self._where} as {self.nick}")
+        self._status("info", say("reconnected", where=self._where, nick=self.nick))
         for raw in conn.pending:
             self._receive(raw)
         conn.pending = []
@@ -394,13 +410,9 @@ class Session:
         for item in held:
             self._transmit(conn, item)
         if resent:
-            self._status(
-                "warning",
-                f"sent again {_count(resent, 'message')} whose delivery was not confirmed "
-                "before the connection was lost",
-            )
+            self._status("warning", say("resent", messages=messages(resent)))
         if fresh:
-            self._status("info", f"sent {_count(fresh, 'message')} typed while disconnected")
+            self._status("info", say("sent_held", messages=messages(fresh)))
         self._check_settled()
 
     @staticmethod
@@ -409,7 +421,3 @@ class Session:
 
     def _status(self, level: str, text: str) -> None:
         self._on_status(Status(level, text))
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -29,7 +29,12 @@ def tool(name: str) -> str:
 
 def test_units_verify_clean() -> None:
     result = subprocess.run(
-        [tool("systemd-analyze"), "verify", *(str(SYSTEMD_DIR / unit) for unit in UNITS)],
+        [
+            tool("systemd-analyze"),
+            "verify",
+            "--man=no",
+            *(str(SYSTEMD_DIR / unit) for unit in UNITS),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -38,10 +43,11 @@ def test_units_verify_clean() -> None:
     findings = (result.stdout + result.stderr).splitlines()
     if not DAEMON.exists():
         # The one finding expected where the package is not installed: verify also checks that
-        # ExecStart= exists (the nspawn run verifies the installed units).
+        # the commands of ExecStart= and ExecReload= exist (the nspawn run verifies the
+        # installed units, and their man pages).
         missing = f"lanchatd.service: Command {DAEMON} is not executable: No such file or directory"
         assert missing in findings
-        findings.remove(missing)
+        findings = [finding for finding in findings if finding != missing]
     # verify exits 0 on unknown keys and bad values: anything printed is a finding.
     assert findings == []
 
