@@ -340,9 +340,10 @@ def test_dual_stack_listener(start_daemon, clients: list) -> None:
         pytest.skip("no IPv6 in this Python")
     server = start_daemon("--host", "::")
     v6 = LineClient(server.port, "six", host="::1")
+    clients.append(v6)
+    v6.lines(2)  # joined before "four" connects, so it sees that join
     v4 = LineClient(server.port, "four", host="127.0.0.1")
-    clients += [v6, v4]
-    v6.lines(2)
+    clients.append(v4)
     assert v6.line() == "four Bergabung!"
     wait_until(lambda: server.find("client_joined", nick="four"))
     assert server.find("client_joined", nick="four")[0]["host"] == "127.0.0.1"
