@@ -96,6 +96,17 @@ class Peer:
             self._closed = True
         self.sock.close()
 
+    def stop_reading(self) -> None:
+        """Wake the reader (in ``recv`` or a flood-control pause) so it lets go at once.
+
+        Only the reading side is shut: the delivery thread can still send the last lines.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
+
     def shutdown(self) -> None:
         """Wake whoever blocks on this socket: a reader in ``recv`` sees end of file."""
         with self._lock:

@@ -193,6 +193,7 @@ class Room:
                 self.stats.slow_consumer_drops += 1
             if self.watchers:
                 self._emit_locked("leave", nick=peer.nick, reason=reason)
+        peer.stop_reading()
         peer.log.info("client_left", reason=reason)
         return True
 
@@ -224,6 +225,7 @@ class Room:
             if self.watchers:
                 self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
                 self._emit_locked("leave", nick=peer.nick, reason="kicked")
+        peer.stop_reading()
         peer.log.info("client_kicked", reason=reason, admin_uid=admin_uid)
         peer.log.info("client_left", reason="kicked")
         return peer
@@ -244,6 +246,7 @@ class Room:
                 if self.watchers:
                     self._emit_locked("leave", nick=peer.nick, reason="banned")
         for peer in expelled:
+            peer.stop_reading()
             peer.log.info("client_left", reason="banned")
         return expelled
 
