@@ -23,11 +23,14 @@ _EN: Final = {
     "private_in": "*{sender}* {text}",
     "private_out": "*-> {target}* {text}",
     "who": "*** Online ({count}): {nicks}",
-    "help": "*** Commands: /who, /me ACTION, /msg NICK TEXT, /quit, /help",
+    "help": '*** Commands: /who, /me ACTION, /msg NICK TEXT (/msg "NICK" TEXT if it has '
+    "spaces), /quit, /help",
     "unknown_command": "*** Unknown command {command}; type /help for the list",
     "usage_me": "*** Usage: /me ACTION",
     "usage_msg": "*** Usage: /msg NICK TEXT",
     "no_such_nick": "*** No such nickname: {nick}",
+    "msg_ambiguous": "*** Not sent: that could be {nicks}; quote the nickname, e.g. /msg "
+    '"{example}" TEXT',
     "line_too_long": "*** Line too long: at most {limit} bytes; it was not sent",
     "bad_utf8": "*** Invalid UTF-8; the line was not sent",
     "nick_empty": "*** Nickname rejected: it is empty",
@@ -61,11 +64,14 @@ _ID: Final = {
     "private_in": "*{sender}* {text}",
     "private_out": "*-> {target}* {text}",
     "who": "*** Online ({count}): {nicks}",
-    "help": "*** Perintah: /who, /me AKSI, /msg NICK PESAN, /quit, /help",
+    "help": '*** Perintah: /who, /me AKSI, /msg NICK PESAN (/msg "NICK" PESAN jika ada '
+    "spasi), /quit, /help",
     "unknown_command": "*** Perintah tidak dikenal {command}; ketik /help untuk daftar",
     "usage_me": "*** Cara pakai: /me AKSI",
     "usage_msg": "*** Cara pakai: /msg NICK PESAN",
     "no_such_nick": "*** Nickname tidak ada: {nick}",
+    "msg_ambiguous": "*** Tidak terkirim: bisa jadi {nicks}; pakai tanda kutip, misalnya /msg "
+    '"{example}" PESAN',
     "line_too_long": "*** Baris terlalu panjang: paling banyak {limit} byte; tidak terkirim",
     "bad_utf8": "*** UTF-8 tidak valid; baris tidak terkirim",
     "nick_empty": "*** Nickname ditolak: kosong",

@@ -135,40 +135,42 @@ class Room:
                         )
                         if self.watchers:
                             self._emit_locked("action", nick=peer.nick, text=action)
-            case commands.PrivateMessage(argument):
-                self._private(peer, argument)
+            case commands.PrivateMessage():
+                self._private(peer, command)
             case commands.Usage(key):
                 self.tell(peer, catalog(key))
             case commands.Unknown(name):
                 self.tell(peer, catalog("unknown_command", command=name))
         return True
 
-    def _private(self, peer: Peer, argument: str) -> None:
+    def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
+        """Deliver ``/msg`` if exactly one reading names someone online; else say why not."""
         catalog = self.catalog
         with self.lock:
-            target, text = self._resolve_target(argument)
             if peer.left:
                 return
-            if target is None:
-                self.delivery.private_locked(
-                    peer, catalog("no_such_nick", nick=argument.partition(" ")[0])
-                )
+            members = self._members
+            found = [
+                (target, start)
+                for key, start in message.readings
+                if (target := members.get(key)) is not None
+            ]
+            if len(found) == 1:
+                (target, start), reply = found[0], None
+            elif found:
+                choices = ", ".join(f'"{target.nick}"' for target, _ in found)
+                reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
+            else:
+                reply = catalog("no_such_nick", nick=message.wanted)
+            if reply is not None:
+                self.delivery.private_locked(peer, reply)
                 return
+            text = message.argument[start:].strip()
             self.delivery.private_locked(target, catalog("private_in", sender=peer.nick, text=text))
             if target is not peer:
                 self.delivery.private_locked(
                     peer, catalog("private_out", target=target.nick, text=text)
                 )
-
-    def _resolve_target(self, argument: str) -> tuple[Peer | None, str]:
-        """The longest leading words of ``argument`` that name a member (nicks may hold spaces)."""
-        words = argument.split(" ")
-        for cut in range(len(words) - 1, 0, -1):
-            target = self._members.get(nick_key(" ".join(words[:cut])))
-            text = " ".join(words[cut:]).strip()
-            if target is not None and text:
-                return target, text
-        return None, ""
 
     def tell(self, peer: Peer, text: str) -> None:
         """Send one line to ``peer`` alone, in order with the broadcasts it receives."""
