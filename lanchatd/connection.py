@@ -31,7 +31,8 @@ from lanchatd.ratelimit import TokenBucket
 from lanchatd.room import Room
 from lanchatd.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession
 
-#: How long a nickname reply without a newline may wait for one before it counts as classic.
+#: How long a nickname reply without a newline may wait for one before it counts as classic;
+#: each further byte restarts it (within the handshake timeout).
 NICK_GRACE: Final = 0.25
 #: On a TLS port, how long to wait for a ClientHello before telling a plaintext client (which
 #: waits for ``NICK`` and so says nothing first) that this port needs TLS.
@@ -90,7 +91,7 @@ def _handshake(
                 return None
             else:
                 events = protocol.receive_data(data)
-                if protocol.awaiting_grace and not grace:
+                if protocol.awaiting_grace:  # restarted by every byte: someone is still typing
                     grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
     except OSError:
         return None

@@ -137,3 +137,14 @@ def test_reload_to_rate_zero_releases_a_paused_flooder(start_daemon, clients, tm
     assert got == [f"flooder: flood {i}" for i in range(1, 30)]
     assert time.monotonic() - reloaded < RELEASE
     flooder.close()
+
+
+def test_nickname_typed_a_byte_at_a_time_is_one_nickname(daemon: Daemon, clients: list) -> None:
+    """Slower than the classic-mode grace period per byte, but every byte restarts it."""
+    client = LineClient(daemon.port)
+    clients.append(client)
+    for byte in b"steve\n":
+        client.send_bytes(bytes([byte]))
+        time.sleep(0.1)  # the pace under test: one byte per 100 ms
+    assert client.lines(2) == ["steve Bergabung!", "Terkoneksi dengan Server!"]
+    assert daemon.wait_event("client_joined", nick="steve")["mode"] == "line"
