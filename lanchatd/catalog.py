@@ -42,6 +42,7 @@ _EN: Final = {
     "nick_utf8": "*** Nickname rejected: invalid UTF-8",
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
+    "handshake_shed": "*** Too many connections are choosing a nickname; try again",
     "per_address": "*** Too many connections from your address (at most {limit})",
     "flood": "*** Slow down: at most {rate:g} messages a second, {burst} at once; yours are "
     "delayed, not lost",
@@ -83,6 +84,7 @@ _ID: Final = {
     "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",
+    "handshake_shed": "*** Terlalu banyak koneksi yang sedang memilih nickname; coba lagi",
     "per_address": "*** Terlalu banyak koneksi dari alamat Anda (paling banyak {limit})",
     "flood": "*** Pelan-pelan: paling banyak {rate:g} pesan per detik, {burst} sekaligus; "
     "pesan Anda ditunda, tidak hilang",

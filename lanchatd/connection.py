@@ -12,6 +12,7 @@ import select
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Final
 
 from lanchatd import commands
@@ -45,11 +46,16 @@ _PARSE_SLICE: Final = 2048
 _PAUSE_STEP: Final = 0.25
 
 
-def serve(peer: Peer, room: Room, tls: ssl.SSLContext | None) -> None:
-    """Run a connection from accept to close; never raises."""
+def serve(
+    peer: Peer, room: Room, tls: ssl.SSLContext | None, on_join: Callable[[Peer], None]
+) -> None:
+    """Run a connection from accept to close (``on_join`` once it has joined); never raises."""
     try:
         joined = _handshake(peer, room, tls)
+        if joined is None and peer.shed and (tls is None or peer.tls is not None):
+            _say_last(peer, Framing.LINE, room.catalog("handshake_shed"))
         if joined is not None:
+            on_join(peer)
             protocol, events = joined
             _read(peer, room, protocol, events)
     except TlsError as error:
@@ -109,7 +115,8 @@ def _handshake(
     sock.settimeout(None)
     refused = room.join(peer, nick)
     if refused:
-        _refuse(peer, reply.framing, room.catalog(refused, nick=nick), refused)
+        text = room.catalog(refused, nick=nick, limit=settings.max_clients)
+        _refuse(peer, reply.framing, text, refused)
         return None
     peer.log = peer.log.bind(nick=nick)
     peer.log.info("client_joined", mode=reply.framing.value)
@@ -174,6 +181,11 @@ def _send_direct(peer: Peer, data: bytes) -> None:
 def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
     """Tell a client why it cannot join; it is closed afterwards."""
     peer.log.info("nick_rejected", reason=reason)
+    _say_last(peer, framing, text)
+
+
+def _say_last(peer: Peer, framing: Framing, text: str) -> None:
+    """Send an unjoined client one line before it is closed, if it takes it promptly."""
     try:
         peer.sock.settimeout(1.0)
         _send_direct(peer, framing.encode(text))

@@ -45,6 +45,7 @@ class Peer:
         "port",
         "private",
         "private_bytes",
+        "shed",
         "sock",
         "tls",
     )
@@ -60,6 +61,8 @@ class Peer:
         self._lock = threading.Lock()
         self._refs = 1
         self._closed = False
+        #: Set by the accept loop when it closes this unjoined connection to make room.
+        self.shed = False
         # Set at join, under the room lock.
         self.nick = ""
         self.key = ""

@@ -74,11 +74,13 @@ class Room:
             return list(self._members.values())
 
     def join(self, peer: Peer, nick: str) -> str | None:
-        """Add ``peer`` as ``nick``; return a catalogue key if refused (nickname taken)."""
+        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, or room full)."""
         key = nick_key(nick)
         with self.lock:
             if key in self._members:
                 return "nick_taken"
+            if len(self._members) >= self.settings.max_clients:
+                return "server_full"
             peer.nick, peer.key, peer.joined_at = nick, key, time.time()
             self._members[key] = peer
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
