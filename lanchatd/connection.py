@@ -39,6 +39,10 @@ NICK_GRACE: Final = 0.25
 #: waits for ``NICK`` and so says nothing first) that this port needs TLS.
 TLS_PROBE: Final = 3.0
 _RECV_SIZE: Final = 65536
+#: Kernel buffer per direction that each client socket asks for (Linux doubles it for its
+#: bookkeeping): without it, autotuning lets one client that never reads hold up to 4 MiB
+#: (``tcp_wmem``) of the daemon's kernel memory, and one paused flooder up to 32 MiB.
+KERNEL_BUFFER: Final = 65536
 #: With flood control on, bytes parsed at once: a paused flooder holds at most half this many
 #: parsed messages in memory; the rest of what it sent stays in the kernel.
 _PARSE_SLICE: Final = 2048
@@ -323,6 +327,7 @@ class _Reader:
 def configure_socket(sock: socket.socket, keepalive: float) -> None:
     """Per-client socket options.
 
+    Fixed kernel buffers (``KERNEL_BUFFER``) bound what a client costs in kernel memory.
     No Nagle delay: deliveries would otherwise wait on delayed ACKs (20-45 ms). TCP keepalive
     finds peers that vanished without a FIN (a pulled cable, a laptop lid): after
     ``keepalive`` idle seconds the kernel probes, and four unanswered probes, a sixth of that
@@ -330,6 +335,8 @@ def configure_socket(sock: socket.socket, keepalive: float) -> None:
     TCP_USER_TIMEOUT gives data the room sends to such a peer the same deadline.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
     if keepalive:
         idle = max(1, round(keepalive))
         interval = max(1, idle // 6)

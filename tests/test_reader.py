@@ -8,11 +8,15 @@ Real daemon, real sockets; every wait has a deadline.
 from __future__ import annotations
 
 import signal
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from lanchatd.connection import KERNEL_BUFFER
 from tests.admin_helpers import lanchatctl
 from tests.support import Daemon, LineClient, join
+from tests.test_faults import daemon_send_buffer
 
 #: How soon a departed client's slot and nickname must be free again.
 RELEASE = 1.0
@@ -148,3 +152,27 @@ def test_nickname_typed_a_byte_at_a_time_is_one_nickname(daemon: Daemon, clients
         time.sleep(0.1)  # the pace under test: one byte per 100 ms
     assert client.lines(2) == ["steve Bergabung!", "Terkoneksi dengan Server!"]
     assert daemon.wait_event("client_joined", nick="steve")["mode"] == "line"
+
+
+def test_kernel_send_buffer_of_a_client_that_never_reads_is_bounded(
+    start_daemon, clients: list, figures: Callable[[str], None]
+) -> None:
+    """Kernel autotuning would let the daemon's socket to such a client grow to 4 MiB."""
+    server = start_daemon(config="[server]\nsend_buffer_bytes = 8388608\n[limits]\nrate = 0\n")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    clients.append(stalled)
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(b"stalled\n")
+    server.wait_event("client_joined", nick="stalled")
+    talker = join(server.port, "talker")
+    clients.append(talker)
+    line = "y" * 999
+    largest = 0
+    for _ in range(20):  # 2 MB in all: far more than the bound
+        talker.send_bytes(f"{line}\n".encode() * 100)
+        assert talker.lines(100) == [f"talker: {line}"] * 100  # paced by its own echo
+        largest = max(largest, daemon_send_buffer(server.port, stalled.getsockname()[1]))
+    figures(f"kernel send buffer to a client that never reads: at most {largest} B")
+    assert 0 < largest <= 2 * KERNEL_BUFFER
+    assert server.find("client_left", nick="stalled") == [], "within send_buffer_bytes"
