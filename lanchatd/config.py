@@ -27,7 +27,7 @@ class Settings:
     port: int = 5001
     lang: str = "id"
     max_clients: int = 1024
-    max_handshakes: int = 256
+    max_handshakes: int = 1024
     max_line_bytes: int = 4096
     send_buffer_bytes: int = 1 << 20
     handshake_timeout: float = 30.0
