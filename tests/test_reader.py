@@ -30,8 +30,9 @@ def _gone_within(server: Daemon, nick: str, since: float) -> float:
     return time.monotonic() - since
 
 
-def _rejoin(server: Daemon, nick: str, clients: list, since: float, source: str = "") -> None:
-    """Join as ``nick`` again within RELEASE of ``since`` (from the same address by default).
+def _rejoin(server: Daemon, nick: str, clients: list, since: float, source: str = "") -> str:
+    """Join as ``nick`` again within RELEASE of ``since`` (from the same address by default);
+    return how long after ``since`` that succeeded, as a figure.
 
     The slot is released just after the leave is logged, so a refusal is retried until then.
     """
@@ -44,7 +45,7 @@ def _rejoin(server: Daemon, nick: str, clients: list, since: float, source: str 
             continue
         clients.append(client)
         assert client.line() == f"{nick} Bergabung!"
-        return
+        return f"{(time.monotonic() - since) * 1000:.0f} ms"
 
 
 def _flooded(
@@ -61,7 +62,9 @@ def _flooded(
     return server, watcher, flooder
 
 
-def test_blank_lines_cost_nothing_and_a_ghost_leaves_at_once(start_daemon, clients) -> None:
+def test_blank_lines_cost_nothing_and_a_ghost_leaves_at_once(
+    start_daemon, clients, figures
+) -> None:
     server = start_daemon(config="[limits]\nrate = 10\nburst = 20\nper_address = 2\n")
     watcher = join(server.port, "watcher")
     ghost = join(server.port, "ghost")
@@ -74,33 +77,42 @@ def test_blank_lines_cost_nothing_and_a_ghost_leaves_at_once(start_daemon, clien
     ghost.close()
     assert _gone_within(server, "ghost", closed) < RELEASE
     assert server.find("flood_throttled") == []
-    _rejoin(server, "ghost", clients, closed)
+    figures(
+        "ghost (64 KiB of newlines, then close): slot and nick free again after "
+        + _rejoin(server, "ghost", clients, closed)
+    )
     assert watcher.expect("ghost Bergabung!") == ["ghost: still me", "ghost Keluar!"]
 
 
-def test_paused_flooder_that_disconnects_frees_its_slot(start_daemon, clients) -> None:
+def test_paused_flooder_that_disconnects_frees_its_slot(start_daemon, clients, figures) -> None:
     server, watcher, flooder = _flooded(start_daemon, clients, 400)
     closed = time.monotonic()
     flooder.close()
     assert _gone_within(server, "flooder", closed) < RELEASE
-    _rejoin(server, "flooder", clients, closed)
+    figures(
+        "paused flooder that disconnects: slot free again after "
+        + _rejoin(server, "flooder", clients, closed)
+    )
     seen = watcher.expect("flooder Bergabung!")
     assert seen[:2] == ["flooder: flood 0", "flooder: flood 1"]
     assert seen[-1] == "flooder Keluar!"
     assert len(seen) < 10, "the paused backlog went with the client"
 
 
-def test_paused_flooder_that_is_kicked_frees_its_slot(start_daemon, clients) -> None:
+def test_paused_flooder_that_is_kicked_frees_its_slot(start_daemon, clients, figures) -> None:
     server, _, flooder = _flooded(start_daemon, clients, 400)
     kicked = time.monotonic()
     result = lanchatctl("--socket", server.admin_socket, "kick", "flooder", "--reason", "spam")
     assert result.returncode == 0, result.stderr
     assert _gone_within(server, "flooder", kicked) < RELEASE
-    _rejoin(server, "flooder", clients, kicked)
+    figures(
+        "paused flooder kicked: slot free again after "
+        + _rejoin(server, "flooder", clients, kicked)
+    )
     flooder.expect("*** Anda dikeluarkan oleh administrator: spam")
 
 
-def test_paused_flooder_that_is_banned_frees_its_slot(start_daemon, clients) -> None:
+def test_paused_flooder_that_is_banned_frees_its_slot(start_daemon, clients, figures) -> None:
     # The watcher is not banned with the flooder: another address.
     config = "[server]\nmax_clients = 2\n" + SLOW
     server, _, _ = _flooded(start_daemon, clients, 400, config, watcher_source="127.0.0.2")
@@ -111,7 +123,10 @@ def test_paused_flooder_that_is_banned_frees_its_slot(start_daemon, clients) -> 
     assert _gone_within(server, "flooder", banned) < RELEASE
     server.wait_event("client_left", nick="flooder", reason="banned")
     # max_clients = 2 and the watcher holds one: the flooder's place must be free again.
-    _rejoin(server, "flooder", clients, banned, source="127.0.0.3")
+    figures(
+        "paused flooder banned: its place free again after "
+        + _rejoin(server, "flooder", clients, banned, source="127.0.0.3")
+    )
 
 
 def test_paused_flooder_loses_nothing_while_connected(start_daemon, clients) -> None:
