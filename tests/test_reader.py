@@ -54,6 +54,7 @@ def _flooded(
     """A daemon, a watcher and a client that sent ``lines`` lines at once and is now paused."""
     server = start_daemon(config=config)
     watcher = LineClient(server.port, "watcher", source=watcher_source)
+    watcher.expect("Terkoneksi dengan Server!")  # joined before the flooder
     flooder = join(server.port, "flooder")
     clients += [watcher, flooder]
     watcher.expect("flooder Bergabung!")
