@@ -151,22 +151,20 @@ class Room:
         with self.lock:
             if peer.left:
                 return
-            members = self._members
-            found = [
-                (target, start)
-                for key, start in message.readings
-                if (target := members.get(key)) is not None
-            ]
-            if len(found) == 1:
-                (target, start), reply = found[0], None
-            elif found:
-                choices = ", ".join(f'"{target.nick}"' for target, _ in found)
-                reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
-            else:
-                reply = catalog("no_such_nick", nick=message.wanted)
-            if reply is not None:
+            found: list[tuple[Peer, int]] = []
+            for key, start in message.readings:
+                member = self._members.get(key)
+                if member is not None:
+                    found.append((member, start))
+            if len(found) != 1:
+                if found:
+                    choices = ", ".join(f'"{member.nick}"' for member, _ in found)
+                    reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
+                else:
+                    reply = catalog("no_such_nick", nick=message.wanted)
                 self.delivery.private_locked(peer, reply)
                 return
+            target, start = found[0]
             text = message.argument[start:].strip()
             self.delivery.private_locked(target, catalog("private_in", sender=peer.nick, text=text))
             if target is not peer:
