@@ -23,11 +23,14 @@ _EN: Final = {
     "private_in": "*{sender}* {text}",
     "private_out": "*-> {target}* {text}",
     "who": "*** Online ({count}): {nicks}",
-    "help": "*** Commands: /who, /me ACTION, /msg NICK TEXT, /quit, /help",
+    "help": '*** Commands: /who, /me ACTION, /msg NICK TEXT (/msg "NICK" TEXT if it has '
+    "spaces), /quit, /help",
     "unknown_command": "*** Unknown command {command}; type /help for the list",
     "usage_me": "*** Usage: /me ACTION",
     "usage_msg": "*** Usage: /msg NICK TEXT",
     "no_such_nick": "*** No such nickname: {nick}",
+    "msg_ambiguous": "*** Not sent: that could be {nicks}; quote the nickname, e.g. /msg "
+    '"{example}" TEXT',
     "line_too_long": "*** Line too long: at most {limit} bytes; it was not sent",
     "bad_utf8": "*** Invalid UTF-8; the line was not sent",
     "nick_empty": "*** Nickname rejected: it is empty",
@@ -43,6 +46,7 @@ _EN: Final = {
     "nick_utf8": "*** Nickname rejected: invalid UTF-8",
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
+    "handshake_shed": "*** Too many connections are choosing a nickname; try again",
     "per_address": "*** Too many connections from your address (at most {limit})",
     "flood": "*** Slow down: at most {rate:g} messages a second, {burst} at once; yours are "
     "delayed, not lost",
@@ -65,11 +69,14 @@ _ID: Final = {
     "private_in": "*{sender}* {text}",
     "private_out": "*-> {target}* {text}",
     "who": "*** Online ({count}): {nicks}",
-    "help": "*** Perintah: /who, /me AKSI, /msg NICK PESAN, /quit, /help",
+    "help": '*** Perintah: /who, /me AKSI, /msg NICK PESAN (/msg "NICK" PESAN jika ada '
+    "spasi), /quit, /help",
     "unknown_command": "*** Perintah tidak dikenal {command}; ketik /help untuk daftar",
     "usage_me": "*** Cara pakai: /me AKSI",
     "usage_msg": "*** Cara pakai: /msg NICK PESAN",
     "no_such_nick": "*** Nickname tidak ada: {nick}",
+    "msg_ambiguous": "*** Tidak terkirim: bisa jadi {nicks}; pakai tanda kutip, misalnya /msg "
+    '"{example}" PESAN',
     "line_too_long": "*** Baris terlalu panjang: paling banyak {limit} byte; tidak terkirim",
     "bad_utf8": "*** UTF-8 tidak valid; baris tidak terkirim",
     "nick_empty": "*** Nickname ditolak: kosong",
@@ -85,6 +92,7 @@ _ID: Final = {
     "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",
+    "handshake_shed": "*** Terlalu banyak koneksi yang sedang memilih nickname; coba lagi",
     "per_address": "*** Terlalu banyak koneksi dari alamat Anda (paling banyak {limit})",
     "flood": "*** Pelan-pelan: paling banyak {rate:g} pesan per detik, {burst} sekaligus; "
     "pesan Anda ditunda, tidak hilang",

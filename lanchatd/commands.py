@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lanchatd.nicknames import MAX_NICK_CHARS, nick_key
+
 
 @dataclass(frozen=True, slots=True)
 class Who:
@@ -19,13 +21,18 @@ class Me:
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    """``/msg NICK TEXT``: to one user, echoed to the sender.
+    """``/msg NICK TEXT`` or ``/msg "NICK" TEXT``: to one user, echoed to the sender.
 
-    Nicknames may contain spaces, so the target is the longest prefix of the argument that is
-    an online nickname; the room resolves it, this only keeps the raw argument.
+    Nicknames may contain spaces, so unquoted, any of the first words could end the nickname.
+    ``readings`` lists each way to read it as ``(nick_key, text_start)``: only splits within
+    the longest possible nickname, so there are a few dozen at most and the room looks them
+    up in a moment, however long the line. A quoted nickname is the only reading. ``wanted``
+    is the nickname to name if nobody matches.
     """
 
     argument: str
+    readings: tuple[tuple[str, int], ...]
+    wanted: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,20 @@ def parse_command(text: str) -> Command | None:
         case "/me":
             return Me(argument) if argument else Usage("usage_me")
         case "/msg":
-            return PrivateMessage(argument) if " " in argument else Usage("usage_msg")
+            return _private_message(argument) if " " in argument else Usage("usage_msg")
         case _:
             return Unknown(name)
+
+
+def _private_message(argument: str) -> PrivateMessage:
+    """Every reading of ``NICK TEXT`` (``argument`` is stripped and holds a space)."""
+    close = argument.find('" ', 1) if argument.startswith('"') else -1
+    if close > 1:
+        nick = argument[1:close]
+        return PrivateMessage(argument, ((nick_key(nick), close + 2),), nick)
+    readings = []
+    space = argument.find(" ")
+    while 0 < space <= MAX_NICK_CHARS:
+        readings.append((nick_key(argument[:space]), space + 1))
+        space = argument.find(" ", space + 1)
+    return PrivateMessage(argument, tuple(readings), argument.partition(" ")[0])

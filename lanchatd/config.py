@@ -27,6 +27,7 @@ class Settings:
     port: int = 5001
     lang: str = "id"
     max_clients: int = 1024
+    max_handshakes: int = 1024
     max_line_bytes: int = 4096
     send_buffer_bytes: int = 1 << 20
     handshake_timeout: float = 30.0
@@ -114,6 +115,7 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "port": Key("port", _integer(0, 65535)),
         "lang": Key("lang", _choice(*LANGUAGES)),
         "max_clients": Key("max_clients", _integer(1, 100_000)),
+        "max_handshakes": Key("max_handshakes", _integer(1, 100_000)),
         "max_line_bytes": Key("max_line_bytes", _integer(64, 1 << 20)),
         "send_buffer_bytes": Key("send_buffer_bytes", _integer(4096, 1 << 30)),
         "handshake_timeout": Key("handshake_timeout", _number(0, 3600, low_open=True)),

@@ -1,15 +1,18 @@
 """One client connection's reader thread: the handshake, then inbound messages until it ends.
 
-The thread only ever blocks on its own socket (or sleeps for flood control), so a silent,
-slow or hostile client costs its own thread and nobody else's time. Outbound bytes are the
+The thread only ever blocks on its own socket (also while flood control pauses it), so a
+silent, slow or hostile client costs its own thread and nobody else's time, and its leaving
+(or being kicked) wakes the thread at once. Outbound bytes are the
 delivery thread's business; after the handshake this thread never writes to the socket.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Final
 
 from lanchatd import commands
@@ -20,6 +23,7 @@ from lanchatd.protocol import (
     GREETING,
     InvalidUtf8,
     LineTooLong,
+    Message,
     NickReply,
     ServerEvent,
     ServerProtocol,
@@ -28,19 +32,37 @@ from lanchatd.ratelimit import TokenBucket
 from lanchatd.room import Room
 from lanchatd.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession
 
-#: How long a nickname reply without a newline may wait for one before it counts as classic.
+#: How long a nickname reply without a newline may wait for one before it counts as classic;
+#: each further byte restarts it (within the handshake timeout).
 NICK_GRACE: Final = 0.25
 #: On a TLS port, how long to wait for a ClientHello before telling a plaintext client (which
 #: waits for ``NICK`` and so says nothing first) that this port needs TLS.
 TLS_PROBE: Final = 3.0
 _RECV_SIZE: Final = 65536
+#: Kernel buffer per direction that each client socket asks for (Linux doubles it for its
+#: bookkeeping): without it, autotuning lets one client that never reads hold up to 4 MiB
+#: (``tcp_wmem``) of the daemon's kernel memory, and one paused flooder up to 32 MiB.
+KERNEL_BUFFER: Final = 65536
+#: With flood control on, bytes parsed at once: a paused flooder holds at most half this many
+#: parsed messages in memory; the rest of what it sent stays in the kernel.
+_PARSE_SLICE: Final = 2048
+#: Chat lines broadcast under one room-lock acquisition at most: ~0.1 ms of holding it, where
+#: a 64 KiB read of one-character lines with flood control off would hold it for ~25 ms.
+_BATCH_LINES: Final = 256
+#: Longest single wait of a paused reader before it looks for a reloaded rate.
+_PAUSE_STEP: Final = 0.25
 
 
-def serve(peer: Peer, room: Room, tls: ssl.SSLContext | None) -> None:
-    """Run a connection from accept to close; never raises."""
+def serve(
+    peer: Peer, room: Room, tls: ssl.SSLContext | None, on_join: Callable[[Peer], None]
+) -> None:
+    """Run a connection from accept to close (``on_join`` once it has joined); never raises."""
     try:
         joined = _handshake(peer, room, tls)
+        if joined is None and peer.shed and (tls is None or peer.tls is not None):
+            _say_last(peer, Framing.LINE, room.catalog("handshake_shed"))
         if joined is not None:
+            on_join(peer)
             protocol, events = joined
             _read(peer, room, protocol, events)
     except TlsError as error:
@@ -82,7 +104,7 @@ def _handshake(
                 return None
             else:
                 events = protocol.receive_data(data)
-                if protocol.awaiting_grace and not grace:
+                if protocol.awaiting_grace:  # restarted by every byte: someone is still typing
                     grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
     except OSError:
         return None
@@ -100,7 +122,8 @@ def _handshake(
     sock.settimeout(None)
     refused = room.join(peer, nick)
     if refused:
-        _refuse(peer, reply.framing, room.catalog(refused, nick=nick), refused)
+        text = room.catalog(refused, nick=nick, limit=settings.max_clients)
+        _refuse(peer, reply.framing, text, refused)
         return None
     peer.log = peer.log.bind(nick=nick)
     peer.log.info("client_joined", mode=reply.framing.value)
@@ -165,6 +188,11 @@ def _send_direct(peer: Peer, data: bytes) -> None:
 def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
     """Tell a client why it cannot join; it is closed afterwards."""
     peer.log.info("nick_rejected", reason=reason)
+    _say_last(peer, framing, text)
+
+
+def _say_last(peer: Peer, framing: Framing, text: str) -> None:
+    """Send an unjoined client one line before it is closed, if it takes it promptly."""
     try:
         peer.sock.settimeout(1.0)
         _send_direct(peer, framing.encode_safe(text))
@@ -174,79 +202,138 @@ def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
 
 def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerEvent]) -> None:
     """Turn inbound messages into room actions until the client leaves."""
-    settings = room.settings
-    bucket = TokenBucket(settings.rate, settings.burst)
+    reader = _Reader(peer, room, protocol)
+    if not reader.handle(events):
+        return
     recv = peer.sock.recv
     tls = peer.tls
-    while _handle(peer, room, bucket, events):
+    while True:
         try:
             data = recv(_RECV_SIZE)
         except OSError:
             return
         if not data:
             return
+        ending = False
         if tls is not None:
             data = tls.decrypt(data)  # may be b"": a record can span reads
-            if tls.peer_closed:  # close_notify: the end of the stream, as EOF is
-                _handle(peer, room, bucket, protocol.receive_data(data))
-                return
-        if room.settings is not settings:
-            settings = room.settings
-            bucket.reconfigure(settings.rate, settings.burst)
-            protocol.max_line_bytes = settings.max_line_bytes
-        events = protocol.receive_data(data)
+            ending = tls.peer_closed  # close_notify: the end of the stream, as EOF is
+        if not reader.feed(data) or ending:
+            return
 
 
-def _handle(peer: Peer, room: Room, bucket: TokenBucket, events: list[ServerEvent]) -> bool:
-    """Act on one read's events; False once the client has asked to leave.
+class _Reader:
+    """The open connection's inbound side: parse, pace and act, a slice at a time.
 
-    Consecutive chat lines are broadcast under one lock acquisition; flood control may pause
-    between them, and then what is already accepted goes out first.
+    With flood control on, bytes reach the parser ``_PARSE_SLICE`` at a time and the next
+    slice only once the last one's messages are handled, so a throttled client holds at most
+    one slice of parsed messages; everything else it sent waits in the kernel, whose full
+    receive window stops the sender (TCP backpressure).
     """
-    prefix = peer.nick + ": "
-    batch: list[str] = []
-    for event in events:
-        wait = bucket.take()
-        if wait:
-            if batch:
-                room.say(peer, batch)
-                batch = []
-            if not bucket.throttled:
-                bucket.throttled = True
-                notice = room.catalog("flood", rate=bucket.rate, burst=bucket.burst)
-                room.tell(peer, notice)
-                peer.log.info("flood_throttled", rate=bucket.rate, burst=bucket.burst)
-            time.sleep(wait)
-        else:
-            bucket.throttled = False
-        if isinstance(event, LineTooLong):
-            room.tell(peer, room.catalog("line_too_long", limit=event.limit))
-            continue
-        if isinstance(event, InvalidUtf8):
-            room.tell(peer, room.catalog("bad_utf8"))
-            continue
-        text = event.text.removeprefix(prefix)
-        if not text.strip():
-            continue
-        peer.last_active = time.monotonic()
-        peer.messages += 1
-        command = commands.parse_command(text)
-        if command is not None:
-            if batch:
-                room.say(peer, batch)
-                batch = []
-            if not room.command(peer, command):
+
+    __slots__ = ("bucket", "peer", "poller", "protocol", "room", "settings")
+
+    def __init__(self, peer: Peer, room: Room, protocol: ServerProtocol) -> None:
+        self.peer = peer
+        self.room = room
+        self.protocol = protocol
+        self.settings = room.settings
+        self.bucket = TokenBucket(self.settings.rate, self.settings.burst)
+        self.poller = select.poll()
+        self.poller.register(peer.sock, select.POLLRDHUP)
+
+    def feed(self, data: bytes) -> bool:
+        """Parse and act on one read's bytes; False once the client is gone."""
+        self._reconfigure()
+        if not self.bucket.rate:
+            return self.handle(self.protocol.receive_data(data))
+        view = memoryview(data)
+        for start in range(0, len(view), _PARSE_SLICE):
+            chunk = bytes(view[start : start + _PARSE_SLICE])
+            if not self.handle(self.protocol.receive_data(chunk)):
                 return False
-            continue
-        batch.append(text)
-    if batch:
-        room.say(peer, batch)
-    return True
+        return True
+
+    def _reconfigure(self) -> None:
+        """Pick up a reloaded configuration."""
+        settings = self.room.settings
+        if settings is not self.settings:
+            self.settings = settings
+            self.bucket.reconfigure(settings.rate, settings.burst)
+            self.protocol.max_line_bytes = settings.max_line_bytes
+
+    def handle(self, events: list[ServerEvent]) -> bool:
+        """Act on parsed events; False once the client has left or asked to leave.
+
+        Consecutive chat lines are broadcast under one lock acquisition (up to
+        ``_BATCH_LINES``); flood control may pause between them, and then what is already
+        accepted goes out first. Blank lines cost nothing.
+        """
+        peer, room, bucket = self.peer, self.room, self.bucket
+        prefix = peer.nick + ": "
+        batch: list[str] = []
+        for event in events:
+            text = ""
+            if isinstance(event, Message):
+                text = event.text.removeprefix(prefix)
+                if not text.strip():
+                    continue
+            if bucket.take():
+                if batch:
+                    room.say(peer, batch)
+                    batch = []
+                if not self._pause():
+                    return False
+            else:
+                bucket.throttled = False
+            if isinstance(event, LineTooLong):
+                room.tell(peer, room.catalog("line_too_long", limit=event.limit))
+                continue
+            if isinstance(event, InvalidUtf8):
+                room.tell(peer, room.catalog("bad_utf8"))
+                continue
+            peer.last_active = time.monotonic()
+            peer.messages += 1
+            command = commands.parse_command(text)
+            if command is not None:
+                if batch:
+                    room.say(peer, batch)
+                    batch = []
+                if not room.command(peer, command):
+                    return False
+                continue
+            batch.append(text)
+            if len(batch) >= _BATCH_LINES:
+                room.say(peer, batch)
+                batch = []
+        if batch:
+            room.say(peer, batch)
+        return not peer.left
+
+    def _pause(self) -> bool:
+        """Stop reading until the bucket allows the next message; False if the client went.
+
+        The wait is on the socket, not the clock: the client closing (or an error) ends it at
+        once, as does being kicked, banned or dropped, which shuts our reading side. What the
+        client sent but we have not yet acted on is then dropped with it.
+        """
+        peer, bucket = self.peer, self.bucket
+        if not bucket.throttled:
+            bucket.throttled = True
+            notice = self.room.catalog("flood", rate=bucket.rate, burst=bucket.burst)
+            self.room.tell(peer, notice)
+            peer.log.info("flood_throttled", rate=bucket.rate, burst=bucket.burst)
+        while (wait := bucket.due()) > 0:
+            if peer.left or self.poller.poll(min(wait, _PAUSE_STEP) * 1000):
+                return False
+            self._reconfigure()
+        return not peer.left
 
 
 def configure_socket(sock: socket.socket, keepalive: float) -> None:
     """Per-client socket options.
 
+    Fixed kernel buffers (``KERNEL_BUFFER``) bound what a client costs in kernel memory.
     No Nagle delay: deliveries would otherwise wait on delayed ACKs (20-45 ms). TCP keepalive
     finds peers that vanished without a FIN (a pulled cable, a laptop lid): after
     ``keepalive`` idle seconds the kernel probes, and four unanswered probes, a sixth of that
@@ -254,6 +341,8 @@ def configure_socket(sock: socket.socket, keepalive: float) -> None:
     TCP_USER_TIMEOUT gives data the room sends to such a peer the same deadline.
     """
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, KERNEL_BUFFER)
     if keepalive:
         idle = max(1, round(keepalive))
         interval = max(1, idle // 6)

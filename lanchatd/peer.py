@@ -45,6 +45,7 @@ class Peer:
         "port",
         "private",
         "private_bytes",
+        "shed",
         "sock",
         "tls",
     )
@@ -60,6 +61,8 @@ class Peer:
         self._lock = threading.Lock()
         self._refs = 1
         self._closed = False
+        #: Set by the accept loop when it closes this unjoined connection to make room.
+        self.shed = False
         # Set at join, under the room lock.
         self.nick = ""
         self.key = ""
@@ -95,6 +98,17 @@ class Peer:
                 return
             self._closed = True
         self.sock.close()
+
+    def stop_reading(self) -> None:
+        """Wake the reader (in ``recv`` or a flood-control pause) so it lets go at once.
+
+        Only the reading side is shut: the delivery thread can still send the last lines.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RD)
 
     def shutdown(self) -> None:
         """Wake whoever blocks on this socket: a reader in ``recv`` sees end of file."""

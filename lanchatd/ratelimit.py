@@ -1,7 +1,7 @@
 """Flood control: a token bucket that tells the reader how long to pause.
 
-A flooding client is slowed down, not cut off: its reader thread sleeps instead of reading, so
-TCP flow control pushes back on the sender and nothing it sent is lost.
+A flooding client is slowed down, not cut off: its reader stops reading for a while, so TCP
+flow control pushes back on the sender and nothing it sent is lost while it stays connected.
 """
 
 from __future__ import annotations
@@ -32,9 +32,25 @@ class TokenBucket:
         """Spend one token; return how many seconds the caller must wait first (0 if none)."""
         if not self.rate:
             return 0.0
+        self._refill(now)
+        self._tokens -= 1.0
+        return self._owed()
+
+    def due(self, now: float | None = None) -> float:
+        """Seconds until the tokens already spent are paid back (0 when they are, or rate 0).
+
+        A paused caller asks again after each wake-up, so a reload's new rate counts at once.
+        """
+        if not self.rate:
+            return 0.0
+        self._refill(now)
+        return self._owed()
+
+    def _refill(self, now: float | None) -> None:
         if now is None:
             now = time.monotonic()
         self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        self._tokens -= 1.0
+
+    def _owed(self) -> float:
         return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate

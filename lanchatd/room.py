@@ -74,13 +74,15 @@ class Room:
             return list(self._members.values())
 
     def join(self, peer: Peer, nick: str) -> str | None:
-        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, or a look-alike)."""
+        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, look-alike, full)."""
         key = nick_key(nick)
         with self.lock:
             if (holder := self._members.get(key)) is not None:
                 return (
                     "nick_taken" if holder.nick.casefold() == nick.casefold() else "nick_lookalike"
                 )
+            if len(self._members) >= self.settings.max_clients:
+                return "server_full"
             peer.nick, peer.key, peer.joined_at = nick, key, time.time()
             self._members[key] = peer
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
@@ -137,40 +139,40 @@ class Room:
                         )
                         if self.watchers:
                             self._emit_locked("action", nick=peer.nick, text=action)
-            case commands.PrivateMessage(argument):
-                self._private(peer, argument)
+            case commands.PrivateMessage():
+                self._private(peer, command)
             case commands.Usage(key):
                 self.tell(peer, catalog(key))
             case commands.Unknown(name):
                 self.tell(peer, catalog("unknown_command", command=name))
         return True
 
-    def _private(self, peer: Peer, argument: str) -> None:
+    def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
+        """Deliver ``/msg`` if exactly one reading names someone online; else say why not."""
         catalog = self.catalog
         with self.lock:
-            target, text = self._resolve_target(argument)
             if peer.left:
                 return
-            if target is None:
-                self.delivery.private_locked(
-                    peer, catalog("no_such_nick", nick=argument.partition(" ")[0])
-                )
+            found: list[tuple[Peer, int]] = []
+            for key, start in message.readings:
+                member = self._members.get(key)
+                if member is not None:
+                    found.append((member, start))
+            if len(found) != 1:
+                if found:
+                    choices = ", ".join(f'"{member.nick}"' for member, _ in found)
+                    reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
+                else:
+                    reply = catalog("no_such_nick", nick=message.wanted)
+                self.delivery.private_locked(peer, reply)
                 return
+            target, start = found[0]
+            text = message.argument[start:].strip()
             self.delivery.private_locked(target, catalog("private_in", sender=peer.nick, text=text))
             if target is not peer:
                 self.delivery.private_locked(
                     peer, catalog("private_out", target=target.nick, text=text)
                 )
-
-    def _resolve_target(self, argument: str) -> tuple[Peer | None, str]:
-        """The longest leading words of ``argument`` that name a member (nicks may hold spaces)."""
-        words = argument.split(" ")
-        for cut in range(len(words) - 1, 0, -1):
-            target = self._members.get(nick_key(" ".join(words[:cut])))
-            text = " ".join(words[cut:]).strip()
-            if target is not None and text:
-                return target, text
-        return None, ""
 
     def tell(self, peer: Peer, text: str) -> None:
         """Send one line to ``peer`` alone, in order with the broadcasts it receives."""
@@ -195,6 +197,7 @@ class Room:
                 self.stats.slow_consumer_drops += 1
             if self.watchers:
                 self._emit_locked("leave", nick=peer.nick, reason=reason)
+        peer.stop_reading()
         peer.log.info("client_left", reason=reason)
         return True
 
@@ -226,6 +229,7 @@ class Room:
             if self.watchers:
                 self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
                 self._emit_locked("leave", nick=peer.nick, reason="kicked")
+        peer.stop_reading()
         peer.log.info("client_kicked", reason=reason, admin_uid=admin_uid)
         peer.log.info("client_left", reason="kicked")
         return peer
@@ -246,6 +250,7 @@ class Room:
                 if self.watchers:
                     self._emit_locked("leave", nick=peer.nick, reason="banned")
         for peer in expelled:
+            peer.stop_reading()
             peer.log.info("client_left", reason="banned")
         return expelled
 

@@ -30,6 +30,7 @@ from lanchatd.connection import configure_socket, serve
 from lanchatd.delivery import CLOSE_GRACE
 from lanchatd.framing import Framing
 from lanchatd.peer import Peer
+from lanchatd.refusals import RefusalLog
 from lanchatd.room import Room
 from lanchatd.systemd import Notifier
 from lanchatd.tls import TlsError, server_context
@@ -100,6 +101,9 @@ class Server:
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
         self._per_address: Counter[str] = Counter()
+        #: Connections still choosing a nickname, oldest first (see ``_accept``).
+        self._handshaking: dict[Peer, None] = {}
+        self._refusals = RefusalLog(self.log)
         self._next_report = 0.0
         self.bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
         self.bans.load()
@@ -132,7 +136,7 @@ class Server:
         self._notifier.ready(self._status())
         try:
             while True:
-                for key, _ in selector.select(self._tick()):
+                for key, _ in selector.select(self._timeout()):
                     if key.data is not None:
                         self._accept(key.data)
                     elif self._signals(wake_r):
@@ -143,6 +147,13 @@ class Server:
             selector.close()
             wake_r.close()
             wake_w.close()
+
+    def _timeout(self) -> float | None:
+        """How long the loop may sleep: until the next refusal summary or systemd report."""
+        due, tick = self._refusals.flush(), self._tick()
+        if due is None or tick is None:
+            return tick if due is None else due
+        return min(due, tick)
 
     def _tick(self) -> float | None:
         """How long the loop may sleep: forever unless systemd wants pings or status."""
@@ -208,9 +219,33 @@ class Server:
             with self._connections_lock:
                 self._connections.add(peer)
                 self._per_address[host] += 1
+                self._handshaking[peer] = None
+                shed = self._shed_locked()
+            if shed is not None:
+                shed.shed = True
+                shed.stop_reading()
+                self._refusals.refused(shed.host, shed.port, "handshake_full")
             # The low-level start does not wait for the new thread to be scheduled, so a burst
             # of connections is accepted without one GIL hand-off per client.
             _thread.start_new_thread(self._serve, (peer,))
+
+    def _shed_locked(self) -> Peer | None:
+        """The oldest connection still choosing a nickname, if there are too many.
+
+        Unjoined connections have their own pool beside ``max_clients``: silent ones cannot
+        crowd out people who answer ``NICK``; at worst a flood of them shortens everyone's
+        time to answer to however long it takes to open ``max_handshakes`` connections.
+        """
+        if len(self._handshaking) <= self.settings.max_handshakes:
+            return None
+        oldest = next(iter(self._handshaking))
+        del self._handshaking[oldest]
+        return oldest
+
+    def _joined(self, peer: Peer) -> None:
+        """``peer`` has a nickname now: it leaves the handshake pool."""
+        with self._connections_lock:
+            self._handshaking.pop(peer, None)
 
     def _refusal(self, host: str) -> tuple[str, str] | None:
         """Why a new connection from ``host`` is turned away (reason, line to send), if it is."""
@@ -223,8 +258,8 @@ class Server:
             until = until_text(ban.expires_at)
             return "banned", catalog("banned_you_until", until=until, reason=reason)
         with self._connections_lock:
-            total, mine = len(self._connections), self._per_address[host]
-        if total >= settings.max_clients:
+            mine = self._per_address[host]
+        if len(self.room) >= settings.max_clients:
             return "server_full", catalog("server_full", limit=settings.max_clients)
         if settings.per_address and mine >= settings.per_address:
             return "per_address", catalog("per_address", limit=settings.per_address)
@@ -232,7 +267,7 @@ class Server:
 
     def _turn_away(self, sock: socket.socket, host: str, port: int, reason: str, text: str) -> None:
         """Refuse a connection with one line saying why; never blocks the accept loop."""
-        self.log.warning("client_refused", host=host, port=port, reason=reason)
+        self._refusals.refused(host, port, reason)
         with contextlib.suppress(OSError):
             sock.send(Framing.LINE.encode(text), socket.MSG_DONTWAIT)
         sock.close()
@@ -262,10 +297,11 @@ class Server:
 
     def _serve(self, peer: Peer) -> None:
         try:
-            serve(peer, self.room, self._tls)
+            serve(peer, self.room, self._tls, self._joined)
         finally:
             with self._connections_changed:
                 self._connections.discard(peer)
+                self._handshaking.pop(peer, None)
                 self._per_address[peer.host] -= 1
                 if not self._per_address[peer.host]:
                     del self._per_address[peer.host]

@@ -100,8 +100,9 @@ class Daemon(LoggedProcess):
         if "--port" not in args:
             command += ["--port", "0"]
         self._runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
+        self.admin_socket = f"{self._runtime.name}/admin.sock"
         if "--admin-socket" not in args:
-            command += ["--admin-socket", f"{self._runtime.name}/admin.sock"]
+            command += ["--admin-socket", self.admin_socket]
         self.process = subprocess.Popen(
             [*command, *args],
             stdin=subprocess.DEVNULL,
@@ -137,8 +138,10 @@ class Daemon(LoggedProcess):
 class LineClient:
     """A line-mode client on a raw socket: the way netcat or telnet talks to the daemon."""
 
-    def __init__(self, port: int, nick: str | None = None, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=WAIT)
+    def __init__(
+        self, port: int, nick: str | None = None, host: str = "127.0.0.1", source: str = ""
+    ) -> None:
+        self.sock = socket.create_connection((host, port), timeout=WAIT, source_address=(source, 0))
         self._buffer = b""
         assert self.recv_exact(4) == b"NICK"
         if nick is not None:

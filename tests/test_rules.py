@@ -110,7 +110,18 @@ def test_ordinary_names_are_accepted(nick: str) -> None:
         ("/WHO extra", commands.Who()),
         ("/me waves hello", commands.Me("waves hello")),
         ("/me", commands.Usage("usage_me")),
-        ("/msg bob hi there", commands.PrivateMessage("bob hi there")),
+        (
+            "/msg Bob hi there",
+            commands.PrivateMessage("Bob hi there", (("bob", 4), ("bob hi", 7)), "Bob"),
+        ),
+        (
+            '/msg "Bob hi" there',
+            commands.PrivateMessage('"Bob hi" there', (("bob hi", 9),), "Bob hi"),
+        ),
+        (
+            '/msg "Bob hi there',
+            commands.PrivateMessage('"Bob hi there', (('"bob', 5), ('"bob hi', 8)), '"Bob'),
+        ),
         ("/msg bob", commands.Usage("usage_msg")),
         ("/quit", commands.Quit()),
         ("/help", commands.Help()),
@@ -119,6 +130,13 @@ def test_ordinary_names_are_accepted(nick: str) -> None:
 )
 def test_parse_command(text: str, command: commands.Command | None) -> None:
     assert commands.parse_command(text) == command
+
+
+def test_msg_readings_stay_within_the_longest_nickname() -> None:
+    """Thousands of spaces give at most one reading per space in the first 32 characters."""
+    command = commands.parse_command("/msg " + "a " * 5000 + "hi")
+    assert isinstance(command, commands.PrivateMessage)
+    assert [start for _, start in command.readings] == list(range(2, 33, 2))
 
 
 def test_token_bucket_allows_burst_then_paces() -> None:
