@@ -323,9 +323,11 @@ def goals(rows: list[dict[str, Any]]) -> list[Goal]:
     joins = [r["join_s"] for r in rows if r["server"] == "lanchatd" and r["clients"] == 1000
              and not r["stalled"] and r["join_s"] is not None]  # fmt: skip
     if joins:
-        quickest = {r["server"]: r["join_s"] for r in rows if r["clients"] == 1000
-                    and r["server"] != "lanchatd" and r["join_s"] is not None}  # fmt: skip
-        peer = ", ".join(f"{k} {v:.2f} s" for k, v in quickest.items()) or "-"
+        peers: dict[str, float] = {}
+        for r in rows:
+            if r["clients"] == 1000 and r["server"] != "lanchatd" and r["join_s"] is not None:
+                peers[r["server"]] = max(r["join_s"], peers.get(r["server"], 0.0))
+        peer = ", ".join(f"{k} {v:.2f} s" for k, v in peers.items()) or "-"
         worst = max(joins)
         out.append(Goal("1000 clients joined <= 1.0 s (worst median)", f"{worst:.2f} s", peer,
                         worst <= 1.0))  # fmt: skip
