@@ -1,8 +1,8 @@
-"""``python -m benchmarks.chatbench``: lanchatd against ``ncat --chat``, side by side.
+"""``python -m benchmarks.chatbench``: lanchatd against ngircd, the tutorial's server and ncat.
 
-Example (the full comparison; about 10 minutes)::
+Example (the full comparison of issue 13)::
 
-    .venv/bin/python -m benchmarks.chatbench --servers lanchatd,ncat \\
+    .venv/bin/python -m benchmarks.chatbench --servers lanchatd,ngircd,naive,ncat \\
         --clients 10,100,1000 --mode throughput,latency --repeat 3 --json bench.json
 
 See docs/performance.md for the method and what every column means.
@@ -21,19 +21,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from benchmarks.chatbench import report
 from benchmarks.chatbench.runner import RunError, RunPlan, run_once
-from benchmarks.chatbench.servers import SERVERS, Ncat
+from benchmarks.chatbench.servers import SERVERS, Ncat, Ngircd, parse_setting
+
+#: Peers that are Debian packages: whether installed, and the hint if not.
+PACKAGED: Final = {
+    "ncat": (Ncat.available, "apt-get install ncat"),
+    "ngircd": (Ngircd.available, "apt-get install ngircd"),
+}
 
 
 def _list(kind: type, text: str) -> list[Any]:
     return [kind(part) for part in text.split(",") if part.strip()]
 
 
+def _installed(name: str) -> bool:
+    return name not in PACKAGED or PACKAGED[name][0]()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    default_servers = "lanchatd,ncat" if Ncat.available() else "lanchatd"
+    default_servers = ",".join(name for name in SERVERS if _installed(name))
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.chatbench",
         description="Benchmark chat servers on loopback: deliveries/s, latency, loss, "
@@ -69,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "below 0 to shield them from other load on the machine) [0]")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--server-log", help="keep lanchatd's logs in this directory")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="lanchatd configuration on top of the benchmark's (VALUE in TOML: "
+                        '0, true, "text"); repeatable, e.g. --set limits.rate=0')  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="run nothing: print the table of an earlier --json file")  # fmt: skip
@@ -79,8 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for server in args.servers:
         if server not in SERVERS:
             parser.error(f"unknown server {server!r}")
-    if "ncat" in args.servers and not Ncat.available() and not args.from_json:
-        parser.error("ncat is not installed (Debian: apt-get install ncat)")
+    for server in args.servers:
+        if not _installed(server) and not args.from_json:
+            parser.error(f"{server} is not installed (Debian: {PACKAGED[server][1]})")
+    try:
+        args.lanchatd_settings = tuple(parse_setting(text) for text in args.set)
+    except ValueError as error:
+        parser.error(f"--set {error}")
     for mode in args.mode:
         if mode not in ("throughput", "latency"):
             parser.error(f"unknown mode {mode!r}")
@@ -100,6 +118,7 @@ def plans(args: argparse.Namespace) -> list[RunPlan]:
         "workers": args.workers,
         "connect_concurrency": args.connect_concurrency,
         "server_log": args.server_log,
+        "lanchatd_settings": args.lanchatd_settings,
     }
     matrix = [(n, mode, 0) for n in args.clients for mode in args.mode]
     if args.stalled:
@@ -155,7 +174,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "settings": {
             k: v
             for k, v in vars(args).items()
-            if k not in ("json", "quiet", "server_log", "from_json")
+            if k not in ("json", "quiet", "server_log", "from_json", "lanchatd_settings")
         },
     }
 
@@ -169,11 +188,12 @@ def print_summary(rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
     print(report.table(rows))
     for line in report.notes(rows):
         print(line)
-    checks = report.targets(rows)
-    if checks:
-        print("\nTargets (issue 6):")
-        for line in checks:
-            print("  " + line)
+    print("\nDeliveries/s and latency p99 by server (medians):")
+    print(report.side_by_side(rows))
+    goals = report.goals(rows)
+    if goals:
+        print("\nGoals (issue 13), lanchatd against the best peer:")
+        print(report.goals_table(goals))
 
 
 def main(argv: list[str] | None = None) -> int:

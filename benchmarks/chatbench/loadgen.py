@@ -31,7 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from benchmarks.chatbench import records
-from benchmarks.chatbench.verify import Inbox, Verifier
+from benchmarks.chatbench.verify import RELAYS, Inbox, Verifier
 
 VERIFY_INTERVAL: Final = 0.1
 DRAIN_INTERVAL: Final = 0.05
@@ -42,6 +42,11 @@ _ANCILLARY: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 #: After a run, how long stalled readers read again to learn whether the server closed them.
 STALLED_CHECK: Final = 0.5
 _NEWLINE: Final = 10
+#: The tutorial server's welcome to a newcomer, the last thing of its handshake.
+TUTORIAL_WELCOME: Final = b"Terkoneksi dengan Server!"
+#: IRC (ngircd): the channel every client joins; the end of its NAMES list ends the join.
+IRC_CHANNEL: Final = b"#bench"
+IRC_END_OF_NAMES: Final = b" 366 "
 
 
 @dataclass
@@ -49,7 +54,7 @@ class WorkerSpec:
     """What one generator process does; built by the runner."""
 
     index: int
-    server: str  # "lanchatd" or "ncat"
+    server: str  # a name from servers.SERVERS: how to join and speak (see Client)
     host: str
     port: int
     clients: list[int]  # client ids (nick c%04d) this process opens
@@ -63,7 +68,14 @@ class WorkerSpec:
 
 
 class Client(asyncio.BufferedProtocol):
-    """One chat connection: handshake, then reading into its inbox (and maybe sending)."""
+    """One chat connection: handshake, then reading into its inbox (and maybe sending).
+
+    How it joins, by server: lanchatd: ``NICK``, the nickname as a line, then the join line
+    and the welcome line; naive (the tutorial's server): ``NICK``, the bare nickname (as
+    the tutorial client sends it), then the welcome (its joins and welcome carry no line
+    ends); ncat: its first announce line; ngircd: NICK, USER and JOIN sent at once, then the
+    end of the channel's NAMES list. Senders on ngircd say ``PRIVMSG #bench :{record}``.
+    """
 
     def __init__(self, worker: Worker, cid: int) -> None:
         self.worker = worker
@@ -79,7 +91,9 @@ class Client(asyncio.BufferedProtocol):
         self.lines = 0
         self.lost = False
         self.rx_bytes = 0
-        self.greeted = worker.spec.server != "lanchatd"
+        self.protocol = worker.spec.server
+        self.greeted = self.protocol not in ("lanchatd", "naive")
+        self.command = b"PRIVMSG " + IRC_CHANNEL + b" :" if self.protocol == "ngircd" else b""
         # Sender state.
         self.seq = 0
         self.in_flight = 0
@@ -98,6 +112,10 @@ class Client(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.protocol == "ngircd":
+            nick = self.nick
+            transport.write(b"NICK %s\r\nUSER %s 0 * :%s\r\nJOIN %s\r\n"
+                            % (nick, nick, nick, IRC_CHANNEL))  # fmt: skip
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -134,23 +152,36 @@ class Client(asyncio.BufferedProtocol):
             inbox.discard(4)
             start = 0
             assert self.transport is not None
-            self.transport.write(self.nick + b"\n")
-        self.lines += buf.count(b"\n", start, inbox.end)
-        if self.lines < (2 if self.worker.spec.server == "lanchatd" else 1):
-            return
-        if self.worker.spec.server == "lanchatd" and not buf.startswith(self.nick + b" "):
-            first = bytes(buf[: buf.find(b"\n")])
-            self.worker.fail(self, f"refused: {first.decode(errors='replace')}")
+            self.transport.write(self.nick + (b"" if self.protocol == "naive" else b"\n"))
+        if not self._handshake_done(start):
             return
         self.joined_ns = time.monotonic_ns()
         self.worker.on_joined(self)
         inbox.keep_tail()
+
+    def _handshake_done(self, start: int) -> bool:
+        """Whether the bytes up to now complete the join; ``start``: where the new ones begin."""
+        buf, end = self.inbox.buf, self.inbox.end
+        if self.protocol == "naive":
+            return buf.find(TUTORIAL_WELCOME, 0, end) >= 0
+        if self.protocol == "ngircd":
+            return buf.find(IRC_END_OF_NAMES, 0, end) >= 0
+        self.lines += buf.count(b"\n", start, end)
+        if self.lines < (2 if self.protocol == "lanchatd" else 1):
+            return False
+        if self.protocol == "lanchatd" and not buf.startswith(self.nick + b" "):
+            first = bytes(buf[: buf.find(b"\n")])
+            self.worker.fail(self, f"refused: {first.decode(errors='replace')}")
+            return False
+        return True
 
     # measurement phase ------------------------------------------------------------------------
 
     def measure(self, *, kernel_stamps: bool) -> None:
         """From now on every received byte goes to verification."""
         inbox = self.inbox
+        if self.protocol == "naive":
+            inbox.end = 0  # joins and welcome, without line ends: none of it is a record
         inbox.ends.clear()
         inbox.times.clear()
         inbox.consumed = 0
@@ -248,7 +279,9 @@ class Client(asyncio.BufferedProtocol):
         if room <= 0 or self.transport is None:
             return
         stamp = time.monotonic_ns() // 1000 - self.worker.epoch_us
-        self.transport.write(records.encode_many(self.head, self.cid, self.seq, room, stamp))
+        self.transport.write(
+            records.encode_many(self.head, self.cid, self.seq, room, stamp, self.command)
+        )
         self.seq += room
         self.in_flight += room
 
@@ -256,7 +289,7 @@ class Client(asyncio.BufferedProtocol):
         if not self.running or self.transport is None:
             return
         stamp = time.monotonic_ns() // 1000 - self.worker.epoch_us
-        self.transport.write(records.encode(self.head, self.cid, self.seq, stamp))
+        self.transport.write(records.encode(self.head, self.cid, self.seq, stamp, self.command))
         self.seq += 1
 
 
@@ -293,7 +326,7 @@ class Worker:
             [c.cid for c in self.readers],
             spec.senders,
             echo=spec.echo,
-            strip_prefix=spec.server == "ncat",
+            relay=RELAYS.get(spec.server),
             epoch_ns=spec.epoch_ns,
         )
         self.inboxes = [(i, c.inbox) for i, c in enumerate(self.readers)]

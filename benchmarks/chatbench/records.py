@@ -7,9 +7,11 @@ the whole line, own-nick prefix included (as the original tutorial client does):
     |word 0 ||word 1 ||word 2 ||word 3 ||words 4-9: filler and terminator        |
 
 lanchatd strips one leading ``{own nick}: `` and broadcasts ``{nick}: {text}``, so what every
-reader receives is byte for byte the line that was sent. ncat relays the line with
-``<userN> `` in front of each read chunk; the readers strip those at line starts and get the
-same 80 bytes. Fixed width lets the verifier treat a buffer of records as an ``(n, 10)``
+reader receives is byte for byte the line that was sent; so does the naive tutorial server,
+which relays what it reads untouched. ncat relays the line with ``<userN> `` in front of
+each read chunk; ngircd gets it as ``PRIVMSG #bench :{line}`` and relays it as
+``:{nick}!~{nick}@127.0.0.1 PRIVMSG #bench :{line}`` with CR LF; the readers strip those and
+get the same 80 bytes. Fixed width lets the verifier treat a buffer of records as an ``(n, 10)``
 array of little-endian ``uint64`` words:
 
 * word 0: ``cNNNN: #`` identifies the sender (looked up in a table of senders);
@@ -57,18 +59,24 @@ def check_value(client: int, seq: int, stamp_us: int) -> int:
     return (seq ^ stamp_us ^ (client << 13)) & CHECK_MASK
 
 
-def encode(head_bytes: bytes, client: int, seq: int, stamp_us: int) -> bytes:
-    """One record; ``head_bytes`` is ``head(client)`` (passed in so callers can cache it)."""
+def encode(head_bytes: bytes, client: int, seq: int, stamp_us: int, command: bytes = b"") -> bytes:
+    """One record; ``head_bytes`` is ``head(client)`` (passed in so callers can cache it).
+
+    ``command`` goes in front of the record on the wire (IRC: ``PRIVMSG #channel :``).
+    """
     check = (seq ^ stamp_us ^ (client << 13)) & CHECK_MASK
-    return b"%s%08d%08d%08d%s" % (head_bytes, seq, stamp_us, check, FILLER)
+    return b"%s%s%08d%08d%08d%s" % (command, head_bytes, seq, stamp_us, check, FILLER)
 
 
-def encode_many(head_bytes: bytes, client: int, first_seq: int, count: int, stamp_us: int) -> bytes:
+def encode_many(
+    head_bytes: bytes, client: int, first_seq: int, count: int, stamp_us: int, command: bytes = b""
+) -> bytes:
     """``count`` consecutive records sharing one send time, as one buffer for one write."""
     mix = stamp_us ^ (client << 13)
     return b"".join(
         [
-            b"%s%08d%08d%08d%s" % (head_bytes, seq, stamp_us, (seq ^ mix) & CHECK_MASK, FILLER)
+            b"%s%s%08d%08d%08d%s"
+            % (command, head_bytes, seq, stamp_us, (seq ^ mix) & CHECK_MASK, FILLER)
             for seq in range(first_seq, first_seq + count)
         ]
     )

@@ -4,8 +4,8 @@ Phases of a run (every one bounded in time):
 
 1. start the server; sample its RSS and threads with 0 clients;
 2. start the generator processes; all of them open their clients at one instant; the time
-   until the last client has joined is the *join time* (lanchatd: ``NICK``, the nickname,
-   then the join broadcast and the welcome line; ncat: the first announce line it sends);
+   until the last client has joined is the *join time* (see loadgen.Client for what
+   joining is on each server);
 3. wait until the room is quiet (no byte received for ``settle`` seconds: ncat's announce
    storm of O(N²) lines has drained); sample RSS and threads with N clients;
 4. senders run for ``warmup + duration``; deliveries, latency and CPU (server and
@@ -68,6 +68,8 @@ class RunPlan:
     settle: float = 0.3
     settle_timeout: float = 60.0
     server_log: str | None = None
+    #: Extra lanchatd configuration: (section, key, TOML value) from ``--set``.
+    lanchatd_settings: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -217,7 +219,7 @@ def make_server(plan: RunPlan) -> Server:
             directory = Path(plan.server_log)
             directory.mkdir(parents=True, exist_ok=True)
             log = directory / f"lanchatd-{plan.mode}-{plan.clients}-{time.time_ns()}.log"
-        return Lanchatd(log_path=log)
+        return Lanchatd(log_path=log, settings=plan.lanchatd_settings)
     return SERVERS[plan.server]()
 
 
@@ -370,6 +372,10 @@ def _figures(plan: RunPlan, raw: dict[str, Any]) -> dict[str, Any]:
     for result in results:
         tally.merge(Tally.from_dict(result["tally"]))
     deliveries = tally.window_deliveries
+    # Every sender reads too: a server that does not echo reaches one reader less per message.
+    readers = plan.clients - plan.stalled
+    recipients = readers if SERVERS[plan.server].echo else readers - 1
+    messages = deliveries / recipients
     server_cpu = raw["server_cpu"]
     generator_cpu = raw["generator_cpu"]
     p50, p99 = tally.percentile_us(0.50), tally.percentile_us(0.99)
@@ -381,11 +387,13 @@ def _figures(plan: RunPlan, raw: dict[str, Any]) -> dict[str, Any]:
         "mode": plan.mode,
         "clients": plan.clients,
         "stalled": plan.stalled,
-        "readers": plan.clients - plan.stalled,
+        "readers": readers,
+        "recipients_per_message": recipients,
         "generator_processes": len(results),
         "messages_sent": sum(raw["sent"].values()),
         "deliveries": deliveries,
         "deliveries_per_s": deliveries / plan.duration,
+        "messages_per_s": messages / plan.duration,
         "latency_p50_ms": None if p50 is None else p50 / 1000,
         "latency_p99_ms": None if p99 is None else p99 / 1000,
         "latency_max_ms": tally.latency_max_us / 1000 if deliveries else None,
@@ -414,6 +422,7 @@ def _figures(plan: RunPlan, raw: dict[str, Any]) -> dict[str, Any]:
         "threads_loaded": loaded.threads,
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": server_cpu / deliveries * 1e6 if deliveries else None,
+        "server_cpu_us_per_message": server_cpu / messages * 1e6 if deliveries else None,
         "generator_cpu_s": generator_cpu,
         "generator_cpu_us_per_delivery": generator_cpu / deliveries * 1e6 if deliveries else None,
         "generator_verify_s": tally.verify_seconds,

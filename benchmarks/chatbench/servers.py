@@ -1,6 +1,6 @@
 """The servers under test: started fresh for each run on 127.0.0.1, measured through /proc.
 
-Both runners give the same interface: ``start()`` (returns once the port listens), ``pid``,
+Every runner gives the same interface: ``start()`` (returns once the port listens), ``pid``,
 ``port``, ``stats()`` (RSS, threads, CPU seconds) and ``stop()`` (always safe to call).
 """
 
@@ -10,6 +10,7 @@ import collections
 import contextlib
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Final
@@ -30,21 +33,42 @@ _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 #: lanchatd for benchmarking: flood control and the per-address connection limit off (ten
 #: senders flood by design, and every client comes from 127.0.0.1), room for 1000+ clients,
 #: and message events logged without their text (the logging is on, and its cost is part
-#: of lanchatd's cost).
-LANCHATD_CONFIG: Final = """\
-[server]
-max_clients = 5000
-
-[limits]
-rate = 0
-{optional}
-[log]
-format = "json"
-message_text = false
-"""
+#: of lanchatd's cost). ``--set SECTION.KEY=VALUE`` adds to or overrides these.
+LANCHATD_SETTINGS: Final = {
+    "server": {"max_clients": "5000"},
+    "limits": {"rate": "0", "per_address": "0"},
+    "log": {"format": '"json"', "message_text": "false"},
+}
 #: Keys that older lanchatd versions do not know (they refuse unknown keys): dropped, with a
 #: note in the run's JSON, if the daemon says so at start-up.
-LANCHATD_OPTIONAL: Final = ("per_address = 0",)
+LANCHATD_OPTIONAL: Final = ("limits.per_address",)
+
+
+def parse_setting(text: str) -> tuple[str, str, str]:
+    """``SECTION.KEY=VALUE`` (VALUE a TOML value: ``0``, ``true``, ``"json"``) as a triple."""
+    name, sep, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not (sep and dot and section and key and value.strip()):
+        raise ValueError(f"{text!r}: expected SECTION.KEY=VALUE")
+    try:
+        tomllib.loads(f"v = {value.strip()}")
+    except tomllib.TOMLDecodeError:
+        raise ValueError(f"{text!r}: VALUE is not a TOML value (quote strings)") from None
+    return section, key.strip(), value.strip()
+
+
+def lanchatd_config(overrides: Iterable[tuple[str, str, str]], drop: Iterable[str] = ()) -> str:
+    """The benchmark's lanchatd.toml: LANCHATD_SETTINGS with ``overrides``, less ``drop``."""
+    sections = {name: dict(keys) for name, keys in LANCHATD_SETTINGS.items()}
+    for section, key, value in overrides:
+        sections.setdefault(section, {})[key] = value
+    for dotted in drop:
+        section, _, key = dotted.partition(".")
+        sections.get(section, {}).pop(key, None)
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
+        for name, keys in sections.items()
+    )
 
 
 class ServerError(RuntimeError):
@@ -149,6 +173,30 @@ class Server:
     def version(self) -> str:
         return ""
 
+    def _start_on_free_port(self, command: Callable[[int], list[str]]) -> None:
+        """Start ``command(port)`` on a free port; return once it listens there.
+
+        For servers that cannot report the port they bound: the port is picked here, so
+        another process may take it meanwhile; then the server exits and another is tried.
+        """
+        for _attempt in range(5):
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                command(self.port),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    break
+                if _listening(self.port):
+                    return
+                time.sleep(0.01)
+            self.stop()
+        raise ServerError(f"{self.name} did not start{self._exit_detail()}")
+
     def listen_backlog(self) -> int | None:
         """The listen socket's backlog, from ``ss`` (Send-Q of a LISTEN socket); None if unknown."""
         ss = shutil.which("ss")
@@ -184,10 +232,13 @@ class Lanchatd(Server):
     name = "lanchatd"
     echo = True
 
-    def __init__(self, log_path: Path | None = None) -> None:
+    def __init__(
+        self, log_path: Path | None = None, settings: Iterable[tuple[str, str, str]] = ()
+    ) -> None:
         super().__init__()
         self._dir = Path(tempfile.mkdtemp(prefix="chatbench-lanchatd-"))
         self._log_path = log_path
+        self._settings = list(settings)
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
         self._started = threading.Event()
         self._drainer: threading.Thread | None = None
@@ -195,24 +246,25 @@ class Lanchatd(Server):
         self.dropped_keys: list[str] = []
 
     def start(self) -> None:
-        optional = list(LANCHATD_OPTIONAL)
+        chosen = {(section, key) for section, key, _ in self._settings}
+        optional = [k for k in LANCHATD_OPTIONAL if tuple(k.split(".", 1)) not in chosen]
         while True:
             try:
-                self._start("\n".join(optional) + "\n")
+                self._start(lanchatd_config(self._settings, drop=self.dropped_keys))
                 return
             except ServerError as error:
-                known = [key for key in optional if key.split()[0] not in str(error)]
-                if len(known) == len(optional):
+                unknown = [k for k in optional if k.split(".", 1)[1] in str(error)]
+                if not unknown:
                     raise
-                self.dropped_keys.extend(k for k in optional if k not in known)
-                optional = known
+                self.dropped_keys.extend(unknown)
+                optional = [k for k in optional if k not in unknown]
 
-    def _start(self, optional: str) -> None:
+    def _start(self, config_text: str) -> None:
         self._started.clear()
         self._tail.clear()
         self.port = 0
         config = self._dir / "lanchatd.toml"
-        config.write_text(LANCHATD_CONFIG.format(optional=optional))
+        config.write_text(config_text)
         command = [
             sys.executable,
             "-m",
@@ -316,23 +368,9 @@ class Ncat(Server):
         path = shutil.which(self.binary)
         if path is None:
             raise ServerError("ncat is not installed (Debian: apt-get install ncat)")
-        for _attempt in range(5):
-            self.port = free_port()
-            self.process = subprocess.Popen(
-                [path, "-l", "--chat", "--max-conns", str(self.MAX_CONNS), HOST, str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    break  # most likely the port was taken meanwhile: try another
-                if _listening(self.port):
-                    return
-                time.sleep(0.01)
-            self.stop()
-        raise ServerError(f"ncat did not start{self._exit_detail()}")
+        self._start_on_free_port(
+            lambda port: [path, "-l", "--chat", "--max-conns", str(self.MAX_CONNS), HOST, str(port)]
+        )
 
     def version(self) -> str:
         path = shutil.which(self.binary)
@@ -345,4 +383,105 @@ class Ncat(Server):
         return text.split("(")[0].replace("Ncat: Version", "").strip() or text
 
 
-SERVERS: Final[dict[str, type[Server]]] = {"lanchatd": Lanchatd, "ncat": Ncat}
+class Naive(Server):
+    """The original tutorial's server (benchmarks/naive_server.py), run by this Python."""
+
+    name = "naive"
+    echo = True
+    SCRIPT: Final = Path(__file__).resolve().parents[1] / "naive_server.py"
+
+    def start(self) -> None:
+        self._start_on_free_port(lambda port: [sys.executable, str(self.SCRIPT), HOST, str(port)])
+
+    def version(self) -> str:
+        return f"Python {platform.python_version()}"
+
+
+#: ngircd for benchmarking: loopback only, no connection limits (every client comes from
+#: 127.0.0.1), penalties off (``MaxPenaltyTime = 0``: no throttling of a client that sends
+#: many commands or bytes per second), no DNS/ident/PAM look-ups on connect, no MOTD file,
+#: pings far beyond a run.
+NGIRCD_CONFIG: Final = """\
+[Global]
+Name = chatbench.invalid
+Info = chatbench peer
+Listen = {host}
+Ports = {port}
+MotdPhrase = chatbench
+AdminInfo1 = chatbench
+AdminInfo2 = chatbench
+AdminEMail = chatbench@chatbench.invalid
+
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+MaxPenaltyTime = 0
+PingTimeout = 600
+PongTimeout = 600
+
+[Options]
+DNS = no
+Ident = no
+PAM = no
+"""
+
+
+class Ngircd(Server):
+    """Debian's ngircd (C, epoll, one process) with a generated configuration, in the foreground.
+
+    Never the system service: this is a private instance on a free loopback port. Clients
+    register with NICK and USER and JOIN one channel (see loadgen.py); senders PRIVMSG it.
+    An IRC server does not echo a message to its sender.
+    """
+
+    name = "ngircd"
+    echo = False
+    CHANNEL: Final = "#bench"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dir = Path(tempfile.mkdtemp(prefix="chatbench-ngircd-"))
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("ngircd") or shutil.which("ngircd", path="/usr/sbin:/sbin")
+
+    @classmethod
+    def available(cls) -> bool:
+        return cls.binary() is not None
+
+    def start(self) -> None:
+        path = self.binary()
+        if path is None:
+            raise ServerError("ngircd is not installed (Debian: apt-get install ngircd)")
+        config = self._dir / "ngircd.conf"
+
+        def command(port: int) -> list[str]:
+            self._dir.mkdir(parents=True, exist_ok=True)
+            config.write_text(NGIRCD_CONFIG.format(host=HOST, port=port))
+            return [path, "--nodaemon", "--config", str(config)]
+
+        self._start_on_free_port(command)
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def version(self) -> str:
+        path = self.binary()
+        if path is None:
+            return ""
+        result = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+        first = result.stdout.split("-", 1)[0]
+        return first.replace("ngIRCd", "").strip() or result.stdout.strip()
+
+
+SERVERS: Final[dict[str, type[Server]]] = {
+    "lanchatd": Lanchatd,
+    "ngircd": Ngircd,
+    "naive": Naive,
+    "ncat": Ncat,
+}

@@ -213,8 +213,9 @@ class _Part:
 class Verifier:
     """Checks the records of ``readers`` (client ids) from ``senders`` (client ids).
 
-    ``echo``: whether a sender receives its own messages (lanchatd: yes; ncat: no).
-    ``strip_prefix``: remove ncat's ``<userN> `` at line starts before checking.
+    ``echo``: whether a sender receives its own messages (lanchatd, naive: yes; ncat,
+    ngircd: no). ``relay``: what the server puts around a relayed line (see RELAYS), removed
+    before checking; None for servers that deliver the sent line as it is.
     Send stamps are microseconds since ``epoch_ns``.
     """
 
@@ -224,12 +225,12 @@ class Verifier:
         senders: list[int],
         *,
         echo: bool,
-        strip_prefix: bool,
+        relay: Relay | None = None,
         epoch_ns: int,
     ) -> None:
         self.readers = readers
         self.senders = senders
-        self.strip_prefix = strip_prefix
+        self.relay = relay
         self.epoch_us = epoch_ns // 1000
         count = len(senders)
         heads = np.array([np.frombuffer(head(c), dtype="<u8")[0] for c in senders], dtype=_U64)
@@ -267,11 +268,11 @@ class Verifier:
             ends, times = inbox.ends, inbox.times
             inbox.ends = []
             inbox.times = []
-            if self.strip_prefix:
+            if self.relay is not None:
                 cut = inbox.buf.rfind(b"\n", 0, inbox.end) + 1
                 if not cut:
                     continue
-                data, ends, prefixes = _strip(bytes(memoryview(inbox.buf)[:cut]), ends)
+                data, ends, prefixes = _strip(bytes(memoryview(inbox.buf)[:cut]), ends, self.relay)
                 tally.prefixes += prefixes
                 part = _records(index, data, len(data), ends, times, tally)
                 consumed.append((inbox, cut))  # every whole line, in raw bytes
@@ -468,9 +469,26 @@ class Verifier:
 
 # -- splitting buffers into records -----------------------------------------------------------
 
-#: ncat's prefix at a line start; the newline is matched (a literal start is fast to find) and
-#: put back by the join, the prefix is captured (so one pass yields pieces and prefixes).
-_PREFIX = re.compile(rb"\n(<user\d+> )")
+
+@dataclass(frozen=True)
+class Relay:
+    """How a server wraps each line it relays.
+
+    ``prefix`` matches a newline and the prefix after it, the prefix captured: the newline
+    is a literal start that is fast to find and is put back by the join, so one split yields
+    pieces and prefixes. ``crlf``: lines end in CR LF (the CRs are removed first).
+    """
+
+    prefix: re.Pattern[bytes]
+    crlf: bool = False
+
+
+#: ncat puts ``<userN> `` in front of each chunk it relays; ngircd relays ``PRIVMSG #bench
+#: :{line}`` as ``:{nick}!{user}@{host} PRIVMSG #bench :{line}`` CR LF.
+RELAYS: Final = {
+    "ncat": Relay(re.compile(rb"\n(<user\d+> )")),
+    "ngircd": Relay(re.compile(rb"\n(:c\d+!\S+ PRIVMSG #bench :)"), crlf=True),
+}
 
 
 class _Records(_Part):
@@ -530,14 +548,25 @@ def _records(
     return part
 
 
-def _strip(raw: bytes, ends: list[int]) -> tuple[bytes, list[int], int]:
-    """Remove ncat's ``<userN> `` at line starts; map read ends to the stripped offsets.
+def _drop_cr(raw: bytes, ends: list[int]) -> tuple[bytes, list[int]]:
+    """Remove every CR; map read ends to the offsets without them."""
+    if raw.find(b"\r") < 0:
+        return raw, ends
+    crs = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 13)
+    at = np.array(ends, dtype=np.int64)
+    return raw.replace(b"\r", b""), (at - np.searchsorted(crs, at, side="left")).tolist()
+
+
+def _strip(raw: bytes, ends: list[int], relay: Relay) -> tuple[bytes, list[int], int]:
+    """Remove the relay's prefixes at line starts; map read ends to the stripped offsets.
 
     Returns the stripped bytes, the read ends in them, and how many prefixes there were.
     A prefix inside a line (ncat relays a chunk that ends mid-line) stays: that line is
     counted as corrupted, as it is for a person reading it.
     """
-    parts = _PREFIX.split(b"\n" + raw)
+    if relay.crlf:
+        raw, ends = _drop_cr(raw, ends)
+    parts = relay.prefix.split(b"\n" + raw)
     if len(parts) == 1:
         return raw, ends, 0
     pieces = parts[0::2]
