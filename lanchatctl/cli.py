@@ -272,7 +272,11 @@ def broadcast(ctx: click.Context, text: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version."""
+    """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version.
+
+    "log events lost" counts events the daemon could not write to its log (a broken pipe, a
+    full disk); chat goes on regardless.
+    """
     with _daemon(ctx) as daemon:
         result = daemon.request("stats")
     if as_json:
@@ -289,6 +293,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("slow consumers dropped", str(result["slow_consumer_drops"])),
         ("kicks", str(result["kicks"])),
         ("bans", str(result["bans"])),
+        ("log events lost", str(result.get("log_events_lost", "?"))),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from lanchatd import __version__, paths
+from lanchatd import __version__, logs, paths
 from lanchatd.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
 from lanchatd.framing import TOO_LONG, LineSplitter
 from lanchatd.nicknames import nick_key
@@ -607,6 +607,7 @@ class AdminServer:
             "bans": len(self.daemon.bans.list()),
             "admin_connections": self.sessions,
             "watchers": len(room.watchers),
+            "log_events_lost": logs.lost(),
         }
 
     def _ban(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from lanchatd.tls import TlsError, server_context
 
 
 def _fail(message: str, status: int) -> NoReturn:
+    logs.flush()
     click.echo(f"lanchatd: error: {message}", err=True)
     sys.exit(status)
 
@@ -82,7 +83,7 @@ def main(
         tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
     except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
     faulthandler.enable()
     try:
@@ -103,4 +104,5 @@ def main(
         status = server.run()
     except KeyboardInterrupt:
         status = 130
+    logs.flush()
     sys.exit(status)

@@ -279,8 +279,8 @@ class Server:
         if frozen:
             self.log.warning("config_needs_restart", keys=frozen)
             new = dataclasses.replace(new, **{name: changed[name][0] for name in frozen})
-        if new.log_format != self.settings.log_format:
-            logs.configure(new.log_format)
+        if (new.log_format, new.log_level) != (self.settings.log_format, self.settings.log_level):
+            logs.configure(new.log_format, new.log_level)
         if self._tls is not None:
             self._reload_certificate(new)
         self.settings = new
