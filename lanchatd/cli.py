@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-from lanchatd import __version__, config, logs, systemd
+from lanchatd import __version__, config, logs, paths, systemd
 from lanchatd.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.catalog import LANGUAGES
 from lanchatd.server import ListenError, Server, open_listener
@@ -84,6 +84,13 @@ def main(
     except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
     logs.configure(settings.log_format, settings.log_level)
+    try:
+        # Held until the process exits; the kernel releases it however that happens.
+        state_lock = paths.lock_state_dir(paths.state_dir())
+    except paths.StateInUse as error:
+        _fail(str(error), 2)
+    if state_lock is None:
+        logs.get_logger().warning("state_dir_unlocked", path=str(paths.state_dir()))
     # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
     faulthandler.enable()
     try:
