@@ -20,7 +20,6 @@ from lanchatctl.client import (
     USAGE,
     AdminClient,
     AdminError,
-    socket_candidates,
 )
 from lanchatd import __version__
 from lanchatd.paths import ADMIN_SOCKET_ENV
@@ -51,9 +50,8 @@ class Failure(click.ClickException):
 @contextlib.contextmanager
 def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
     """A connection to the daemon; any AdminError becomes a Failure with its exit status."""
-    candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
     try:
-        with AdminClient(candidates) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path")) as client:
             yield client
     except AdminError as error:
         raise Failure(error.status, error.message) from None
@@ -156,8 +154,7 @@ class Duration(click.ParamType):
 def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Nicknames online, asked from the daemon (quietly nothing if it cannot be reached)."""
     try:
-        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
-        with AdminClient(candidates, timeout=1.0) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path"), timeout=1.0) as client:
             clients = client.request("who")["clients"]
     except Exception:
         return []
@@ -167,8 +164,7 @@ def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     try:
-        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
-        with AdminClient(candidates, timeout=1.0) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path"), timeout=1.0) as client:
             bans = client.request("bans")["bans"]
     except Exception:
         return []

@@ -480,11 +480,13 @@ class AdminServer:
                 request = json.loads(line)
             except ValueError as error:
                 raise CommandError("bad_json", f"request is not valid JSON: {error}") from None
+            except RecursionError:
+                raise CommandError("bad_json", "request is nested too deeply") from None
             if not isinstance(request, dict):
                 raise CommandError("bad_request", "a request must be a JSON object")
             request_id = request.get("id")
             version = request.get("version", PROTOCOL_VERSION)
-            if version != PROTOCOL_VERSION:
+            if type(version) is not int or version != PROTOCOL_VERSION:  # 1.0 and true are not 1
                 raise CommandError(
                     "unsupported_version",
                     f"protocol version {version!r} is not supported; this daemon speaks "
