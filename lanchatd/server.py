@@ -318,5 +318,5 @@ class Server:
         self.room.delivery.join(CLOSE_GRACE + 1.0)
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
-        self.log.info("server_stopped")
+        self.log.info("server_stopped", log_events_lost=logs.lost())
         return 0
