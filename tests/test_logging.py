@@ -16,6 +16,8 @@ import pty
 import select
 import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,17 +74,37 @@ def test_logged_events_reach_the_stream_promptly_so_kill_9_loses_none_of_them(
     assert _logged_texts(server, "alice") == texts
 
 
-def test_chat_goes_on_when_the_log_pipe_loses_its_reader(tmp_path: Path, clients: list) -> None:
-    """``lanchatd 2>&1 | tee log`` and tee dies: everyone keeps chatting, newcomers join."""
+class _ReadEnd:
+    """The test's end of the daemon's log pipe; closed once, whoever closes it first."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.open = True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            os.close(self.fd)
+
+    def drain(self) -> bytes:
+        """Everything until the daemon closes its end."""
+        return b"".join(iter(lambda: os.read(self.fd, 1 << 16), b""))
+
+
+@contextlib.contextmanager
+def _logging_to_a_pipe(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, _ReadEnd]]:
+    """lanchatd whose stderr is a pipe the test holds: (process, chat port, pipe's read end).
+
+    Its own launcher, since the shared one reads the log pipe itself, to the end. The test
+    may close the read end; it is closed here otherwise.
+    """
     config = tmp_path / "lanchatd.toml"
     config.write_text(NO_FLOOD_CONTROL)
-    admin = tmp_path / "admin.sock"
     log_r, log_w = os.pipe()
-    # Its own stderr (the shared launcher reads that pipe itself, to the end).
     process = subprocess.Popen(
         [
-            *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0"),
-            *("--log-format", "json", "--admin-socket", str(admin), "--config", str(config)),
+            *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", "--log-format"),
+            *("json", "--admin-socket", str(tmp_path / "admin.sock"), "--config", str(config)),
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -90,13 +112,28 @@ def test_chat_goes_on_when_the_log_pipe_loses_its_reader(tmp_path: Path, clients
         env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
     )
     os.close(log_w)
+    read_end = _ReadEnd(log_r)
     try:
-        port = _port_from(log_r)
+        yield process, _port_from(log_r), read_end
+    finally:
+        read_end.close()
+        process.kill()
+        process.wait(WAIT)
+
+
+def _log_events_lost(tmp_path: Path) -> int:
+    result = lanchatctl("--socket", str(tmp_path / "admin.sock"), "stats", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["log_events_lost"]
+
+
+def test_chat_goes_on_when_the_log_pipe_loses_its_reader(tmp_path: Path, clients: list) -> None:
+    """``lanchatd 2>&1 | tee log`` and tee dies: everyone keeps chatting, newcomers join."""
+    with _logging_to_a_pipe(tmp_path) as (process, port, log_r):
         alice, bob = join(port, "alice"), join(port, "bob")
         clients += [alice, bob]
         assert alice.line() == "bob Bergabung!"
-        os.close(log_r)
-        log_r = -1
+        log_r.close()
         for number in range(50):
             alice.send(f"after {number}")
         assert bob.lines(50) == [f"alice: after {number}" for number in range(50)]
@@ -107,20 +144,29 @@ def test_chat_goes_on_when_the_log_pipe_loses_its_reader(tmp_path: Path, clients
         carol.send("hello")
         assert alice.expect("carol: hello") == ["carol Bergabung!"]
         assert bob.expect("carol: hello")[-1] == "carol Bergabung!"
-
-        def lost() -> int:
-            result = lanchatctl("--socket", str(admin), "stats", "--json")
-            assert result.returncode == 0, result.stderr
-            return json.loads(result.stdout)["log_events_lost"] >= 52
-
-        wait_until(lost, what="the unwritten events to be counted")
+        wait_until(lambda: _log_events_lost(tmp_path) >= 52, what="the lost events counted")
         process.send_signal(signal.SIGTERM)
         assert process.wait(WAIT) == 0
-    finally:
-        if log_r >= 0:
-            os.close(log_r)
-        process.kill()
-        process.wait(WAIT)
+
+
+def test_chat_goes_on_when_the_log_reader_stops_reading(tmp_path: Path, clients: list) -> None:
+    """A reader that stays but reads nothing (a stopped pager): the pipe and the writer's
+    queue fill, then the log gives way, not the chat."""
+    with _logging_to_a_pipe(tmp_path) as (process, port, log_r):
+        alice, bob = join(port, "alice"), join(port, "bob")
+        clients += [alice, bob]
+        assert alice.line() == "bob Bergabung!"
+        texts = _burst(alice, "alice", 25_000)  # more than the pipe and the queue hold
+        for text in texts:
+            assert bob.line() == f"alice: {text}"
+        assert _log_events_lost(tmp_path) > 0
+        drained: list[bytes] = []
+        drain = threading.Thread(target=lambda: drained.append(log_r.drain()))
+        drain.start()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+        drain.join(WAIT)
+        assert b'"event": "server_stopped"' in b"".join(drained)
 
 
 def _port_from(log: int) -> int:
