@@ -259,7 +259,8 @@ def configure(fmt: str, level: str = "info", stream: TextIO = sys.stderr) -> Non
     _writer.render = _line_renderer(console, colors, under_journald(stream))
     _writer.rank = _RANKS[level]
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, _render],
+        # Context is bound on each logger (per connection), not in contextvars: no merge step.
+        processors=[_render],
         wrapper_class=structlog.make_filtering_bound_logger(0),
         logger_factory=_sink_factory,
         cache_logger_on_first_use=True,
