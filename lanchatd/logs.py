@@ -248,11 +248,12 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
-def configure(fmt: str, level: str = "info", stream: TextIO = sys.stderr) -> None:
+def configure(fmt: str, level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the daemon; safe to call again to change the format or level.
 
     Colours only on a terminal, and never when ``NO_COLOR`` is set (no-color.org).
     """
+    stream = stream or sys.stderr
     console = resolve_format(fmt, stream) == "console"
     colors = stream.isatty() and not os.environ.get("NO_COLOR")
     _writer.fd = stream.fileno()

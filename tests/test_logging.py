@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin_helpers import lanchatctl
-from tests.support import BIN, WAIT, Daemon, LineClient, join, wait_until
+from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, wait_until
 
 NO_FLOOD_CONTROL = "[limits]\nrate = 0\n"
 
@@ -234,3 +234,41 @@ def test_the_log_level_is_configurable_and_reloadable(tmp_path: Path, clients: l
     assert _logged_texts(server, "alice") == ["loud"]
     reloads = [event["changed"] for event in server.find("config_reloaded")]
     assert reloads == [{"log_level": ["warning", "info"]}], "the first was below warning"
+
+
+def test_a_daemon_started_with_stderr_closed_serves_and_logs_into_no_socket(
+    tmp_path: Path, clients: list
+) -> None:
+    """``lanchatd 2>&-``: descriptor 2 must not become a client's socket, or the log would be
+    written to that client."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *("sh", "-c", 'exec "$0" "$@" 2>&-', str(BIN / "lanchatd"), "--host", "127.0.0.1"),
+            *("--port", str(port), "--admin-socket", str(tmp_path / "admin.sock")),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")},
+    )
+    try:
+        alice = wait_until(lambda: _connect(port, "alice"), what="lanchatd to listen")
+        clients.append(alice)
+        assert alice.lines(2) == ["alice Bergabung!", "Terkoneksi dengan Server!"]
+        bob = join(port, "bob")
+        clients.append(bob)
+        bob.send("hi")
+        assert alice.lines(2) == ["bob Bergabung!", "bob: hi"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+        assert alice.closed() == b"*** Server dimatikan\n"
+    finally:
+        process.kill()
+        process.wait(WAIT)
+
+
+def _connect(port: int, nick: str) -> LineClient | None:
+    try:
+        return LineClient(port, nick)
+    except ConnectionRefusedError:
+        return None
