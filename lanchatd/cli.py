@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import faulthandler
-import os
 import socket
 import sys
 from pathlib import Path
@@ -22,21 +21,6 @@ def _fail(message: str, status: int) -> NoReturn:
     logs.flush()
     click.echo(f"lanchatd: error: {message}", err=True)
     sys.exit(status)
-
-
-def _standard_streams() -> None:
-    """Put /dev/null on a closed stdin, stdout or stderr (``lanchatd 2>&-``).
-
-    Otherwise the next socket would take that descriptor and the log would be written to
-    whichever client it belongs to.
-    """
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
-    if sys.stderr is None:
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's stderr
 
 
 def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.socket]) -> None:
@@ -85,7 +69,7 @@ def main(
     Settings come from built-in defaults, then the --config file, then these flags.
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops the daemon cleanly.
     """
-    _standard_streams()
+    logs.standard_streams()
     overrides = {
         "host": host,
         "port": port,

@@ -241,6 +241,21 @@ def under_journald(stream: TextIO) -> bool:
         return False
 
 
+def standard_streams() -> None:
+    """Put /dev/null on a closed stdin, stdout or stderr (``lanchatd 2>&-``).
+
+    Otherwise the next socket would take that descriptor and the log would be written to
+    whichever client it belongs to.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's stderr
+
+
 def resolve_format(fmt: str, stream: TextIO) -> str:
     """``auto`` means JSON unless a person is watching the terminal."""
     if fmt != "auto":
