@@ -17,6 +17,7 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_every_message_event_is_logged_in_order_when_sigterm_follows_a_burst(
 
 
 def test_logged_events_reach_the_stream_promptly_so_kill_9_loses_none_of_them(
-    start_daemon, clients: list
+    start_daemon, clients: list, figures
 ) -> None:
     server = start_daemon(config=NO_FLOOD_CONTROL)
     reader, alice = join(server.port, "reader"), join(server.port, "alice")
@@ -67,11 +68,17 @@ def test_logged_events_reach_the_stream_promptly_so_kill_9_loses_none_of_them(
     assert reader.expect(f"alice: {texts[-1]}")[-1] == f"alice: {texts[-2]}"
     # Promptly means without a shutdown to flush it: the writer writes as soon as it runs.
     # The bound is loose for a busy machine; the writer normally needs a few milliseconds.
+    delivered = time.monotonic()
     wait_until(lambda: len(_logged_texts(server, "alice")) == 500, timeout=1.0, what="the log")
+    delay_ms = (time.monotonic() - delivered) * 1000
     server.process.kill()
     server.process.wait(WAIT)
     server.kill()
     assert _logged_texts(server, "alice") == texts
+    figures(
+        f"log: 500 message events on the log pipe {delay_ms:.0f} ms (polled every 10 ms) after "
+        "the last was delivered; all 500 there after kill -9"
+    )
 
 
 class _ReadEnd:
