@@ -113,12 +113,17 @@ class _Writer:
         reading) costs log lines instead of chat.
         """
         while self.queue.qsize() >= QUEUE_LIMIT:
-            since = self.writing_since
-            stuck = since is not None and time.monotonic() - since > STALL_TIMEOUT
-            if stuck or self._thread is None or not self._thread.is_alive():
+            if self._stuck():
                 return False
             time.sleep(0.001)
         return True
+
+    def _stuck(self) -> bool:
+        """No writer, or one whose write has not returned for STALL_TIMEOUT."""
+        since = self.writing_since
+        if since is not None and time.monotonic() - since > STALL_TIMEOUT:
+            return True
+        return self._thread is None or not self._thread.is_alive()
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -126,12 +131,19 @@ class _Writer:
             self._thread.start()
 
     def flush(self, timeout: float) -> bool:
-        """Wait until everything logged so far has been written (or counted lost)."""
+        """Wait until everything logged so far has been written (or counted lost).
+
+        Not for a stuck stream: shutdown is not held up by a reader that stopped reading.
+        """
         if self._thread is None or not self._thread.is_alive():
             return True
         marker = _Flush()
         self.queue.put(marker)
-        return marker.done.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while not marker.done.wait(0.05):
+            if self._stuck() or time.monotonic() > deadline:
+                return False
+        return True
 
     def _run(self) -> None:
         get, get_nowait = self.queue.get, self.queue.get_nowait
