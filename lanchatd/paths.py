@@ -146,12 +146,12 @@ def untrusted_socket_dir(socket_path: Path) -> str | None:
         return None
     if not stat.S_ISDIR(info.st_mode):
         return f"{directory} is not a directory"
-    if info.st_uid in (0, os.geteuid()) and not info.st_mode & 0o022:
+    if info.st_mode & 0o022:
+        return f"{directory} is writable by others"
+    if info.st_uid in (0, os.geteuid()):
         return None
     if parent.st_uid == 0 and not parent.st_mode & 0o022:
         return None
-    if info.st_mode & 0o022:
-        return f"{directory} is writable by others"
     return f"{directory} belongs to uid {info.st_uid}, neither you nor root"
 
 
