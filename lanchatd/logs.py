@@ -94,7 +94,9 @@ class _Writer:
         #: Lines not queued because the stream was stuck (written under the lock).
         self.dropped = 0
         self._dropped_lock = threading.Lock()
-        #: When the write in progress began; None between writes.
+        #: Set by the first flush(): from then on the writer looks for flush markers.
+        self.flushing = False
+        #: While a write is in progress: when it last got bytes out (or began); else None.
         self.writing_since: float | None = None
         self._thread: threading.Thread | None = None
 
@@ -118,10 +120,10 @@ class _Writer:
             time.sleep(0.001)
         return True
 
-    def _stuck(self) -> bool:
-        """No writer, or one whose write has not returned for STALL_TIMEOUT."""
+    def _stuck(self, waiting_since: float = 0.0) -> bool:
+        """No writer, or one that has got nothing out for STALL_TIMEOUT (of our wait)."""
         since = self.writing_since
-        if since is not None and time.monotonic() - since > STALL_TIMEOUT:
+        if since is not None and time.monotonic() - max(since, waiting_since) > STALL_TIMEOUT:
             return True
         return self._thread is None or not self._thread.is_alive()
 
@@ -138,31 +140,34 @@ class _Writer:
         if self._thread is None or not self._thread.is_alive():
             return True
         marker = _Flush()
+        self.flushing = True
         self.queue.put(marker)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         while not marker.done.wait(0.05):
-            if self._stuck() or time.monotonic() > deadline:
+            if self._stuck(started) or time.monotonic() > started + timeout:
                 return False
         return True
 
     def _run(self) -> None:
-        get, get_nowait = self.queue.get, self.queue.get_nowait
+        get, get_nowait, more = self.queue.get, self.queue.get_nowait, range(BATCH_LIMIT - 1)
         while True:
-            batch = [get()]
-            while len(batch) < BATCH_LIMIT:
-                try:
-                    batch.append(get_nowait())
-                except queue.Empty:
-                    break
-            lines = [item for item in batch if not isinstance(item, _Flush)]
+            batch: list[Any] = [get()]
+            append = batch.append
+            try:
+                for _ in more:
+                    append(get_nowait())
+            except queue.Empty:
+                pass
+            # Markers are looked for only once someone waits for one: this loop runs per line.
+            markers = [item for item in batch if type(item) is _Flush] if self.flushing else []
+            lines = [item for item in batch if type(item) is str] if markers else batch
             if lines:
                 lines.append("")
                 self.writing_since = time.monotonic()
                 self._write("\n".join(lines).encode(errors="backslashreplace"))
                 self.writing_since = None
-            for item in batch:
-                if isinstance(item, _Flush):
-                    item.done.set()
+            for marker in markers:
+                marker.done.set()
 
     def _write(self, data: bytes) -> None:
         """Write it all; on a failing stream count the lines that did not get out."""
@@ -171,6 +176,7 @@ class _Writer:
         while view:
             try:
                 view = view[os.write(self.fd, view) :]
+                self.writing_since = time.monotonic()
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:

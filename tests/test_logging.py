@@ -93,9 +93,9 @@ class _ReadEnd:
             self.open = False
             os.close(self.fd)
 
-    def drain(self) -> bytes:
-        """Everything until the daemon closes its end."""
-        return b"".join(iter(lambda: os.read(self.fd, 1 << 16), b""))
+    def drain(self, into: list[bytes]) -> None:
+        """Read into ``into`` as it comes, until the daemon closes its end."""
+        into.extend(iter(lambda: os.read(self.fd, 1 << 16), b""))
 
 
 @contextlib.contextmanager
@@ -167,9 +167,14 @@ def test_chat_goes_on_when_the_log_reader_stops_reading(tmp_path: Path, clients:
         for text in texts:
             assert bob.line() == f"alice: {text}"
         assert _log_events_lost(tmp_path) > 0
+        # Read again: the log catches up and takes new events, the daemon stops cleanly.
         drained: list[bytes] = []
-        drain = threading.Thread(target=lambda: drained.append(log_r.drain()))
+        drain = threading.Thread(target=log_r.drain, args=(drained,))
         drain.start()
+        # Past the pipe's 64 KiB, the writer itself has written again: it is not stuck now.
+        wait_until(lambda: sum(map(len, drained)) > 1 << 17, what="the log to flow again")
+        clients.append(join(port, "dave"))
+        wait_until(lambda: b'"nick": "dave"' in b"".join(drained), what="dave in the log")
         process.send_signal(signal.SIGTERM)
         assert process.wait(WAIT) == 0
         drain.join(WAIT)
