@@ -21,7 +21,6 @@ from lanchatctl.client import (
     USAGE,
     AdminClient,
     AdminError,
-    socket_candidates,
 )
 from lanchatd import __version__
 from lanchatd.paths import ADMIN_SOCKET_ENV
@@ -53,9 +52,8 @@ class Failure(click.ClickException):
 @contextlib.contextmanager
 def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
     """A connection to the daemon; any AdminError becomes a Failure with its exit status."""
-    candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
     try:
-        with AdminClient(candidates) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path")) as client:
             yield client
     except AdminError as error:
         raise Failure(error.status, error.message) from None
@@ -168,8 +166,7 @@ class Duration(click.ParamType):
 def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Nicknames online, asked from the daemon (quietly nothing if it cannot be reached)."""
     try:
-        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
-        with AdminClient(candidates, timeout=1.0) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path"), timeout=1.0) as client:
             clients = client.request("who")["clients"]
     except Exception:
         return []
@@ -180,8 +177,7 @@ def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str)
 
 def _complete_bans(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     try:
-        candidates = socket_candidates(ctx.find_root().params.get("socket_path"))
-        with AdminClient(candidates, timeout=1.0) as client:
+        with AdminClient.at(ctx.find_root().params.get("socket_path"), timeout=1.0) as client:
             bans = client.request("bans")["bans"]
     except Exception:
         return []
@@ -296,7 +292,11 @@ def broadcast(ctx: click.Context, text: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version."""
+    """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version.
+
+    "log events lost" counts events the daemon could not write to its log (a broken pipe, a
+    full disk); chat goes on regardless.
+    """
     with _daemon(ctx) as daemon:
         result = daemon.request("stats")
     if as_json:
@@ -313,6 +313,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("slow consumers dropped", str(result["slow_consumer_drops"])),
         ("kicks", str(result["kicks"])),
         ("bans", str(result["bans"])),
+        ("log events lost", str(result.get("log_events_lost", "?"))),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:

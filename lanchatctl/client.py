@@ -74,14 +74,24 @@ def _permission_hint(path: Path) -> str:
 class AdminClient:
     """One connection to the admin socket (the first candidate that answers)."""
 
-    def __init__(self, candidates: list[Path], timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, candidates: list[Path], timeout: float = TIMEOUT, *, defaults: bool = False
+    ) -> None:
         self.candidates = candidates
+        #: The candidates are the default places (no path given): their directories are
+        #: checked before anything is sent there.
+        self.defaults = defaults
         self.path = candidates[0]
         self.timeout = timeout
         self.hello: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self._next_id = 1
+
+    @classmethod
+    def at(cls, explicit: str | os.PathLike[str] | None, timeout: float = TIMEOUT) -> AdminClient:
+        """A client for ``--socket`` (or the variable) if given, else for the default places."""
+        return cls(socket_candidates(explicit), timeout, defaults=not explicit)
 
     def __enter__(self) -> AdminClient:
         self.connect()
@@ -102,6 +112,7 @@ class AdminClient:
         failures: list[tuple[str, AdminError]] = []
         for path in self.candidates:
             try:
+                self._check_place(path)
                 self._sock = self._open(path)
             except _Missing as missing:
                 failures.append(("missing", missing))
@@ -125,6 +136,18 @@ class AdminClient:
             )
         self.hello = greeting["hello"]
         return self.hello
+
+    def _check_place(self, path: Path) -> None:
+        """Refuse a default socket in a directory someone else could have made."""
+        if not self.defaults:
+            return
+        problem = paths.untrusted_socket_dir(path)
+        if problem:
+            raise AdminError(
+                DENIED,
+                f"not using {path}: {problem}, so another user may be listening there; "
+                "remove that directory, or pass --socket if you trust it",
+            )
 
     def _open(self, path: Path) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -236,6 +259,8 @@ class AdminClient:
         if not isinstance(error, dict):
             raise AdminError(REFUSED, f"unexpected answer from lanchatd: {response!r}")
         code, message = error.get("code"), str(error.get("message", "refused"))
+        if code == "busy":
+            raise AdminError(UNREACHABLE, f"lanchatd at {self.path} is busy: {message}", code)
         if code == "permission_denied":
             group = error.get("group") or DEFAULT_GROUP
             raise AdminError(

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from lanchatd import __version__, paths
+from lanchatd import __version__, logs, paths
 from lanchatd.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
 from lanchatd.framing import TOO_LONG, LineSplitter
 from lanchatd.nicknames import nick_key
@@ -480,11 +480,13 @@ class AdminServer:
                 request = json.loads(line)
             except ValueError as error:
                 raise CommandError("bad_json", f"request is not valid JSON: {error}") from None
+            except RecursionError:
+                raise CommandError("bad_json", "request is nested too deeply") from None
             if not isinstance(request, dict):
                 raise CommandError("bad_request", "a request must be a JSON object")
             request_id = request.get("id")
             version = request.get("version", PROTOCOL_VERSION)
-            if version != PROTOCOL_VERSION:
+            if type(version) is not int or version != PROTOCOL_VERSION:  # 1.0 and true are not 1
                 raise CommandError(
                     "unsupported_version",
                     f"protocol version {version!r} is not supported; this daemon speaks "
@@ -607,6 +609,7 @@ class AdminServer:
             "bans": len(self.daemon.bans.list()),
             "admin_connections": self.sessions,
             "watchers": len(room.watchers),
+            "log_events_lost": logs.lost(),
         }
 
     def _ban(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:

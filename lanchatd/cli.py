@@ -18,6 +18,7 @@ from lanchatd.tls import TlsError, server_context
 
 
 def _fail(message: str, status: int) -> NoReturn:
+    logs.flush()
     click.echo(f"lanchatd: error: {message}", err=True)
     sys.exit(status)
 
@@ -79,6 +80,7 @@ def main(
     Settings come from built-in defaults, then the configuration file, then these flags.
     SIGHUP re-reads the configuration; SIGTERM or SIGINT stops the daemon cleanly.
     """
+    logs.standard_streams()
     overrides = {
         "host": host,
         "port": port,
@@ -98,7 +100,14 @@ def main(
     if check_config:
         click.echo(f"lanchatd: configuration OK ({config_path or 'no file: defaults and flags'})")
         sys.exit(0)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        # Held until the process exits; the kernel releases it however that happens.
+        state_lock = paths.lock_state_dir(paths.state_dir())
+    except paths.StateInUse as error:
+        _fail(str(error), 2)
+    if state_lock is None:
+        logs.get_logger().warning("state_dir_unlocked", path=str(paths.state_dir()))
     # A wedged daemon is killed by the watchdog with SIGABRT: leave every thread's stack behind.
     faulthandler.enable()
     try:
@@ -119,4 +128,5 @@ def main(
         status = server.run()
     except KeyboardInterrupt:
         status = 130
+    logs.flush()
     sys.exit(status)

@@ -8,6 +8,7 @@ listens. The same loader serves start-up and SIGHUP reloads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from lanchatd.catalog import LANGUAGES
+from lanchatd.logs import LEVELS
 
 LOG_FORMATS: Final = ("auto", "json", "console")
 
@@ -38,6 +40,7 @@ class Settings:
     admin_socket: str | None = None
     admin_group: str = "lanchat"
     log_format: str = "auto"
+    log_level: str = "info"
     log_message_text: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -66,7 +69,7 @@ def _integer(low: int, high: int) -> Callable[[Any], str | None]:
         if not isinstance(value, int) or isinstance(value, bool):
             return f"expected an integer, got {_show(value)}"
         if not low <= value <= high:
-            return f"must be from {low} to {high}, got {value}"
+            return f"must be between {low} and {high}, got {value}"
         return None
 
     return check
@@ -76,9 +79,12 @@ def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[Any
     def check(value: Any) -> str | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return f"expected a number, got {_show(value)}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {value}"
         if value < low or value > high or (low_open and value == low):
-            bound = f"greater than {low}" if low_open else f"from {low}"
-            return f"must be {bound} and at most {high}, got {value}"
+            if low_open:
+                return f"must be above {low} and at most {high}, got {value}"
+            return f"must be between {low} and {high}, got {value}"
         return None
 
     return check
@@ -132,6 +138,7 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
     },
     "log": {
         "format": Key("log_format", _choice(*LOG_FORMATS)),
+        "level": Key("log_level", _choice(*LEVELS)),
         "message_text": Key("log_message_text", _boolean),
     },
     "tls": {
@@ -144,19 +151,28 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
 def read_file(path: Path) -> dict[str, Any]:
     """Parse and check a config file; return the Settings fields it sets."""
     try:
-        with path.open("rb") as stream:
-            document = tomllib.load(stream)
+        raw = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    try:
+        document = tomllib.loads(raw.decode())
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: line {line}: byte 0x{raw[error.start]:02x} is not UTF-8; "
+            "save the file as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section}: a key outside any section; {_home(section)}")
         keys = SCHEMA.get(section)
         if keys is None:
-            raise ConfigError(f"{path}: [{section}]: unknown section")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: {section}: expected a [{section}] table")
+            raise ConfigError(
+                f"{path}: [{section}]: unknown section; sections: {', '.join(SCHEMA)}"
+            )
         for name, value in table.items():
             key = keys.get(name)
             if key is None:
@@ -166,6 +182,14 @@ def read_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"{path}: [{section}] {name}: {problem}")
             values[key.field] = float(value) if key.field in _FLOATS else value
     return values
+
+
+def _home(name: str) -> str:
+    """Where a key found outside any section belongs, as advice."""
+    homes = [section for section, keys in SCHEMA.items() if name in keys]
+    if homes:
+        return f"it belongs under [{homes[0]}]"
+    return f"keys go under a section: {', '.join(f'[{section}]' for section in SCHEMA)}"
 
 
 _FLOATS: Final = frozenset(

@@ -17,6 +17,8 @@ service's ``StateDirectory=``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
 from collections.abc import Mapping
@@ -33,6 +35,8 @@ ROOT_RUNTIME_DIR: Final = Path("/run/lanchatd")
 ROOT_STATE_DIR: Final = Path("/var/lib/lanchatd")
 ADMIN_SOCKET_NAME: Final = "admin.sock"
 BANS_FILE_NAME: Final = "bans.json"
+#: Held (flock) by the daemon that owns the state directory, and names its pid.
+LOCK_FILE_NAME: Final = "lanchatd.lock"
 #: ``lanchatctl`` reads this variable (after ``--socket``) to find the admin socket.
 ADMIN_SOCKET_ENV: Final = "LANCHATD_ADMIN_SOCKET"
 #: Longest path an AF_UNIX socket can be bound to on Linux (sun_path is 108 bytes with a NUL).
@@ -128,9 +132,71 @@ def ensure_runtime_dir(path: Path, *, private: bool) -> None:
         )
 
 
+def untrusted_socket_dir(socket_path: Path) -> str | None:
+    """Why a default socket's directory cannot be trusted, or None if it can.
+
+    Trusted: owned by this user or root and writable by no one else, as the daemon requires
+    of its own; or made by root in a directory only root can write to (systemd's
+    ``RuntimeDirectory=`` under ``/run``, handed to the service's user). Anything else, such
+    as ``/tmp/lanchatd-UID`` made first by another user, may hold someone else's listener.
+    A directory that does not exist is not judged: there is nothing to connect to.
+    """
+    directory = socket_path.parent
+    try:
+        info = directory.lstat()
+        parent = directory.parent.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{directory} is not a directory"
+    if info.st_mode & 0o022:
+        return f"{directory} is writable by others"
+    if info.st_uid in (0, os.geteuid()):
+        return None
+    if parent.st_uid == 0 and not parent.st_mode & 0o022:
+        return None
+    return f"{directory} belongs to uid {info.st_uid}, neither you nor root"
+
+
 def is_private_default(path: Path, env: Mapping[str, str] | None = None) -> bool:
     """True for the per-user default directories, which must stay private (0700)."""
     env = _env(env)
     if _first(env.get("RUNTIME_DIRECTORY")) or os.geteuid() == 0:
         return False
     return path == runtime_dir(env)
+
+
+class StateInUse(PathError):
+    """Another daemon holds the state directory; the message names its pid."""
+
+
+def lock_state_dir(path: Path) -> int | None:
+    """Take the state directory for this daemon; return the lock's descriptor (keep it open).
+
+    Two daemons on one directory would overwrite each other's bans, so the second is refused
+    (:class:`StateInUse`). The lock is an ``flock`` on :data:`LOCK_FILE_NAME`, released by the
+    kernel when the daemon exits however it exits, so a stale file never blocks a restart.
+    None when the directory cannot be made or written: bans then live in memory only, as
+    bans.py already handles, and nothing on disk needs protecting.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_FILE_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateInUse(
+            f"state directory {path} is in use by another lanchatd (pid {holder}); "
+            "give each daemon its own STATE_DIRECTORY"
+        ) from None
+    except OSError:
+        os.close(fd)
+        return None
+    with contextlib.suppress(OSError):  # the pid is only for the message above
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

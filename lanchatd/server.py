@@ -321,8 +321,8 @@ class Server:
         if frozen:
             self.log.warning("config_needs_restart", keys=frozen)
             new = dataclasses.replace(new, **{name: changed[name][0] for name in frozen})
-        if new.log_format != self.settings.log_format:
-            logs.configure(new.log_format)
+        if (new.log_format, new.log_level) != (self.settings.log_format, self.settings.log_level):
+            logs.configure(new.log_format, new.log_level)
         if self._tls is not None:
             self._reload_certificate(new)
         self.settings = new
@@ -360,5 +360,5 @@ class Server:
         self.room.delivery.join(CLOSE_GRACE + 1.0)
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
-        self.log.info("server_stopped")
+        self.log.info("server_stopped", log_events_lost=logs.lost())
         return 0

@@ -11,13 +11,16 @@ import grp
 import json
 import os
 import pwd
+import socket
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests import admin_helpers
 from tests.admin_helpers import Daemon, OtherUser, lanchatctl, outsider_group
+from tests.support import WAIT
 
 admin_workdir = admin_helpers.admin_workdir
 admin_daemons = admin_helpers.admin_daemons
@@ -140,3 +143,86 @@ def test_a_users_own_daemon_serves_that_user_and_root(
         if not existed:
             with contextlib.suppress(OSError):
                 runtime.rmdir()
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "problem"),
+    [
+        ("daemon", 0o755, "belongs to uid {uid}, neither you nor root"),
+        ("nobody", 0o777, "is writable by others"),
+    ],
+)
+def test_lanchatctl_sends_nothing_to_a_default_socket_someone_else_could_have_put_there(
+    admin_other_user: OtherUser, admin_workdir: Path, owner: str, mode: int, problem: str
+) -> None:
+    """Another user made the default directory first and listens in it: not one byte goes
+    there. Runs as nobody, whose default is $XDG_RUNTIME_DIR/lanchatd, in a sticky
+    world-writable XDG_RUNTIME_DIR such as /tmp."""
+    runtime = admin_workdir / "xdg"
+    runtime.mkdir()
+    runtime.chmod(0o1777)
+    planted = runtime / "lanchatd"
+    planted.mkdir()
+    intruder = pwd.getpwnam(owner)
+    os.chown(planted, intruder.pw_uid, intruder.pw_gid)
+    planted.chmod(mode)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fake:
+        fake.bind(str(planted / "admin.sock"))
+        (planted / "admin.sock").chmod(0o777)
+        fake.listen()
+        fake.setblocking(False)
+        result = lanchatctl(
+            "ban",
+            "10.0.0.9",
+            "--reason",
+            "secret",
+            command=admin_other_user.command("lanchatctl"),
+            env=admin_other_user.env(XDG_RUNTIME_DIR=str(runtime)),
+            clean_env=True,
+        )
+        if result.returncode == 0 or "/run/" in result.stderr:
+            pytest.skip(f"a system lanchatd on this machine is found first: {result.stderr}")
+        with pytest.raises(BlockingIOError):
+            fake.accept()
+    assert result.returncode == 4
+    assert result.stderr == (
+        f"lanchatctl: error: not using {planted / 'admin.sock'}: {planted} "
+        f"{problem.format(uid=intruder.pw_uid)}, so another user may be listening there; "
+        "remove that directory, or pass --socket if you trust it\n"
+    )
+
+
+def test_lanchatctl_uses_its_own_private_default_directory(
+    admin_other_user: OtherUser, admin_workdir: Path
+) -> None:
+    """The same place owned by the user itself, 0700, is used (the check can pass)."""
+    runtime = admin_workdir / "xdg"
+    runtime.mkdir()
+    runtime.chmod(0o1777)
+    own = runtime / "lanchatd"
+    own.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(own / "admin.sock"))
+        (own / "admin.sock").chmod(0o777)
+        os.chown(own, nobody.pw_uid, nobody.pw_gid)
+        own.chmod(0o700)
+        listener.listen()
+        listener.settimeout(WAIT)
+
+        def hang_up() -> None:
+            listener.accept()[0].close()
+
+        answered = threading.Thread(target=hang_up, daemon=True)
+        answered.start()
+        result = lanchatctl(
+            "stats",
+            command=admin_other_user.command("lanchatctl"),
+            env=admin_other_user.env(XDG_RUNTIME_DIR=str(runtime)),
+            clean_env=True,
+        )
+        answered.join(WAIT)
+    if "/run/" in result.stderr:
+        pytest.skip(f"a system lanchatd on this machine is found first: {result.stderr}")
+    assert result.returncode == 3
+    assert "lanchatd closed the connection on" in result.stderr

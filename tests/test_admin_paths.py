@@ -65,3 +65,39 @@ def test_a_private_directory_must_be_ours(tmp_path: Path) -> None:
     file.write_text("")
     with pytest.raises(paths.PathError):
         paths.ensure_runtime_dir(file, private=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give directories to nobody")
+def test_which_default_socket_directories_lanchatctl_trusts(tmp_path: Path) -> None:
+    """Run as root here: root's own directories pass, and so does one that root made for a
+    service user where only root can write (systemd's RuntimeDirectory under /run)."""
+    nobody = pwd.getpwnam("nobody")
+    root_only = tmp_path / "run"  # like /run: root's, 0755
+    root_only.mkdir(mode=0o755)
+    shared = tmp_path / "tmp"  # like /tmp: anyone may create entries
+    shared.mkdir()
+    shared.chmod(0o1777)
+
+    def directory(parent: Path, name: str, mode: int, owner: int = 0) -> Path:
+        made = parent / name
+        made.mkdir()
+        made.chmod(mode)
+        os.chown(made, owner, owner and nobody.pw_gid)
+        return made / "admin.sock"
+
+    trusted = [
+        directory(root_only, "roots", 0o755),
+        directory(shared, "mine", 0o700),
+        directory(root_only, "service", 0o755, nobody.pw_uid),
+        tmp_path / "missing" / "admin.sock",
+    ]
+    assert [paths.untrusted_socket_dir(path) for path in trusted] == [None] * 4
+    squatted = directory(shared, "squatted", 0o700, nobody.pw_uid)
+    assert paths.untrusted_socket_dir(squatted) == (
+        f"{squatted.parent} belongs to uid {nobody.pw_uid}, neither you nor root"
+    )
+    for writable in (directory(shared, "open", 0o777), directory(root_only, "open", 0o775)):
+        assert paths.untrusted_socket_dir(writable) == f"{writable.parent} is writable by others"
+    link = shared / "link"
+    link.symlink_to(root_only)
+    assert paths.untrusted_socket_dir(link / "admin.sock") == f"{link} is not a directory"

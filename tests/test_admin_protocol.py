@@ -46,6 +46,13 @@ def test_bad_requests_get_errors_and_the_connection_stays_usable(
         (b"[1, 2]\n", "bad_request", "JSON object"),
         (b'{"command": "fly"}\n', "unknown_command", "'fly'"),
         (b'{"version": 2, "command": "who"}\n', "unsupported_version", "version 2"),
+        (b'{"version": 1.0, "command": "who"}\n', "unsupported_version", "version 1.0"),
+        (b'{"version": true, "command": "who"}\n', "unsupported_version", "version True"),
+        (
+            b'{"command": "who", "args": ' + b"[" * 30_000 + b"]" * 30_000 + b"}\n",
+            "bad_json",
+            "nested too deeply",
+        ),
         (b'{"command": 5}\n', "bad_request", "command"),
         (b'{"command": "who", "args": []}\n', "bad_request", "args"),
         (b'{"command": "kick"}\n', "bad_request", "missing argument 'nick'"),
@@ -65,6 +72,7 @@ def test_bad_requests_get_errors_and_the_connection_stays_usable(
         assert words in response["error"]["message"], (raw, response)
         assert response["version"] == 1
     assert conn.request("who")["ok"] is True
+    assert not admin_daemon.find("admin_command_failed")
 
 
 def test_an_oversized_request_is_refused_and_the_connection_survives(

@@ -35,10 +35,11 @@ def test_socket_is_0660_with_the_admin_group(admin_daemons) -> None:
     assert stat.S_IMODE(info.st_mode) == 0o660
     assert info.st_gid == group.gr_gid
     assert server.find("admin_listening", socket=str(server.admin_socket), group=group.gr_name)
-    # No temporary name is left behind next to it.
+    # No temporary name is left behind next to it (state is the locked state directory).
     assert sorted(p.name for p in server.admin_socket.parent.iterdir()) == [
         "admin.sock",
         "lanchatd.toml",
+        "state",
     ]
 
 
@@ -60,10 +61,10 @@ def test_stale_socket_of_a_dead_daemon_is_replaced(admin_daemons, admin_workdir:
     assert server.ctl("stats").returncode == 0
 
 
-def test_a_live_daemons_socket_is_never_taken(admin_daemons) -> None:
+def test_a_live_daemons_socket_is_never_taken(admin_daemons, admin_workdir: Path) -> None:
     first = admin_daemons()
     before = first.admin_socket.lstat().st_ino
-    second = admin_daemons(wait=False)
+    second = admin_daemons(state_dir=admin_workdir / "state-2", wait=False)
     assert second.wait_exit() == 1
     line = _one_error_line(second)
     assert (

@@ -116,7 +116,7 @@ def test_system_config_is_read_without_config_flag(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr == (
         "lanchatd: error: /etc/lanchatd/lanchatd.toml: [server] port: "
-        "must be from 0 to 65535, got -1\n"
+        "must be between 0 and 65535, got -1\n"
     )
 
 

@@ -72,6 +72,7 @@ def test_socket_activation_serves_the_first_client(tmp_path: Path, clients: list
             "systemd-socket-activate",
             f"--listen=127.0.0.1:{port}",
             "--fdname=chat",
+            f"--setenv=STATE_DIRECTORY={tmp_path}",
             str(BIN / "lanchatd"),
             "--log-format",
             "json",
@@ -117,7 +118,11 @@ def test_journald_gets_priorities_and_plain_json(tmp_path: Path) -> None:
             ],
             stdin=subprocess.DEVNULL,
             stderr=stream,
-            env={**os.environ, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"},
+            env={
+                **os.environ,
+                "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}",
+                "STATE_DIRECTORY": str(tmp_path),
+            },
         )
     try:
         wait_until(lambda: "server_started" in journal.read_text(), what="server_started")

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
+from lanchatd.admin import MAX_CONNECTIONS
 from tests import admin_helpers
 from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
 from tests.support import wait_until
@@ -223,9 +224,11 @@ def test_stats_count_what_happened(admin_daemon: Daemon, admin_clients: list) ->
         what="bytes out to be counted",
     )
     assert (stats["slow_consumer_drops"], stats["kicks"], stats["bans"]) == (0, 1, 0)
+    assert stats["log_events_lost"] == 0
     text = admin_daemon.ctl("stats").stdout
     for label in ("version", "uptime", "clients", "messages in", "bytes out", "slow consumers"):
         assert label in text
+    assert "log events lost         0" in text
     assert "1 now, 2 at most" in text
 
 
@@ -369,6 +372,17 @@ def test_a_stale_socket_is_exit_3(admin_workdir: Path) -> None:
     result = lanchatctl("--socket", str(path), "stats")
     assert result.returncode == 3
     assert "nothing is listening" in _error_line(result)
+
+
+def test_a_busy_daemon_is_exit_3(admin_daemon: Daemon, admin_clients: list) -> None:
+    """Busy is "cannot reach the daemon now" (3), like a daemon that does not answer."""
+    admin_clients += [admin_daemon.admin() for _ in range(MAX_CONNECTIONS)]
+    result = admin_daemon.ctl("stats")
+    assert result.returncode == 3
+    assert _error_line(result) == (
+        f"lanchatctl: error: lanchatd at {admin_daemon.admin_socket} is busy: "
+        "too many admin connections; try again\n"
+    )
 
 
 def test_socket_from_the_environment_and_flag_precedence(admin_daemon: Daemon) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,24 +16,32 @@ import pytest
 from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, wait_until
 
 
-def run_lanchatd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
+def run_lanchatd(*args: str, state: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run lanchatd to its end, with a state directory of its own unless ``state`` is given."""
+    with tempfile.TemporaryDirectory(prefix="lanchatd-state-") as own:
+        return subprocess.run(
+            [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json", *args],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            check=False,
+            env={**os.environ, "STATE_DIRECTORY": str(state or own)},
+        )
 
 
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
         ("[server]\ncolour = 1\n", "[server] colour: unknown key"),
-        ("[chat]\nport = 1\n", "[chat]: unknown section"),
+        ("[chat]\nport = 1\n", "[chat]: unknown section; sections: server, limits, admin"),
+        ("port = 1\n", "port: a key outside any section; it belongs under [server]"),
+        ("colour = 1\n", "colour: a key outside any section; keys go under a section: [server]"),
         ('[server]\nport = "5001"\n', "[server] port: expected an integer, got str '5001'"),
-        ("[server]\nport = 70000\n", "[server] port: must be from 0 to 65535, got 70000"),
-        ("[limits]\nrate = -1\n", "[limits] rate: must be from 0 and at most 1000000, got -1"),
+        ("[server]\nport = 70000\n", "[server] port: must be between 0 and 65535, got 70000"),
+        ("[limits]\nrate = -1\n", "[limits] rate: must be between 0 and 1000000, got -1"),
+        ("[limits]\nkeepalive = nan\n", "[limits] keepalive: expected a finite number, got nan"),
+        ("[limits]\nrate = inf\n", "[limits] rate: expected a finite number, got inf"),
+        ('[log]\nlevel = "loud"\n', "[log] level: must be one of debug, info, warning, error"),
         ('[server]\nlang = "fr"\n', "[server] lang: must be one of id, en, got str 'fr'"),
         ("[log]\nmessage_text = 1\n", "[log] message_text: expected true or false, got int 1"),
         ("[server\n", "invalid TOML: Expected ']' at the end of a table declaration (at line 1"),
@@ -48,6 +58,36 @@ def test_bad_config_is_one_line_exit_2_before_listening(
     assert result.stderr.startswith(f"lanchatd: error: {path}: {message}")
     assert result.stderr.count("\n") == 1
     assert "server_started" not in result.stderr
+
+
+def test_latin1_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_bytes('[server]\nlang = "id"\n# caf\xe9\n'.encode("latin-1"))
+    result = run_lanchatd("--config", str(path), "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"lanchatd: error: {path}: line 3: byte 0xe9 is not UTF-8; save the file as UTF-8\n"
+    )
+
+
+def test_a_second_daemon_on_the_same_state_directory_exits_2(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = Daemon(env={"STATE_DIRECTORY": str(state)})
+    try:
+        result = run_lanchatd("--port", "0", state=state)
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"lanchatd: error: state directory {state} is in use by another lanchatd "
+            f"(pid {first.process.pid}); give each daemon its own STATE_DIRECTORY\n"
+        )
+    finally:
+        assert first.stop() == 0
+    # The lock dies with its holder, even after kill -9: the next daemon starts.
+    second = Daemon(env={"STATE_DIRECTORY": str(state)})
+    second.process.kill()
+    second.process.wait(WAIT)
+    third = Daemon(env={"STATE_DIRECTORY": str(state)})
+    assert third.stop() == 0
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -157,6 +197,19 @@ def test_sighup_applies_changes_live_and_keeps_clients(tmp_path: Path, clients: 
         assert failed["error"].endswith("[server] lang: must be one of id, en, got int 5")
         alice.send("still up")
         assert alice.line() == "alice: still up"
+
+        path.write_bytes('[server]\nlang = "id"\n# caf\xe9\n'.encode("latin-1"))
+        server.signal(signal.SIGHUP)
+        failed = server.wait_event(
+            "config_reload_failed",
+            error=f"{path}: line 3: byte 0xe9 is not UTF-8; save the file as UTF-8",
+        )
+        alice.send("after latin-1")
+        assert alice.line() == "alice: after latin-1", "lang stayed en, alice stayed connected"
+        carol = LineClient(server.port, "carol")
+        clients.append(carol)
+        assert carol.lines(2) == ["carol joined!", "Connected to the server!"]
+        assert len(server.find("config_reloaded")) == 1
     finally:
         assert server.stop() == 0
 

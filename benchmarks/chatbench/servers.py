@@ -282,7 +282,11 @@ class Lanchatd(Server):
         ]
         root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": root + (os.pathsep + path if path else ""),
+            "STATE_DIRECTORY": str(self._dir),
+        }
         self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,74 @@
+"""The configuration loader in process: every problem is one line naming file, section, key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lanchatd import config
+
+FLOAT_KEYS = [
+    (section, name)
+    for section, keys in config.SCHEMA.items()
+    for name, key in keys.items()
+    if key.field in config._FLOATS
+]
+
+
+def test_there_are_float_keys_to_check() -> None:
+    assert ("limits", "rate") in FLOAT_KEYS
+    assert ("limits", "keepalive") in FLOAT_KEYS
+    assert ("server", "handshake_timeout") in FLOAT_KEYS
+
+
+@pytest.mark.parametrize(("section", "name"), FLOAT_KEYS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_no_float_key_takes_nan_or_infinity(
+    tmp_path: Path, section: str, name: str, value: str
+) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text(f"[{section}]\n{name} = {value}\n")
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path, {})
+    shown = value.lstrip("+")
+    assert str(error.value) == f"{path}: [{section}] {name}: expected a finite number, got {shown}"
+
+
+def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_bytes(b'[server]\n# Jos\xe9\nlang = "en"\n')
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path, {})
+    assert str(error.value) == (f"{path}: line 2: byte 0xe9 is not UTF-8; save the file as UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ("rate = 1\n", "rate: a key outside any section; it belongs under [limits]"),
+        (
+            "colour = 1\n[server]\n",
+            "colour: a key outside any section; keys go under a "
+            "section: [server], [limits], [admin], [log], [tls]",
+        ),
+        ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
+        (
+            "[server]\nhandshake_timeout = 0\n",
+            "[server] handshake_timeout: must be above 0 and at most 3600, got 0",
+        ),
+    ],
+)
+def test_messages_read_plainly(tmp_path: Path, toml: str, problem: str) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text(toml)
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path, {})
+    assert str(error.value) == f"{path}: {problem}"
+
+
+def test_the_log_level_loads(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text('[log]\nlevel = "debug"\n')
+    assert config.load(path, {}).log_level == "debug"
+    assert config.Settings().log_level == "info"
