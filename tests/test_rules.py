@@ -120,7 +120,9 @@ def test_ordinary_names_are_accepted(nick: str) -> None:
         ),
         (
             '/msg "Bob hi there',
-            commands.PrivateMessage('"Bob hi there', (('"bob', 5), ('"bob hi', 8)), '"Bob'),
+            commands.PrivateMessage(
+                '"Bob hi there', ((nick_key('"bob'), 5), (nick_key('"bob hi'), 8)), '"Bob'
+            ),
         ),
         ("/msg bob", commands.Usage("usage_msg")),
         ("/quit", commands.Quit()),
