@@ -30,9 +30,9 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["lanchatd"]):
-    from lanchatd.framing import TOO_LONG, Framing, LineSplitter, split_classic
-    from lanchatd.nicknames import MAX_NICK_CHARS, NickError, parse_nick
-    from lanchatd.protocol import (
+    from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
+    from lanchatd.core.nicknames import MAX_NICK_CHARS, NickError, parse_nick
+    from lanchatd.core.protocol import (
         GREETING,
         MAX_NICK_REPLY,
         ClientProtocol,

@@ -14,7 +14,7 @@ import click
 from click.shell_completion import CompletionItem
 from wcwidth import wcswidth
 
-from lanchatctl.client import (
+from lanchatctl.transport import (
     DENIED,
     REFUSED,
     UNREACHABLE,
@@ -23,8 +23,8 @@ from lanchatctl.client import (
     AdminError,
 )
 from lanchatd import __version__
-from lanchatd.paths import ADMIN_SOCKET_ENV
-from lanchatd.text import sanitize
+from lanchatd.core.paths import ADMIN_SOCKET_ENV
+from lanchatd.core.text import sanitize
 
 _CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -63,7 +63,7 @@ def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
 
 
 def _echo(text: str, *, err: bool = False) -> None:
-    """Print one line for a person, through the one sanitiser (lanchatd.text).
+    """Print one line for a person, through the one sanitiser (lanchatd.core.text).
 
     Nicknames, reasons, chat text and error messages come from the daemon, and whatever
     listens at the socket answers: none of it may drive the admin's terminal. JSON output

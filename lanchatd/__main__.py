@@ -1,5 +1,5 @@
 """``python -m lanchatd`` runs the daemon, as the ``lanchatd`` command does."""
 
-from lanchatd.cli import main
+from lanchatd.daemon.main import main
 
 main()

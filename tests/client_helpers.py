@@ -42,7 +42,7 @@ class Daemon:
         self.start()
 
     def start(self) -> None:
-        command = [sys.executable, "-c", "from lanchatd.cli import main; main()"]
+        command = [sys.executable, "-c", "from lanchatd.daemon.main import main; main()"]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
         command += ["--admin-socket", self.admin_socket]
         self.process = subprocess.Popen(

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from lanchatd.refusals import RefusalLog
+from lanchatd.daemon.refusals import RefusalLog
 from tests.support import WAIT, LineClient, wait_until
 
 SHED = b"NICK*** Terlalu banyak koneksi yang sedang memilih nickname; coba lagi\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from lanchatd.bans import Ban, BanStore, normalize_address
+from lanchatd.daemon.bans import Ban, BanStore, normalize_address
 from tests import admin_helpers
 from tests.admin_helpers import Daemon, refused_connection
 from tests.support import wait_until

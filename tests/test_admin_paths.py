@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd import paths
+from lanchatd.core import paths
 
 
 def test_runtime_directory_and_admin_socket() -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanchatd.client.render import NICK_PALETTE, Renderer, color_wanted, nick_color
-from lanchatd.text import sanitize
+from lanchatd.core.text import sanitize
 
 # Characters a terminal acts on, or that reorder/break what is displayed.
 UNSAFE = re.compile(

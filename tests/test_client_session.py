@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from client_helpers import Daemon, RawUser, free_port, running_daemon
 
-from lanchatd.catalog import Catalog
-from lanchatd.client.connection import (
+from lanchatd.client.link import (
     ConnectError,
     Connection,
     Endpoint,
@@ -27,6 +26,7 @@ from lanchatd.client.connection import (
     removal_notice,
 )
 from lanchatd.client.session import Backoff, Session, Status
+from lanchatd.core.catalog import Catalog
 
 pytestmark = pytest.mark.timeout(60)
 

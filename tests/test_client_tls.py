@@ -30,7 +30,7 @@ from client_helpers import (
 )
 from tls_support import make_certificate
 
-from lanchatd.client.connection import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
+from lanchatd.client.link import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd import config
+from lanchatd.daemon import config
 
 FLOAT_KEYS = [
     (section, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lanchatd import config
+from lanchatd.daemon import config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "lanchatd.example.toml"
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd.bans import Ban
+from lanchatd.daemon.bans import Ban
 from tests import admin_helpers
 from tests.admin_helpers import AdminConnection, lanchatctl, refused_connection
 from tests.admin_helpers import Daemon as AdminDaemon

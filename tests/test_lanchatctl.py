@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
-from lanchatd.admin import MAX_CONNECTIONS
+from lanchatd.daemon.admin import MAX_CONNECTIONS
 from tests import admin_helpers
 from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
 from tests.support import wait_until

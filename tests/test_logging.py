@@ -1,6 +1,6 @@
 """How events reach the daemon's log: all of them, in order, promptly, and never at chat's cost.
 
-The log is written by one writer thread (lanchatd/logs.py); these tests hold the real daemon
+The log is written by one writer thread (lanchatd/daemon/logs.py); these tests hold the real daemon
 to what that promises: every message event is logged, in each sender's order, also when SIGTERM
 comes right after a burst; what was logged is on the stream without a shutdown (so kill -9
 loses at most what was logged in the last moments); and a log stream whose reader is gone

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd import config
+from lanchatd.daemon import config
 
 REPO = Path(__file__).resolve().parents[1]
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -226,7 +226,7 @@ def test_client_and_daemon_are_split(debs: dict[str, Path]) -> None:
     }
     # The code is in one package only.
     assert not any(f.startswith(modules) for f in files["lanchat"] | files["lanchatd"])
-    assert f"{modules}lanchatd/server.py" in files["python3-lanchat"]
+    assert f"{modules}lanchatd/daemon/server.py" in files["python3-lanchat"]
     assert f"{modules}lanchatctl/cli.py" in files["python3-lanchat"]
 
 

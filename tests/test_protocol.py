@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lanchatd.framing import TOO_LONG, Framing, LineSplitter, split_classic
-from lanchatd.protocol import (
+from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
+from lanchatd.core.protocol import (
     GREETING,
     MAX_NICK_REPLY,
     ClientProtocol,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanchatd.framing import TOO_LONG, Framing, LineSplitter
-from lanchatd.protocol import (
+from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter
+from lanchatd.core.protocol import (
     MAX_NICK_REPLY,
     ClientProtocol,
     InvalidUtf8,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lanchatd.connection import KERNEL_BUFFER
+from lanchatd.daemon.reader import KERNEL_BUFFER
 from tests.admin_helpers import lanchatctl
 from tests.support import Daemon, LineClient, join
 from tests.test_faults import daemon_send_buffer

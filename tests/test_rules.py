@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lanchatd import commands
-from lanchatd.nicknames import NickError, nick_key, parse_nick
-from lanchatd.ratelimit import TokenBucket
+from lanchatd.core import commands
+from lanchatd.core.nicknames import NickError, nick_key, parse_nick
+from lanchatd.daemon.ratelimit import TokenBucket
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""lanchatd.systemd against the real protocols.
+"""lanchatd.daemon.systemd against the real protocols.
 
 A real AF_UNIX datagram socket stands in for systemd's notify socket and receives the real
 datagrams; `systemd-socket-activate` (from the systemd package) passes real listening sockets to
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd.systemd import Notifier, listen_fds
+from lanchatd.daemon.systemd import Notifier, listen_fds
 
 REPO = Path(__file__).resolve().parents[1]
 LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -199,7 +199,7 @@ def test_malformed_activation(clean_listen_env: pytest.MonkeyPatch, fds: str, na
 # answering with the socket's name.
 CHILD = """
 import json, os, sys
-from lanchatd.systemd import listen_fds
+from lanchatd.daemon.systemd import listen_fds
 
 groups = listen_fds()
 report = {

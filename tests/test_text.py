@@ -1,4 +1,4 @@
-"""The one sanitiser (lanchatd.text): what others wrote never acts on a terminal or hides."""
+"""The one sanitiser (lanchatd.core.text): what others wrote never acts on a terminal or hides."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanchatd.text import has_hidden, sanitize, to_ascii
+from lanchatd.core.text import has_hidden, sanitize, to_ascii
 
 # Timing is not the subject here, and the machine is shared: no per-example deadline.
 relaxed = settings(deadline=None, max_examples=300)

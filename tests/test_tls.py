@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd.tls import TlsSession
+from lanchatd.daemon.tls import TlsSession
 from tests.support import BIN, WAIT, Daemon, LineClient, join
 from tests.tls_support import make_certificate
 

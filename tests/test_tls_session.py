@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lanchatd.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession, server_context
+from lanchatd.daemon.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession, server_context
 from tests.tls_support import make_certificate
 
 

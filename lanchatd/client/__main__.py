@@ -1,5 +1,5 @@
 """``python -m lanchatd.client``: the same as the ``lanchat`` command."""
 
-from lanchatd.client.cli import main
+from lanchatd.client.main import main
 
 main(prog_name="lanchat")

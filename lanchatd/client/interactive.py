@@ -20,7 +20,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import ColorDepth
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from lanchatd.client.connection import (
+from lanchatd.client.link import (
     ConnectError,
     Connection,
     Endpoint,
@@ -32,8 +32,8 @@ from lanchatd.client.connection import (
 from lanchatd.client.render import Renderer
 from lanchatd.client.session import MAX_HELD, Sent, Session, Status, sendable
 from lanchatd.client.words import say
-from lanchatd.commands import Quit, parse_command
-from lanchatd.text import sanitize
+from lanchatd.core.commands import Quit, parse_command
+from lanchatd.core.text import sanitize
 
 
 async def run(endpoint: Endpoint, nick: str | None, renderer: Renderer) -> int:

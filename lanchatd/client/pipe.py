@@ -14,10 +14,10 @@ import sys
 import threading
 from typing import Final, TextIO
 
-from lanchatd.client.connection import ConnectError, Endpoint, Refused, join
+from lanchatd.client.link import ConnectError, Endpoint, Refused, join
 from lanchatd.client.session import Session, Status
 from lanchatd.client.words import say
-from lanchatd.text import sanitize
+from lanchatd.core.text import sanitize
 
 #: How long a lost connection may stay lost before a script is told it failed.
 GIVE_UP_AFTER: Final = 30.0

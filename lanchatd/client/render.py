@@ -1,7 +1,7 @@
 """Turning received lines into safe terminal text.
 
 Everything another user typed reaches our terminal, so nothing they send may be interpreted
-by it: every line goes through the one sanitiser (lanchatd.text), which shows control
+by it: every line goes through the one sanitiser (lanchatd.core.text), which shows control
 characters, escape sequences and invisible or reordering Unicode as visible text (``ESC``
 becomes ``^[`` as in ``cat -v``), even if a server let them through. Colour is added only
 by us, after sanitising, and only when wanted (a terminal, and no ``NO_COLOR``). Each kind
@@ -16,8 +16,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Final
 
-from lanchatd.protocol import LineKind, ReceivedLine, classify_line
-from lanchatd.text import sanitize
+from lanchatd.core.protocol import LineKind, ReceivedLine, classify_line
+from lanchatd.core.text import sanitize
 
 
 def color_wanted(environ: Mapping[str, str] | None = None) -> bool:

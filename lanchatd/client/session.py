@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.client.connection import (
+from lanchatd.client.link import (
     ConnectError,
     Connection,
     Endpoint,
@@ -33,8 +33,8 @@ from lanchatd.client.connection import (
     removal_notice,
 )
 from lanchatd.client.words import messages, say
-from lanchatd.commands import Quit, parse_command
-from lanchatd.text import sanitize
+from lanchatd.core.commands import Quit, parse_command
+from lanchatd.core.text import sanitize
 
 #: A connection that stays completely silent this long while a line awaits its echo is
 #: taken for dead (a network drop can leave TCP believing it is open for many minutes).
@@ -252,7 +252,7 @@ class Session:
             if text.startswith(f"/msg {self.nick} {_SYNC_PREFIX}"):
                 return _Outgoing(line, f"*{self.nick}* {text.split(' ')[-1]}")
             return _Outgoing(line, None, quits=isinstance(parse_command(text), Quit))
-        # The server relays it made safe to show (lanchatd.text): that is the echo to expect.
+        # The server relays it made safe to show (lanchatd.core.text): that is the echo to expect.
         return _Outgoing(line, sanitize(f"{self.nick}: {text}"))
 
     def _transmit(self, conn: Connection, item: _Outgoing) -> None:

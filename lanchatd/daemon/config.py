@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd.catalog import LANGUAGES
-from lanchatd.logs import LEVELS
+from lanchatd.core.catalog import LANGUAGES
+from lanchatd.daemon.logs import LEVELS
 
 LOG_FORMATS: Final = ("auto", "json", "console")
 

@@ -16,8 +16,8 @@ import time
 from collections import deque
 from typing import Any
 
-from lanchatd.framing import Framing
-from lanchatd.tls import TlsSession
+from lanchatd.core.framing import Framing
+from lanchatd.daemon.tls import TlsSession
 
 
 class Peer:

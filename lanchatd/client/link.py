@@ -1,6 +1,6 @@
 """One connection to the daemon: connect, answer ``NICK``, be let in or told why not.
 
-Sans-IO parsing stays in :mod:`lanchatd.protocol`; this is the asyncio glue around it, and the
+Sans-IO parsing stays in :mod:`lanchatd.core.protocol`; this is the asyncio glue around it, and the
 reading of refusals (a taken nickname, a full server, a ban) into one-line reasons.
 Where the server is and whether to speak TLS to it travel together as one :class:`Endpoint`.
 """
@@ -15,9 +15,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.catalog import CATALOGUES, LANGUAGES
 from lanchatd.client.words import say
-from lanchatd.protocol import GREETING, ClientProtocol, Line, NickRequested, ProtocolError
+from lanchatd.core.catalog import CATALOGUES, LANGUAGES
+from lanchatd.core.protocol import GREETING, ClientProtocol, Line, NickRequested, ProtocolError
 
 DEFAULT_PORT: Final = 5001
 CONNECT_TIMEOUT: Final = 10.0

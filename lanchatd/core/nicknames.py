@@ -4,7 +4,7 @@ Two names are the same when they look the same: the identity of a nickname is it
 confusable skeleton (Unicode TR39, as ergo does for IRC), so ``alice`` with a Cyrillic
 ``a`` (U+0430), in fullwidth or in mathematical letters cannot join beside ``alice``, and
 ``kick alice`` means the one that is here. Invisible characters are refused outright
-(lanchatd.text).
+(lanchatd.core.text).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Final
 
 from confusable_homoglyphs.utils import path  # type: ignore[import-untyped]
 
-from lanchatd.text import has_hidden
+from lanchatd.core.text import has_hidden
 
 MAX_NICK_CHARS: Final = 32
 

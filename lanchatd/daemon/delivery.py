@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from lanchatd.framing import Framing
-from lanchatd.peer import Peer
-from lanchatd.tls import TlsError
+from lanchatd.core.framing import Framing
+from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.tls import TlsError
 
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 #: How long a departing client (``/quit``, kicked, shutdown) may take to receive its last lines.

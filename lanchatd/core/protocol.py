@@ -15,8 +15,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.catalog import CATALOGUES, LANGUAGES
-from lanchatd.framing import TOO_LONG, Framing, LineSplitter, split_classic
+from lanchatd.core.catalog import CATALOGUES, LANGUAGES
+from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
 
 GREETING: Final = b"NICK"
 #: Longest nickname reply buffered while waiting for its end (32 characters of 4 bytes each,

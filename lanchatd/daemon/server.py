@@ -22,18 +22,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd import config, interfaces, logs, paths
-from lanchatd.admin import AdminListener, AdminServer
-from lanchatd.bans import BanStore, until_text
-from lanchatd.config import Settings
-from lanchatd.connection import configure_socket, serve
-from lanchatd.delivery import CLOSE_GRACE
-from lanchatd.framing import Framing
-from lanchatd.peer import Peer
-from lanchatd.refusals import RefusalLog
-from lanchatd.room import Room
-from lanchatd.systemd import Notifier
-from lanchatd.tls import TlsError, server_context
+from lanchatd.core import paths
+from lanchatd.core.framing import Framing
+from lanchatd.daemon import config, interfaces, logs
+from lanchatd.daemon.admin import AdminListener, AdminServer
+from lanchatd.daemon.bans import BanStore, until_text
+from lanchatd.daemon.config import Settings
+from lanchatd.daemon.delivery import CLOSE_GRACE
+from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.reader import configure_socket, serve
+from lanchatd.daemon.refusals import RefusalLog
+from lanchatd.daemon.room import Room
+from lanchatd.daemon.systemd import Notifier
+from lanchatd.daemon.tls import TlsError, server_context
 
 #: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
 THREAD_STACK_BYTES: Final = 512 * 1024

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lanchatd import commands
-from lanchatd.catalog import Catalog
-from lanchatd.config import Settings
-from lanchatd.delivery import Delivery
-from lanchatd.nicknames import nick_key
-from lanchatd.peer import Peer
+from lanchatd.core import commands
+from lanchatd.core.catalog import Catalog
+from lanchatd.core.nicknames import nick_key
+from lanchatd.daemon.config import Settings
+from lanchatd.daemon.delivery import Delivery
+from lanchatd.daemon.peer import Peer
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
 #: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.

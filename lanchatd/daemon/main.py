@@ -10,11 +10,13 @@ from typing import NoReturn
 
 import click
 
-from lanchatd import __version__, config, logs, paths, systemd
-from lanchatd.admin import AdminListener, AdminSocketError, open_admin_socket
-from lanchatd.catalog import LANGUAGES
-from lanchatd.server import ListenError, Server, open_listener
-from lanchatd.tls import TlsError, server_context
+from lanchatd import __version__
+from lanchatd.core import paths
+from lanchatd.core.catalog import LANGUAGES
+from lanchatd.daemon import config, logs, systemd
+from lanchatd.daemon.admin import AdminListener, AdminSocketError, open_admin_socket
+from lanchatd.daemon.server import ListenError, Server, open_listener
+from lanchatd.daemon.tls import TlsError, server_context
 
 
 def _fail(message: str, status: int) -> NoReturn:

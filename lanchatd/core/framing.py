@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from lanchatd.text import sanitize, to_ascii
+from lanchatd.core.text import sanitize, to_ascii
 
 
 class Framing(enum.Enum):
@@ -25,7 +25,7 @@ class Framing(enum.Enum):
         return data + b"\n" if self is Framing.LINE else data
 
     def encode_safe(self, text: str) -> bytes:
-        """Encode a line the server sends, made safe to show first (lanchatd.text).
+        """Encode a line the server sends, made safe to show first (lanchatd.core.text).
 
         Every line the server sends may hold text someone else wrote. Classic mode is ASCII
         only: the original tutorial client decodes what it receives as ASCII and drops the

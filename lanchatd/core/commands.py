@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lanchatd.nicknames import MAX_NICK_CHARS, nick_key
+from lanchatd.core.nicknames import MAX_NICK_CHARS, nick_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from lanchatd import commands
-from lanchatd.framing import Framing
-from lanchatd.nicknames import MAX_NICK_CHARS, NickError, parse_nick
-from lanchatd.peer import Peer
-from lanchatd.protocol import (
+from lanchatd.core import commands
+from lanchatd.core.framing import Framing
+from lanchatd.core.nicknames import MAX_NICK_CHARS, NickError, parse_nick
+from lanchatd.core.protocol import (
     GREETING,
     InvalidUtf8,
     LineTooLong,
@@ -28,9 +27,10 @@ from lanchatd.protocol import (
     ServerEvent,
     ServerProtocol,
 )
-from lanchatd.ratelimit import TokenBucket
-from lanchatd.room import Room
-from lanchatd.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession
+from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.ratelimit import TokenBucket
+from lanchatd.daemon.room import Room
+from lanchatd.daemon.tls import TLS_HANDSHAKE_BYTE, TlsError, TlsSession
 
 #: How long a nickname reply without a newline may wait for one before it counts as classic;
 #: each further byte restarts it (within the handshake timeout).

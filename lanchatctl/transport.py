@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd import paths
+from lanchatd.core import paths
 
 PROTOCOL_VERSION: Final = 1
 #: How long to wait for the daemon to answer; reload may take a moment, the rest is instant.

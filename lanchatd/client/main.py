@@ -12,7 +12,7 @@ import click
 
 from lanchatd import __version__
 from lanchatd.client import interactive, pipe
-from lanchatd.client.connection import (
+from lanchatd.client.link import (
     DEFAULT_PORT,
     Endpoint,
     nick_problem,

@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from lanchatd import __version__, logs, paths
-from lanchatd.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
-from lanchatd.framing import TOO_LONG, LineSplitter
-from lanchatd.nicknames import nick_key
+from lanchatd import __version__
+from lanchatd.core import paths
+from lanchatd.core.framing import TOO_LONG, LineSplitter
+from lanchatd.core.nicknames import nick_key
+from lanchatd.daemon import logs
+from lanchatd.daemon.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
 
 if TYPE_CHECKING:
-    from lanchatd.server import Server
+    from lanchatd.daemon.server import Server
 
 PROTOCOL_VERSION: Final = 1
 #: Longest request line; anything longer is answered with ``request_too_large`` and skipped.

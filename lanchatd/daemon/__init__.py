@@ -1,0 +1,1 @@
+"""The daemon: listener, room, delivery, reader threads, admin server, config and logging."""
