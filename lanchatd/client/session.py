@@ -153,10 +153,6 @@ class Session:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
-    @property
     def done(self) -> bool:
         return self._done.is_set()
 

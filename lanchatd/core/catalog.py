@@ -113,10 +113,9 @@ CATALOGUES: Final = MappingProxyType({"en": MappingProxyType(_EN), "id": Mapping
 class Catalog:
     """Formats catalogue strings in one language; swapped as a whole on reload."""
 
-    __slots__ = ("_strings", "lang")
+    __slots__ = ("_strings",)
 
     def __init__(self, lang: str) -> None:
-        self.lang = lang
         self._strings = CATALOGUES[lang]
 
     def __call__(self, key: str, /, **fields: object) -> str:
