@@ -31,22 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 with atheris.instrument_imports(include=["lanchatd"]):
     from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
+    from lanchatd.core.lines import ReceivedLine, classify_line
     from lanchatd.core.nicknames import MAX_NICK_CHARS, NickError, parse_nick
     from lanchatd.core.protocol import (
         GREETING,
         MAX_NICK_REPLY,
-        ClientProtocol,
+        ClientConnection,
+        ClientState,
         HandshakeState,
         InvalidUtf8,
         Line,
         LineTooLong,
         Message,
+        Nick,
         NickReply,
         NickRequested,
         ProtocolError,
-        ReceivedLine,
-        ServerProtocol,
-        classify_line,
+        ServerConnection,
     )
 
 MAX_CUTS = 24
@@ -186,7 +187,7 @@ def fuzz_server(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
     stream = fdp.ConsumeBytes(fdp.remaining_bytes())
     reads = cut(stream, cuts)
     grace_after = {i for i in range(len(reads)) if grace_bits >> i & 1}
-    server = ServerProtocol(limit)
+    server = ServerConnection(limit)
     events: list[object] = []
     for index, chunk in enumerate(reads):
         events += server.receive_data(chunk)
@@ -221,7 +222,7 @@ def fuzz_round_trip(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
     nick = take_text(fdp, 40).replace("\n", "").replace("\r", "")
     texts = [take_text(fdp, 2 * limit) for _ in range(fdp.ConsumeIntInRange(0, 8))]
     cuts = take_cuts(fdp)
-    server = ServerProtocol(limit)
+    server = ServerConnection(limit)
     events: list[object] = []
     if classic:
         # The original tutorial client: the bare nickname, then one message per send.
@@ -235,8 +236,10 @@ def fuzz_round_trip(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
         sent = texts
     else:
         # Our own client (and netcat): a nickname line, then message lines, cut anyhow.
-        wire = ClientProtocol.send_nick(nick)
-        wire += b"".join(ClientProtocol.send_message(t) for t in texts)
+        client = ClientConnection()
+        client.receive_data(GREETING)
+        wire = client.send(Nick(nick))
+        wire += b"".join(client.send(Message(t)) for t in texts)
         for piece in cut(wire, cuts):
             events += server.receive_data(piece)
         sent = [t.replace("\r", " ").replace("\n", " ") for t in texts]
@@ -251,7 +254,7 @@ def fuzz_client(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
     cuts = take_cuts(fdp)
     body = fdp.ConsumeBytes(fdp.remaining_bytes())
     stream = GREETING + body if greet else body
-    client = ClientProtocol(limit)
+    client = ClientConnection(limit)
     events: list[object] = []
     for piece in cut(stream, cuts):
         new = client.receive_data(piece)
@@ -259,7 +262,7 @@ def fuzz_client(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
         assert client._splitter.buffered <= limit + 1
         if any(isinstance(e, ProtocolError) for e in new):
             break  # the real client gives up on a peer that does not speak the protocol
-        if not client._greeted:
+        if client.state is ClientState.AWAIT_GREETING:
             assert GREETING.startswith(client._pending)
     errors = [e for e in events if isinstance(e, ProtocolError)]
     if stream.startswith(GREETING):
@@ -286,7 +289,7 @@ def fuzz_client_round_trip(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
     texts = [t.replace("\n", " ").replace("\r", " ") for t in texts]
     cuts = take_cuts(fdp)
     wire = GREETING + b"".join(Framing.LINE.encode(t) for t in texts)
-    client = ClientProtocol(limit)
+    client = ClientConnection(limit)
     events: list[object] = []
     for piece in cut(wire, cuts):
         events += client.receive_data(piece)

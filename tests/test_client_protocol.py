@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanchatd.core.catalog import LANGUAGES, Catalog
+from lanchatd.core.lines import LineKind, ReceivedLine, classify_line
 from lanchatd.core.nicknames import NickError, parse_nick
-from lanchatd.core.protocol import LineKind, ReceivedLine, classify_line
 
 # Timing is not the subject here, and the machine is shared: no per-example deadline.
 relaxed = settings(deadline=None)

@@ -23,10 +23,10 @@ from lanchatd.client.link import (
     Refused,
     join,
     nick_problem,
-    removal_notice,
 )
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
+from lanchatd.core.lines import REMOVALS, refusal_key
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,7 +90,7 @@ def test_join_and_refusal(daemon: Daemon) -> None:
         while len(lines) < 2:
             more = await first.read(5)
             assert more is not None
-            lines += more
+            lines += [event.text for event in more]
         assert lines == ["alice Bergabung!", "Terkoneksi dengan Server!"]
         again = await join(Endpoint("127.0.0.1", daemon.port), "ALICE")
         assert again == Refused("*** Nickname ditolak: ALICE sudah dipakai")
@@ -143,7 +143,7 @@ def test_join_something_that_is_not_lanchat() -> None:
 
 def test_a_ban_is_final() -> None:
     line = Catalog("en")("banned_you", reason="spam")
-    assert removal_notice(line)
+    assert refusal_key(line) in REMOVALS
     peer = ScriptedPeer(lambda conn: conn.sendall(line.encode() + b"\n"))
 
     async def scenario() -> None:

@@ -8,15 +8,16 @@ from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
 from lanchatd.core.protocol import (
     GREETING,
     MAX_NICK_REPLY,
-    ClientProtocol,
+    ClientConnection,
     InvalidUtf8,
     Line,
     LineTooLong,
     Message,
+    Nick,
     NickReply,
     NickRequested,
     ProtocolError,
-    ServerProtocol,
+    ServerConnection,
 )
 
 
@@ -49,14 +50,14 @@ def test_classic_read_is_one_message_but_newlines_still_split() -> None:
 
 
 def test_line_reply_selects_line_mode_and_keeps_following_lines() -> None:
-    server = ServerProtocol(4096)
+    server = ServerConnection(4096)
     events = server.receive_data(b"alice\r\nhello\npartial")
     assert events == [NickReply(b"alice\r", Framing.LINE), Message("hello")]
     assert server.receive_data(b" line\n") == [Message("partial line")]
 
 
 def test_reply_without_newline_waits_for_grace_then_is_classic() -> None:
-    server = ServerProtocol(4096)
+    server = ServerConnection(4096)
     assert server.receive_data(b"alice") == []
     assert server.awaiting_grace
     assert server.receive_data(b"alice: early") == []
@@ -66,51 +67,51 @@ def test_reply_without_newline_waits_for_grace_then_is_classic() -> None:
 
 
 def test_reply_split_across_reads_is_still_line_mode() -> None:
-    server = ServerProtocol(4096)
+    server = ServerConnection(4096)
     assert server.receive_data(b"ali") == []
     assert server.receive_data(b"ce\n") == [NickReply(b"alice", Framing.LINE)]
     assert server.grace_expired() == []
 
 
 def test_oversized_reply_without_newline_ends_the_handshake() -> None:
-    server = ServerProtocol(4096)
+    server = ServerConnection(4096)
     events = server.receive_data(b"x" * (MAX_NICK_REPLY + 1))
     assert events == [NickReply(b"x" * (MAX_NICK_REPLY + 1), Framing.CLASSIC)]
 
 
 def test_bad_lines_become_error_events() -> None:
-    server = ServerProtocol(64)
+    server = ServerConnection(64)
     server.receive_data(b"bob\n")
     events = server.receive_data(b"\xff\xfe\n" + b"y" * 65 + b"\nok\n")
     assert events == [InvalidUtf8(), LineTooLong(64), Message("ok")]
 
 
 def test_classic_long_read_is_refused() -> None:
-    server = ServerProtocol(64)
+    server = ServerConnection(64)
     server.receive_data(b"bob")
     server.grace_expired()
     assert server.receive_data(b"z" * 65) == [LineTooLong(64)]
 
 
 def test_client_and_server_talk_in_memory() -> None:
-    server = ServerProtocol(4096)
-    client = ClientProtocol()
+    server = ServerConnection(4096)
+    client = ClientConnection()
     assert client.receive_data(GREETING[:2]) == []
     assert client.receive_data(GREETING[2:]) == [NickRequested()]
-    assert server.receive_data(client.send_nick("José")) == [
+    assert server.receive_data(client.send(Nick("José"))) == [
         NickReply("José".encode(), Framing.LINE)
     ]
-    assert server.receive_data(client.send_message("two\nlines")) == [Message("two lines")]
+    assert server.receive_data(client.send(Message("two\nlines"))) == [Message("two lines")]
     assert client.receive_data(Framing.LINE.encode("José Bergabung!")) == [Line("José Bergabung!")]
 
 
 def test_client_reports_a_peer_that_is_not_lanchatd() -> None:
-    assert ClientProtocol().receive_data(b"SSH-2.0") == [ProtocolError(b"SSH-2.0")]
-    assert ClientProtocol().receive_data(b"HT") == [ProtocolError(b"HT")]
+    assert ClientConnection().receive_data(b"SSH-2.0") == [ProtocolError(b"SSH-2.0")]
+    assert ClientConnection().receive_data(b"HT") == [ProtocolError(b"HT")]
 
 
 def test_client_replaces_invalid_bytes_instead_of_failing() -> None:
-    client = ClientProtocol()
+    client = ClientConnection()
     client.receive_data(GREETING)
     assert client.receive_data(b"a\xffb\n") == [Line("a\ufffdb")]
 

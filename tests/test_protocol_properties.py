@@ -7,13 +7,15 @@ from hypothesis import strategies as st
 
 from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter
 from lanchatd.core.protocol import (
+    GREETING,
     MAX_NICK_REPLY,
-    ClientProtocol,
+    ClientConnection,
     InvalidUtf8,
     LineTooLong,
     Message,
+    Nick,
     NickReply,
-    ServerProtocol,
+    ServerConnection,
 )
 
 LIMIT = 64
@@ -60,7 +62,7 @@ def test_valid_lines_round_trip_exactly_whatever_the_splits(
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=600), min_size=1, max_size=12), st.booleans())
 def test_server_protocol_never_raises_on_hostile_reads(reads: list[bytes], grace: bool) -> None:
-    server = ServerProtocol(LIMIT)
+    server = ServerConnection(LIMIT)
     events = []
     for index, chunk in enumerate(reads):
         events.extend(server.receive_data(chunk))
@@ -84,8 +86,10 @@ def test_server_protocol_never_raises_on_hostile_reads(reads: list[bytes], grace
 def test_line_client_messages_reach_the_server_intact(
     nick: str, texts: list[str], cuts: list[int]
 ) -> None:
-    server = ServerProtocol(4096)
-    wire = ClientProtocol.send_nick(nick) + b"".join(ClientProtocol.send_message(t) for t in texts)
+    server = ServerConnection(4096)
+    client = ClientConnection()
+    client.receive_data(GREETING)
+    wire = client.send(Nick(nick)) + b"".join(client.send(Message(t)) for t in texts)
     events = []
     for piece in splits(wire, cuts):
         events.extend(server.receive_data(piece))
@@ -96,6 +100,6 @@ def test_line_client_messages_reach_the_server_intact(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0), max_size=20))
 def test_client_protocol_never_raises(data: bytes, cuts: list[int]) -> None:
-    client = ClientProtocol(max_line_bytes=LIMIT)
+    client = ClientConnection(max_line_bytes=LIMIT)
     for piece in splits(b"NICK" + data, cuts):
         client.receive_data(piece)

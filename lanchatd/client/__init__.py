@@ -1,6 +1,6 @@
 """``lanchat``: the terminal chat client.
 
-``connection`` joins the room (the protocol core is :mod:`lanchatd.core.protocol`), ``session``
+``link`` joins the room (the protocol core is :mod:`lanchatd.core.protocol`), ``session``
 stays joined (reconnects, confirms delivery), ``render`` makes received text safe and readable,
 ``interactive`` and ``pipe`` are the two front ends (a person at a terminal; a script), and
 ``cli`` picks between them.

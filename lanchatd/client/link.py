@@ -1,7 +1,8 @@
 """One connection to the daemon: connect, answer ``NICK``, be let in or told why not.
 
-Sans-IO parsing stays in :mod:`lanchatd.core.protocol`; this is the asyncio glue around it, and the
-reading of refusals (a taken nickname, a full server, a ban) into one-line reasons.
+The protocol itself is :class:`lanchatd.core.protocol.ClientConnection`, which also tells
+refusals and removals apart by catalogue key; this is the asyncio glue around it, and the
+wording of refusals (a taken nickname, a full server, a ban) as one-line reasons.
 Where the server is and whether to speak TLS to it travel together as one :class:`Endpoint`.
 """
 
@@ -16,8 +17,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from lanchatd.client.words import say
-from lanchatd.core.catalog import CATALOGUES, LANGUAGES
-from lanchatd.core.protocol import GREETING, ClientProtocol, Line, NickRequested, ProtocolError
+from lanchatd.core.lines import REMOVALS, refusal_key
+from lanchatd.core.protocol import (
+    GREETING,
+    ClientConnection,
+    ClientEvent,
+    EndOfStream,
+    Line,
+    Message,
+    Nick,
+    NickRequested,
+    ProtocolError,
+    Refusal,
+    Removal,
+)
 
 DEFAULT_PORT: Final = 5001
 CONNECT_TIMEOUT: Final = 10.0
@@ -26,28 +39,6 @@ TLS_CLOSE_TIMEOUT: Final = 2.0
 #: After a failed TLS handshake, how long a plain connection may take to show ``NICK``.
 PLAIN_PROBE_TIMEOUT: Final = 3.0
 _RECV_SIZE: Final = 65536
-
-
-def _catalogue_prefixes(*keys: str) -> tuple[str, ...]:
-    """The fixed start of some server lines, in every language (absent keys are skipped)."""
-    return tuple(
-        template.partition("{")[0]
-        for lang in LANGUAGES
-        for key in keys
-        if (template := CATALOGUES[lang].get(key))
-    )
-
-
-#: Lines telling this client it was put out of the room (kicked, banned): coming straight
-#: back would defeat the administrator, so the client does not reconnect after these.
-_REMOVED: Final = _catalogue_prefixes("kicked_you", "banned_you", "banned_you_until")
-#: The line a TLS port sends a plaintext client (after waiting a few seconds for TLS).
-_TLS_REQUIRED: Final = _catalogue_prefixes("tls_required")
-
-
-def removal_notice(line: str) -> bool:
-    """True if ``line`` tells this client it was kicked or banned."""
-    return bool(_REMOVED) and line.startswith(_REMOVED)
 
 
 class ConnectError(Exception):
@@ -140,7 +131,7 @@ def tls_context(cafile: str | None = None, *, verify: bool = True) -> ssl.SSLCon
 
 class Connection:
     """One joined connection (TCP, or TLS over TCP): bytes in through
-    :class:`ClientProtocol`, lines out."""
+    :class:`ClientConnection`, lines (and a removal, if it comes) out."""
 
     __slots__ = ("_protocol", "_reader", "_writer", "pending")
 
@@ -148,8 +139,8 @@ class Connection:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: ClientProtocol,
-        pending: list[str],
+        protocol: ClientConnection,
+        pending: list[Line | Removal],
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -163,7 +154,7 @@ class Connection:
         tls = self._writer.get_extra_info("ssl_object")
         return tls.version() if tls is not None else None
 
-    async def read(self, timeout: float | None = None) -> list[str] | None:
+    async def read(self, timeout: float | None = None) -> list[Line | Removal] | None:
         """The next received lines; None once the connection has ended.
 
         Raises TimeoutError when nothing at all arrives within ``timeout`` seconds.
@@ -178,16 +169,16 @@ class Connection:
                 raise
             except (ConnectionError, OSError):
                 return None
-            if not data:
-                return None
-            lines = [e.text for e in self._protocol.receive_data(data) if isinstance(e, Line)]
+            lines = _lines(self._protocol.receive_data(data))
             if lines:
                 return lines
+            if not data:
+                return None
 
     def write(self, text: str) -> None:
         """Queue one line (newlines inside become spaces); a dead connection is ignored here."""
         if not self._writer.is_closing():
-            self._writer.write(ClientProtocol.send_message(text))
+            self._writer.write(self._protocol.send(Message(text)))
 
     async def drain(self) -> None:
         """Wait until the kernel has taken what was written (back-pressure for big inputs)."""
@@ -278,7 +269,7 @@ class Greeted:
         endpoint: Endpoint,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: ClientProtocol,
+        protocol: ClientConnection,
     ) -> None:
         self.endpoint = endpoint
         self._reader = reader
@@ -439,15 +430,14 @@ def _reason(error: OSError) -> str:
 
 async def _greeting(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, where: str
-) -> ClientProtocol:
+) -> ClientConnection:
     """Read until the server asks for a nickname; the protocol state to go on with."""
     _tune(writer)
-    protocol = ClientProtocol()
+    protocol = ClientConnection()
     while True:
-        data = await _receive(reader, where)
-        if not data:
-            raise ConnectError(say("closed_before_join", where=where))
-        for event in protocol.receive_data(data):
+        for event in protocol.receive_data(await _receive(reader, where)):
+            if isinstance(event, EndOfStream):
+                raise ConnectError(say("closed_before_join", where=where))
             if isinstance(event, NickRequested):
                 return protocol
             if isinstance(event, ProtocolError):
@@ -458,26 +448,30 @@ async def _greeting(
 async def _admission(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    protocol: ClientProtocol,
+    protocol: ClientConnection,
     nick: str,
     endpoint: Endpoint,
 ) -> Connection | Refused:
     """Answer ``NICK``; then the first line is our own join, or a refusal and the close."""
-    writer.write(ClientProtocol.send_nick(nick))
-    refusal: str | None = None
+    writer.write(protocol.send(Nick(nick)))
+    refusal: Refusal | None = None
     while True:
-        data = await _receive(reader, str(endpoint))
-        if not data:
-            if refusal is not None:
+        events = protocol.receive_data(await _receive(reader, str(endpoint)))
+        for index, event in enumerate(events):
+            if isinstance(event, Refusal):
+                refusal = event
+            elif isinstance(event, EndOfStream) and refusal is not None:
                 writer.transport.abort()
-                return Refused(refusal)
-            raise ConnectError(say("closed_before_join", where=endpoint))
-        lines = [e.text for e in protocol.receive_data(data) if isinstance(e, Line)]
-        for index, text in enumerate(lines):
-            if refusal is None and text.startswith("*"):
-                refusal = text
-            elif refusal is None:
-                return Connection(reader, writer, protocol, lines[index:])
+                return Refused(refusal.text)
+            elif isinstance(event, EndOfStream):
+                raise ConnectError(say("closed_before_join", where=endpoint))
+            elif isinstance(event, Line):
+                return Connection(reader, writer, protocol, _lines(events[index:]))
+
+
+def _lines(events: list[ClientEvent]) -> list[Line | Removal]:
+    """What a joined client shows (and acts on) of the events."""
+    return [event for event in events if isinstance(event, Line | Removal)]
 
 
 async def _receive(reader: asyncio.StreamReader, where: str) -> bytes:
@@ -496,10 +490,11 @@ async def _not_lanchat(
             while len(received) < 1024 and (more := await reader.read(1024)):
                 received += more
     first = received.decode(errors="replace").partition("\n")[0].strip()
-    if _TLS_REQUIRED and first.startswith(_TLS_REQUIRED):
+    key = refusal_key(first)
+    if key == "tls_required":
         return say("tls_only", where=where, line=first), True
     if first.startswith("*"):
-        return say("refused_connection", where=where, line=first), removal_notice(first)
+        return say("refused_connection", where=where, line=first), key in REMOVALS
     return say("not_lanchat", where=where), False
 
 

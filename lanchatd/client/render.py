@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Final
 
-from lanchatd.core.protocol import LineKind, ReceivedLine, classify_line
+from lanchatd.core.lines import LineKind, ReceivedLine, classify_line
 from lanchatd.core.text import sanitize
 
 

@@ -25,15 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.client.link import (
-    ConnectError,
-    Connection,
-    Endpoint,
-    join,
-    removal_notice,
-)
+from lanchatd.client.link import ConnectError, Connection, Endpoint, join
 from lanchatd.client.words import messages, say
 from lanchatd.core.commands import Quit, parse_command
+from lanchatd.core.lines import chat_prefix, own_words
+from lanchatd.core.protocol import Line, Removal
 from lanchatd.core.text import sanitize
 
 #: A connection that stays completely silent this long while a line awaits its echo is
@@ -241,7 +237,7 @@ class Session:
 
     def _outgoing(self, line: str) -> _Outgoing:
         wire = line.replace("\r", " ").replace("\n", " ")
-        text = wire.removeprefix(f"{self.nick}: ")
+        text = own_words(self.nick, wire)
         if not text.strip():
             return _Outgoing(line, None)
         if text.startswith("/"):
@@ -249,7 +245,7 @@ class Session:
                 return _Outgoing(line, f"*{self.nick}* {text.split(' ')[-1]}")
             return _Outgoing(line, None, quits=isinstance(parse_command(text), Quit))
         # The server relays it made safe to show (lanchatd.core.text): that is the echo to expect.
-        return _Outgoing(line, sanitize(f"{self.nick}: {text}"))
+        return _Outgoing(line, sanitize(chat_prefix(self.nick) + text))
 
     def _transmit(self, conn: Connection, item: _Outgoing) -> None:
         conn.write(item.line)
@@ -265,10 +261,11 @@ class Session:
         if self._conn is not None and not self._unconfirmed and not self._held:
             self._settled.set()
 
-    def _receive(self, raw: str) -> None:
-        if raw.startswith("*") and removal_notice(raw):
+    def _receive(self, event: Line | Removal) -> None:
+        raw = event.text
+        if isinstance(event, Removal):
             self._removed = raw
-        if raw.startswith(f"{self.nick}: ") or raw in self._sync_echoes:
+        if raw.startswith(chat_prefix(self.nick)) or raw in self._sync_echoes:
             for index, item in enumerate(self._unconfirmed):
                 if item.echo == raw:
                     for _ in range(index + 1):
@@ -343,8 +340,8 @@ class Session:
             if lines is None:
                 return
             last_heard = loop.time()
-            for raw in lines:
-                self._receive(raw)
+            for event in lines:
+                self._receive(event)
 
     def _lost(self) -> None:
         """The connection ended: whatever was not confirmed goes back to the head of the line."""
@@ -397,8 +394,8 @@ class Session:
         self._conn = conn
         self._connected.set()
         self._status("info", say("reconnected", where=self._where, nick=self.nick))
-        for raw in conn.pending:
-            self._receive(raw)
+        for event in conn.pending:
+            self._receive(event)
         conn.pending = []
         held, self._held = self._held, deque()
         resent = sum(1 for item in held if item.tried and not self._is_sync(item))

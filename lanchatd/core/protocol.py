@@ -1,12 +1,16 @@
-"""The chat wire protocol, sans-IO: bytes in, events out; no sockets, no clocks.
+"""The chat wire protocol, sans-IO and symmetric: bytes in, events out, events in, bytes out.
 
-The daemon, the ``lanchat`` client and the tests all drive these objects, so there is one
-implementation of the handshake and the framing. See docs/protocol.md for the contract.
+Each side is one object, as in h11: :class:`ServerConnection` and :class:`ClientConnection`
+both take what was read with ``receive_data(bytes)`` (``b""`` is the end of the stream, an
+:class:`EndOfStream` event) and turn the events they mean to say into bytes with
+``send(event)``. The daemon, the ``lanchat`` client and the tests all drive these objects,
+so there is one implementation of the handshake and the framing. A new framing (WebSocket)
+or new events (message ids) join here. See docs/protocol.md for the contract.
 
 Handshake: the server sends ``NICK`` (4 bytes, no newline). A reply ending in a newline
 selects line mode; a reply without one, once a short grace period has passed, selects classic
 mode (the original tutorial client). The I/O layer owns the grace timer and calls
-:meth:`ServerProtocol.grace_expired` when it fires.
+:meth:`ServerConnection.grace_expired` when it fires.
 """
 
 from __future__ import annotations
@@ -15,13 +19,54 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.core.catalog import CATALOGUES, LANGUAGES
 from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
+from lanchatd.core.lines import REMOVALS, refusal_key
 
 GREETING: Final = b"NICK"
 #: Longest nickname reply buffered while waiting for its end (32 characters of 4 bytes each,
 #: plus slack for whitespace and ``\r\n``); anything longer is refused as too long.
 MAX_NICK_REPLY: Final = 256
+
+
+class LocalProtocolError(RuntimeError):
+    """Our own code asked a connection for something its state does not allow (a bug)."""
+
+
+# Events in both directions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NickRequested:
+    """The server asks for a nickname (``NICK``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    """The client's answer to ``NICK`` (sent in line mode)."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One complete message from a client (a chat line or a command), decoded."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line from the server, decoded (invalid bytes replaced, never raised)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The peer closed its side: nothing more will arrive."""
+
+
+# Events only the server receives --------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +75,6 @@ class NickReply:
 
     raw: bytes
     framing: Framing
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One complete inbound message (a chat line or a command), decoded."""
-
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +89,46 @@ class InvalidUtf8:
     """An inbound line was not valid UTF-8 and was dropped."""
 
 
-ServerEvent = NickReply | Message | LineTooLong | InvalidUtf8
+# Events only the client receives --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The server did not let us in; ``key`` is the catalogue key (None if unknown)."""
+
+    text: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """An administrator put us out (kick, ban): a line to show, and not to come back."""
+
+    text: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    """The peer does not speak this protocol (it did not start with ``NICK``)."""
+
+    received: bytes
+
+
+ServerEvent = NickReply | Message | LineTooLong | InvalidUtf8 | EndOfStream
+ClientEvent = NickRequested | Line | Refusal | Removal | ProtocolError | EndOfStream
 
 
 class HandshakeState(enum.Enum):
+    """The server side's state."""
+
     AWAIT_NICK = "await_nick"
     GRACE = "grace"
     OPEN = "open"
+    CLOSED = "closed"
 
 
-class ServerProtocol:
+class ServerConnection:
     """The server's side of one connection."""
 
     __slots__ = ("_chunks", "_splitter", "framing", "state")
@@ -84,8 +152,24 @@ class ServerProtocol:
         """True while a reply without newline is held: the caller should run the grace timer."""
         return self.state is HandshakeState.GRACE
 
+    def send(self, event: NickRequested | Line) -> bytes:
+        """The bytes that say ``event`` to this client.
+
+        Lines are made safe to show, in the connection's framing; before the client has
+        chosen one (a refusal during the handshake) in line mode.
+        """
+        if isinstance(event, NickRequested):
+            return GREETING
+        return (self.framing or Framing.LINE).encode_safe(event.text)
+
     def receive_data(self, data: bytes) -> list[ServerEvent]:
-        """Feed bytes from one read; return the events they complete, in order."""
+        """Feed bytes from one read (``b""`` at the end); return the events they complete."""
+        if self.state is HandshakeState.CLOSED:
+            return []
+        if not data:
+            self.state = HandshakeState.CLOSED
+            self._chunks = []
+            return [EndOfStream()]
         if self.state is HandshakeState.OPEN:
             if self.framing is Framing.LINE:
                 return self._lines(data)
@@ -143,132 +227,82 @@ def _decode(line: bytes | object, limit: int) -> ServerEvent:
         return InvalidUtf8()
 
 
-@dataclass(frozen=True, slots=True)
-class NickRequested:
-    """The server asked for a nickname."""
+class ClientState(enum.Enum):
+    """The client side's state."""
+
+    AWAIT_GREETING = "await_greeting"
+    GREETED = "greeted"  #: ``NICK`` arrived, not answered yet
+    JOINING = "joining"  #: answered; the next line lets us in or refuses
+    OPEN = "open"
+    REFUSED = "refused"  #: refused; the server closes next
+    CLOSED = "closed"
+    ERROR = "error"  #: the peer is not a lanchat server
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One line from the server, decoded (invalid bytes replaced, never raised)."""
+class ClientConnection:
+    """A line-mode client's side of one connection.
 
-    text: str
+    After answering ``NICK`` the first line decides: a server line (``*``) is a
+    :class:`Refusal`, anything else (our own join) means we are in. Once in, a line that
+    removes us (kick, ban) is a :class:`Removal`, told apart by catalogue key.
+    """
 
-
-@dataclass(frozen=True, slots=True)
-class ProtocolError:
-    """The peer does not speak this protocol (it did not start with ``NICK``)."""
-
-    received: bytes
-
-
-ClientEvent = NickRequested | Line | ProtocolError
-
-
-class ClientProtocol:
-    """A line-mode client's side of one connection."""
-
-    __slots__ = ("_greeted", "_pending", "_splitter")
+    __slots__ = ("_pending", "_splitter", "state")
 
     def __init__(self, max_line_bytes: int = 1 << 16) -> None:
         self._splitter = LineSplitter(max_line_bytes)
-        self._greeted = False
+        self.state = ClientState.AWAIT_GREETING
         self._pending = b""
 
+    def send(self, event: Nick | Message) -> bytes:
+        """The bytes that say ``event``; a newline inside a message would split it, so it
+        becomes a space."""
+        if isinstance(event, Nick):
+            if self.state is not ClientState.GREETED:
+                raise LocalProtocolError(f"cannot answer NICK in state {self.state.value}")
+            self.state = ClientState.JOINING
+            return Framing.LINE.encode(event.nick)
+        return Framing.LINE.encode(event.text.replace("\r", " ").replace("\n", " "))
+
     def receive_data(self, data: bytes) -> list[ClientEvent]:
-        """Feed bytes from the server; return the events they complete."""
-        if not self._greeted:
+        """Feed bytes from the server (``b""`` at the end); return the events they complete."""
+        state = self.state
+        if state is ClientState.CLOSED or state is ClientState.ERROR:
+            return []
+        if not data:
+            self.state = ClientState.CLOSED
+            return [EndOfStream()]
+        events: list[ClientEvent] = []
+        if state is ClientState.AWAIT_GREETING:
             self._pending += data
-            if len(self._pending) < len(GREETING):
-                return [] if GREETING.startswith(self._pending) else [ProtocolError(self._pending)]
+            if len(self._pending) < len(GREETING) and GREETING.startswith(self._pending):
+                return []
             if not self._pending.startswith(GREETING):
+                self.state = ClientState.ERROR
                 return [ProtocolError(self._pending)]
-            self._greeted = True
+            self.state = ClientState.GREETED
             data, self._pending = self._pending[len(GREETING) :], b""
-            events: list[ClientEvent] = [NickRequested()]
-        else:
-            events = []
+            events.append(NickRequested())
         for line in self._splitter.feed(data):
             if line is not TOO_LONG:
                 assert isinstance(line, bytes)
-                events.append(Line(line.decode(errors="replace")))
+                event = self._line(line.decode(errors="replace"))
+                if event is not None:
+                    events.append(event)
         return events
 
-    @staticmethod
-    def send_nick(nick: str) -> bytes:
-        """Answer ``NICK`` in line mode."""
-        return Framing.LINE.encode(nick)
-
-    @staticmethod
-    def send_message(text: str) -> bytes:
-        """Encode one message; a newline inside would split it, so it becomes a space."""
-        return Framing.LINE.encode(text.replace("\r", " ").replace("\n", " "))
-
-
-class LineKind(enum.Enum):
-    """What a line received from the server is, as far as the client can tell."""
-
-    CHAT = "chat"  #: ``{nick}: {text}``
-    ACTION = "action"  #: ``* {nick} {text}`` (``/me``)
-    PRIVATE = "private"  #: ``*{sender}* {text}`` or the echo ``*-> {target}* {text}``
-    NOTICE = "notice"  #: ``*** ...``: answers, errors, shutdown
-    JOIN = "join"  #: ``{nick} Bergabung!`` / ``{nick} joined!``
-    LEAVE = "leave"  #: ``{nick} Keluar!`` / ``{nick} left!``
-    WELCOME = "welcome"  #: ``Terkoneksi dengan Server!`` / ``Connected to the server!``
-    OTHER = "other"  #: none of the above (another server, a newer catalogue)
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedLine:
-    """A received line split into its parts.
-
-    ``nick`` is the speaker (chat), the other party (private) or who came or went (join,
-    leave); empty otherwise. ``text`` is the rest: the message for chat and private lines,
-    everything after ``* `` for actions (a nickname may hold spaces, so where it ends is not
-    knowable), everything after ``*** `` for notices, the whole line otherwise.
-    ``outgoing`` marks the echo of one's own ``/msg``.
-    """
-
-    kind: LineKind
-    text: str
-    nick: str = ""
-    outgoing: bool = False
-
-
-def _presence_suffixes(key: str) -> tuple[str, ...]:
-    return tuple(CATALOGUES[lang][key].removeprefix("{nick}") for lang in LANGUAGES)
-
-
-_JOIN_SUFFIXES: Final = _presence_suffixes("joined")
-_LEAVE_SUFFIXES: Final = _presence_suffixes("left")
-_WELCOMES: Final = frozenset(CATALOGUES[lang]["welcome"] for lang in LANGUAGES)
-
-
-def classify_line(line: str) -> ReceivedLine:
-    """Tell what a line from the server is (see "Telling lines apart" in docs/protocol.md).
-
-    This relies on the daemon's guarantees: nicknames never contain ``:`` nor start with
-    ``*``, so only the server can send a line starting with ``*``, and only chat lines
-    carry a ``:`` straight after the first word(s).
-    """
-    if line.startswith("**"):
-        return ReceivedLine(LineKind.NOTICE, line.removeprefix("***").removeprefix(" "))
-    if line.startswith("* "):
-        return ReceivedLine(LineKind.ACTION, line[2:])
-    if line.startswith("*"):
-        outgoing = line.startswith("*-> ")
-        body = line[4:] if outgoing else line[1:]
-        nick, star, text = body.partition("* ")
-        if star and nick:
-            return ReceivedLine(LineKind.PRIVATE, text, nick, outgoing)
-        return ReceivedLine(LineKind.OTHER, line)
-    nick, colon, text = line.partition(":")
-    if colon and nick.strip():
-        return ReceivedLine(LineKind.CHAT, text.removeprefix(" "), nick)
-    if line in _WELCOMES:
-        return ReceivedLine(LineKind.WELCOME, line)
-    for suffixes, kind in ((_JOIN_SUFFIXES, LineKind.JOIN), (_LEAVE_SUFFIXES, LineKind.LEAVE)):
-        for suffix in suffixes:
-            if line.endswith(suffix) and len(line) > len(suffix):
-                return ReceivedLine(kind, line, line.removesuffix(suffix))
-    return ReceivedLine(LineKind.OTHER, line)
+    def _line(self, text: str) -> Line | Refusal | Removal | None:
+        state = self.state
+        if state is ClientState.JOINING:
+            if text.startswith("*"):
+                self.state = ClientState.REFUSED
+                return Refusal(text, refusal_key(text))
+            self.state = ClientState.OPEN
+        elif state is ClientState.REFUSED:
+            return None
+        elif state is ClientState.OPEN and text.startswith("*"):
+            key = refusal_key(text)
+            if key in REMOVALS:
+                assert key is not None
+                return Removal(text, key)
+        return Line(text)

@@ -17,15 +17,18 @@ from typing import Final
 
 from lanchatd.core import commands
 from lanchatd.core.framing import Framing
+from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import MAX_NICK_CHARS, NickError, parse_nick
 from lanchatd.core.protocol import (
-    GREETING,
+    EndOfStream,
     InvalidUtf8,
+    Line,
     LineTooLong,
     Message,
     NickReply,
+    NickRequested,
+    ServerConnection,
     ServerEvent,
-    ServerProtocol,
 )
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.ratelimit import TokenBucket
@@ -60,11 +63,11 @@ def serve(
     try:
         joined = _handshake(peer, room, tls)
         if joined is None and peer.shed and (tls is None or peer.tls is not None):
-            _say_last(peer, Framing.LINE, room.catalog("handshake_shed"))
+            _say_last(peer, Framing.LINE.encode_safe(room.catalog("handshake_shed")))
         if joined is not None:
             on_join(peer)
-            protocol, events = joined
-            _read(peer, room, protocol, events)
+            connection, events = joined
+            _read(peer, room, connection, events)
     except TlsError as error:
         peer.log.info("tls_failed", error=str(error))
     except Exception:
@@ -77,11 +80,11 @@ def serve(
 
 def _handshake(
     peer: Peer, room: Room, tls: ssl.SSLContext | None
-) -> tuple[ServerProtocol, list[ServerEvent]] | None:
-    """Ask for a nickname and join; return the protocol and events already received."""
+) -> tuple[ServerConnection, list[ServerEvent]] | None:
+    """Ask for a nickname and join; return the connection and events already received."""
     settings = room.settings
     sock = peer.sock
-    protocol = ServerProtocol(settings.max_line_bytes)
+    connection = ServerConnection(settings.max_line_bytes)
     deadline = time.monotonic() + settings.handshake_timeout
     grace_deadline = 0.0
     events: list[ServerEvent] = []
@@ -89,45 +92,44 @@ def _handshake(
         if tls is not None and not _start_tls(peer, room, tls, deadline):
             return None
         sock.settimeout(settings.handshake_timeout)
-        _send_direct(peer, GREETING)
+        _send_direct(peer, connection.send(NickRequested()))
         while not events:
-            grace = protocol.awaiting_grace
+            grace = connection.awaiting_grace
             remaining = (grace_deadline if grace else deadline) - time.monotonic()
             data = _receive_within(peer, remaining)
             if data is None and grace:
-                events = protocol.grace_expired()
+                events = connection.grace_expired()
             elif data is None:
                 text = room.catalog("nick_timeout", seconds=settings.handshake_timeout)
-                _refuse(peer, Framing.LINE, text, "timeout")
-                return None
-            elif not data:
+                _refuse(peer, connection, text, "timeout")
                 return None
             else:
-                events = protocol.receive_data(data)
-                if protocol.awaiting_grace:  # restarted by every byte: someone is still typing
+                events = connection.receive_data(data)
+                if connection.awaiting_grace:  # restarted by every byte: someone is still typing
                     grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
     except OSError:
         return None
     reply = events.pop(0)
-    assert isinstance(reply, NickReply)
+    if not isinstance(reply, NickReply):  # the end of the stream: gone before answering
+        return None
     if reply.raw.startswith(bytes((TLS_HANDSHAKE_BYTE, 3))):
         peer.log.info("nick_rejected", reason="tls_on_plain_port")
         return None
     try:
         nick = parse_nick(reply.raw)
     except NickError as error:
-        _refuse(peer, reply.framing, room.catalog(error.key, limit=MAX_NICK_CHARS), error.key)
+        _refuse(peer, connection, room.catalog(error.key, limit=MAX_NICK_CHARS), error.key)
         return None
     peer.framing = reply.framing
     sock.settimeout(None)
     refused = room.join(peer, nick)
     if refused:
         text = room.catalog(refused, nick=nick, limit=settings.max_clients)
-        _refuse(peer, reply.framing, text, refused)
+        _refuse(peer, connection, text, refused)
         return None
     peer.log = peer.log.bind(nick=nick)
     peer.log.info("client_joined", mode=reply.framing.value)
-    return protocol, events
+    return connection, events
 
 
 def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float) -> bool:
@@ -185,24 +187,24 @@ def _send_direct(peer: Peer, data: bytes) -> None:
     peer.sock.sendall(peer.tls.encrypt(data) if peer.tls is not None else data)
 
 
-def _refuse(peer: Peer, framing: Framing, text: str, reason: str) -> None:
+def _refuse(peer: Peer, connection: ServerConnection, text: str, reason: str) -> None:
     """Tell a client why it cannot join; it is closed afterwards."""
     peer.log.info("nick_rejected", reason=reason)
-    _say_last(peer, framing, text)
+    _say_last(peer, connection.send(Line(text)))
 
 
-def _say_last(peer: Peer, framing: Framing, text: str) -> None:
-    """Send an unjoined client one line before it is closed, if it takes it promptly."""
+def _say_last(peer: Peer, data: bytes) -> None:
+    """Send an unjoined client its last bytes before it is closed, if it takes them promptly."""
     try:
         peer.sock.settimeout(1.0)
-        _send_direct(peer, framing.encode_safe(text))
+        _send_direct(peer, data)
     except (OSError, TlsError):
         pass
 
 
-def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerEvent]) -> None:
+def _read(peer: Peer, room: Room, connection: ServerConnection, events: list[ServerEvent]) -> None:
     """Turn inbound messages into room actions until the client leaves."""
-    reader = _Reader(peer, room, protocol)
+    reader = _Reader(peer, room, connection)
     if not reader.handle(events):
         return
     recv = peer.sock.recv
@@ -213,6 +215,7 @@ def _read(peer: Peer, room: Room, protocol: ServerProtocol, events: list[ServerE
         except OSError:
             return
         if not data:
+            reader.handle(reader.connection.receive_data(data))
             return
         ending = False
         if tls is not None:
@@ -231,12 +234,12 @@ class _Reader:
     receive window stops the sender (TCP backpressure).
     """
 
-    __slots__ = ("bucket", "peer", "poller", "protocol", "room", "settings")
+    __slots__ = ("bucket", "connection", "peer", "poller", "room", "settings")
 
-    def __init__(self, peer: Peer, room: Room, protocol: ServerProtocol) -> None:
+    def __init__(self, peer: Peer, room: Room, connection: ServerConnection) -> None:
         self.peer = peer
         self.room = room
-        self.protocol = protocol
+        self.connection = connection
         self.settings = room.settings
         self.bucket = TokenBucket(self.settings.rate, self.settings.burst)
         self.poller = select.poll()
@@ -246,11 +249,11 @@ class _Reader:
         """Parse and act on one read's bytes; False once the client is gone."""
         self._reconfigure()
         if not self.bucket.rate:
-            return self.handle(self.protocol.receive_data(data))
+            return self.handle(self.connection.receive_data(data))
         view = memoryview(data)
         for start in range(0, len(view), _PARSE_SLICE):
             chunk = bytes(view[start : start + _PARSE_SLICE])
-            if not self.handle(self.protocol.receive_data(chunk)):
+            if not self.handle(self.connection.receive_data(chunk)):
                 return False
         return True
 
@@ -260,7 +263,7 @@ class _Reader:
         if settings is not self.settings:
             self.settings = settings
             self.bucket.reconfigure(settings.rate, settings.burst)
-            self.protocol.max_line_bytes = settings.max_line_bytes
+            self.connection.max_line_bytes = settings.max_line_bytes
 
     def handle(self, events: list[ServerEvent]) -> bool:
         """Act on parsed events; False once the client has left or asked to leave.
@@ -270,7 +273,7 @@ class _Reader:
         accepted goes out first. Blank lines cost nothing.
         """
         peer, room, bucket = self.peer, self.room, self.bucket
-        prefix = peer.nick + ": "
+        prefix = chat_prefix(peer.nick)  # own_words, hoisted out of the per-message loop
         batch: list[str] = []
         for event in events:
             text = ""
@@ -278,6 +281,8 @@ class _Reader:
                 text = event.text.removeprefix(prefix)
                 if not text.strip():
                     continue
+            elif isinstance(event, EndOfStream):
+                break
             if bucket.take():
                 if batch:
                     room.say(peer, batch)

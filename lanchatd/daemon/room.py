@@ -16,6 +16,7 @@ from typing import Any
 
 from lanchatd.core import commands
 from lanchatd.core.catalog import Catalog
+from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
@@ -98,7 +99,7 @@ class Room:
 
     def say(self, peer: Peer, texts: list[str]) -> None:
         """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
-        prefix = peer.nick + ": "
+        prefix = chat_prefix(peer.nick)
         sizes = [len(text.encode()) for text in texts]
         with self.lock:
             if peer.left:
