@@ -120,3 +120,12 @@ def test_client_replaces_invalid_bytes_instead_of_failing() -> None:
 def test_encoding_per_framing(framing: Framing) -> None:
     expected = b"hi\n" if framing is Framing.LINE else b"hi"
     assert framing.encode("hi") == expected
+
+
+def test_each_framing_cuts_received_bytes_its_own_way() -> None:
+    line, classic = Framing.LINE.splitter(4), Framing.CLASSIC.splitter(4)
+    assert line.feed(b"ab\ncd") == [b"ab"]
+    assert line.feed(b"efg\n") == [TOO_LONG]
+    assert classic.feed(b"ab\ncd") == [b"ab", b"cd"]
+    assert classic.feed(b"efghi") == [TOO_LONG]
+    assert classic.buffered == 0

@@ -2,7 +2,10 @@
 
 Two framings exist because the original tutorial client never sends a newline: it writes one
 message per ``send`` and reads one message per ``recv``. Everyone else (netcat, telnet, our
-own client) speaks newline-terminated lines.
+own client) speaks newline-terminated lines. A framing owns both directions: how a message
+is encoded (:meth:`Framing.encode_safe`) and how received bytes are cut into messages
+(:meth:`Framing.splitter`), so a further framing (WebSocket frames) is one more member with
+its own splitter, and the protocol objects stay as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class Framing(enum.Enum):
         if self is Framing.LINE:
             return sanitize(text).encode() + b"\n"
         return to_ascii(text).encode("ascii")
+
+    def splitter(self, limit: int) -> Splitter:
+        """A fresh splitter of received bytes into this framing's messages."""
+        return LineSplitter(limit) if self is Framing.LINE else ClassicSplitter(limit)
 
 
 class _TooLong:
@@ -89,6 +96,26 @@ class LineSplitter:
             rest = b""
         self._buffer = rest
         return out
+
+
+class ClassicSplitter:
+    """Splits classic-mode reads into messages (:func:`split_classic`), each at most ``limit``
+    bytes; nothing is held between reads."""
+
+    __slots__ = ("limit",)
+
+    buffered: Final = 0
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def feed(self, data: bytes) -> list[bytes | _TooLong]:
+        """One read's messages (or ``TOO_LONG`` markers), in order."""
+        limit = self.limit
+        return [part if len(part) <= limit else TOO_LONG for part in split_classic(data)]
+
+
+Splitter = LineSplitter | ClassicSplitter
 
 
 def split_classic(chunk: bytes) -> list[bytes]:

@@ -19,7 +19,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, split_classic
+from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, Splitter
 from lanchatd.core.lines import REMOVALS, refusal_key
 
 GREETING: Final = b"NICK"
@@ -136,7 +136,8 @@ class ServerConnection:
     def __init__(self, max_line_bytes: int) -> None:
         self.state = HandshakeState.AWAIT_NICK
         self.framing: Framing | None = None
-        self._splitter = LineSplitter(max_line_bytes)
+        #: Lines until a classic reply is seen; then the framing's own splitter.
+        self._splitter: Splitter = LineSplitter(max_line_bytes)
         self._chunks: list[bytes] = []
 
     @property
@@ -171,9 +172,7 @@ class ServerConnection:
             self._chunks = []
             return [EndOfStream()]
         if self.state is HandshakeState.OPEN:
-            if self.framing is Framing.LINE:
-                return self._lines(data)
-            return self._classic(data)
+            return self._messages(data)
         self._chunks.append(data)
         joined = b"".join(self._chunks)
         newline = joined.find(b"\n")
@@ -191,30 +190,23 @@ class ServerConnection:
         first, *rest = self._chunks
         events = self._open(NickReply(first, Framing.CLASSIC), b"")
         for chunk in rest:
-            events.extend(self._classic(chunk))
+            events.extend(self._messages(chunk))
         return events
 
     def _open(self, reply: NickReply, rest: bytes) -> list[ServerEvent]:
         self.state = HandshakeState.OPEN
         self.framing = reply.framing
         self._chunks = []
+        if reply.framing is not Framing.LINE:  # the line splitter holds what followed a line
+            self._splitter = reply.framing.splitter(self._splitter.limit)
         events: list[ServerEvent] = [reply]
         if rest:
-            events.extend(self._lines(rest))
+            events.extend(self._messages(rest))
         return events
 
-    def _lines(self, data: bytes) -> list[ServerEvent]:
-        events: list[ServerEvent] = []
-        for line in self._splitter.feed(data):
-            events.append(_decode(line, self._splitter.limit))
-        return events
-
-    def _classic(self, chunk: bytes) -> list[ServerEvent]:
+    def _messages(self, data: bytes) -> list[ServerEvent]:
         limit = self._splitter.limit
-        return [
-            _decode(part if len(part) <= limit else TOO_LONG, limit)
-            for part in split_classic(chunk)
-        ]
+        return [_decode(message, limit) for message in self._splitter.feed(data)]
 
 
 def _decode(line: bytes | object, limit: int) -> ServerEvent:
