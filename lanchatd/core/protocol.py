@@ -205,18 +205,18 @@ class ServerConnection:
         return events
 
     def _messages(self, data: bytes) -> list[ServerEvent]:
-        limit = self._splitter.limit
-        return [_decode(message, limit) for message in self._splitter.feed(data)]
-
-
-def _decode(line: bytes | object, limit: int) -> ServerEvent:
-    if line is TOO_LONG:
-        return LineTooLong(limit)
-    assert isinstance(line, bytes)
-    try:
-        return Message(line.decode())
-    except UnicodeDecodeError:
-        return InvalidUtf8()
+        """Decode what the splitter cuts out (inline: this runs for every message)."""
+        events: list[ServerEvent] = []
+        append = events.append
+        for message in self._splitter.feed(data):
+            if isinstance(message, bytes):
+                try:
+                    append(Message(message.decode()))
+                except UnicodeDecodeError:
+                    append(InvalidUtf8())
+            else:
+                append(LineTooLong(self._splitter.limit))
+        return events
 
 
 class ClientState(enum.Enum):
