@@ -6,15 +6,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter
+from lanchatd.core.lines import REMOVALS
 from lanchatd.core.protocol import (
     GREETING,
     MAX_NICK_REPLY,
     ClientConnection,
+    EndOfStream,
     InvalidUtf8,
+    Line,
     LineTooLong,
     Message,
     Nick,
     NickReply,
+    Refusal,
+    Removal,
     ServerConnection,
 )
 
@@ -103,3 +108,26 @@ def test_client_protocol_never_raises(data: bytes, cuts: list[int]) -> None:
     client = ClientConnection(max_line_bytes=LIMIT)
     for piece in splits(b"NICK" + data, cuts):
         client.receive_data(piece)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(min_value=0), max_size=20))
+def test_client_after_answering_never_raises_and_is_refused_at_most_once(
+    data: bytes, cuts: list[int]
+) -> None:
+    client = ClientConnection(max_line_bytes=LIMIT)
+    client.receive_data(GREETING)
+    client.send(Nick("alice"))
+    events = []
+    for piece in splits(data, cuts):
+        events.extend(client.receive_data(piece))
+    events.extend(client.receive_data(b""))
+    assert events[-1] == EndOfStream()
+    refusals = [i for i, e in enumerate(events) if isinstance(e, Refusal)]
+    assert refusals in ([], [0])
+    if refusals:
+        assert events[1:] == [EndOfStream()]
+    for event in events[:-1]:
+        assert isinstance(event, Line | Refusal | Removal)
+        assert len(event.text.encode()) <= 3 * LIMIT  # U+FFFD may stand for one byte
+        assert not isinstance(event, Removal) or event.key in REMOVALS
