@@ -51,6 +51,8 @@ class Daemon:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            # Its own state directory too: the default one is locked by whichever daemon has it.
+            env={**os.environ, "STATE_DIRECTORY": self.admin_dir},
         )
         started = threading.Event()
         found: dict[str, Any] = {}
