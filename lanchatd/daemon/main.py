@@ -96,7 +96,11 @@ def main(
         config_path = paths.SYSTEM_CONFIG
     try:
         settings = config.load(config_path, overrides)
-        tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+        tls = (
+            server_context(settings.tls_cert, settings.tls_key)
+            if settings.tls_cert and settings.tls_key is not None  # config.load: both or neither
+            else None
+        )
     except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
     if check_config:
