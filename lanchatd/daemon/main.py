@@ -16,6 +16,7 @@ from lanchatd.core.catalog import LANGUAGES
 from lanchatd.daemon import config, logs, systemd
 from lanchatd.daemon.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.daemon.server import ListenError, Server, open_listener
+from lanchatd.daemon.statelock import StateInUse, lock_state_dir
 from lanchatd.daemon.tls import TlsError, server_context
 
 
@@ -109,8 +110,8 @@ def main(
     logs.configure(settings.log_format, settings.log_level)
     try:
         # Held until the process exits; the kernel releases it however that happens.
-        state_lock = paths.lock_state_dir(paths.state_dir())
-    except paths.StateInUse as error:
+        state_lock = lock_state_dir(paths.state_dir())
+    except StateInUse as error:
         _fail(str(error), 2)
     if state_lock is None:
         logs.get_logger().warning("state_dir_unlocked", path=str(paths.state_dir()))
