@@ -64,7 +64,7 @@ class Backoff:
     jitter: float = 0.2
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        base = min(self.cap, self.first * 2 ** min(attempt, 16))
+        base = min(self.cap, self.first * 2.0 ** min(attempt, 16))
         return base * (1 + self.jitter * (2 * rand() - 1))
 
 

@@ -103,8 +103,8 @@ class Delivery:
         self,
         lock: threading.Lock,
         send_buffer_bytes: int,
-        on_slow: Callable[[Peer], None],
-        on_error: Callable[[Peer], None],
+        on_slow: Callable[[Peer], object],
+        on_error: Callable[[Peer], object],
     ) -> None:
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes

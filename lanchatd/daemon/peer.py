@@ -14,9 +14,9 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from lanchatd.core.framing import Framing
+from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.tls import TlsSession
 
 
@@ -50,7 +50,7 @@ class Peer:
         "tls",
     )
 
-    def __init__(self, sock: socket.socket, host: str, port: int, log: Any) -> None:
+    def __init__(self, sock: socket.socket, host: str, port: int, log: Logger) -> None:
         self.sock = sock
         self.host = host
         self.port = port

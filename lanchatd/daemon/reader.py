@@ -150,11 +150,12 @@ def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float)
         if finished:
             peer.tls = session
             return True
-        received = _recv_within(sock, deadline - time.monotonic())
-        if not received:
-            problem = "handshake timed out" if received is None else "closed during handshake"
+        data = _recv_within(sock, deadline - time.monotonic())
+        if not data:
+            problem = "handshake timed out" if data is None else "closed during handshake"
             peer.log.info("tls_failed", error=problem)
             return False
+        received = data
 
 
 def _recv_within(sock: socket.socket, seconds: float, flags: int = 0) -> bytes | None:

@@ -19,6 +19,7 @@ from lanchatd.core.catalog import Catalog
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
+from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
@@ -41,7 +42,7 @@ class Stats:
 class Room:
     """The chat room shared by every connection."""
 
-    def __init__(self, settings: Settings, log: Any) -> None:
+    def __init__(self, settings: Settings, log: Logger) -> None:
         self.lock = threading.Lock()
         self.settings = settings
         self.catalog = Catalog(settings.lang)
