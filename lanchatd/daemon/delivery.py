@@ -181,6 +181,23 @@ class Delivery:
     # The delivery thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Give back the eventfd and the selector.
+
+        Wake-ups after this are no-ops (``_signalled`` stays set), never a write to a
+        descriptor number the kernel may have handed to someone else by then.
+        """
+        with self.lock:
+            self._signalled = True
+            os.close(self._wakeup)
+        self._selector.close()
+
+    def _loop(self) -> None:
         select = self._selector.select
         while True:
             timeout = self._next_timeout()
