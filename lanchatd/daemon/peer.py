@@ -35,7 +35,6 @@ class Peer:
         "final_pos",
         "framing",
         "host",
-        "joined_at",
         "key",
         "last_active",
         "left",
@@ -67,7 +66,6 @@ class Peer:
         self.nick = ""
         self.key = ""
         self.framing = Framing.LINE
-        self.joined_at = 0.0
         self.left = False
         # Written by the reader thread only.
         self.last_active = time.monotonic()

@@ -83,7 +83,7 @@ class Room:
                 )
             if len(self._members) >= self.settings.max_clients:
                 return "server_full"
-            peer.nick, peer.key, peer.joined_at = nick, key, time.time()
+            peer.nick, peer.key = nick, key
             self._members[key] = peer
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
             delivery = self.delivery
