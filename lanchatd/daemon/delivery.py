@@ -9,8 +9,9 @@ client per round, however many messages the round carries. A client whose socket
 watched for writability and skipped meanwhile; one whose backlog passes ``send_buffer_bytes``
 is dropped as a slow consumer. Nobody else ever waits for it.
 
-Everything the room hands over (attach, private lines, detach) is queued under the room lock,
-in the same order as the broadcasts, and taken by the delivery thread when it seals a round.
+Everything the room hands over (attach, unicasts: lines for one client only, detach) is queued
+under the room lock, in the same order as the broadcasts, and taken by the delivery thread when
+it seals a round.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Journal:
 
 
 _ATTACH: Final = 0
-_PRIVATE: Final = 1
+_UNICAST: Final = 1
 _DETACH: Final = 2
 _ABORT: Final = 3
 
@@ -96,7 +97,7 @@ class Delivery:
     """The delivery thread and the queue the room feeds it through.
 
     Methods named ``*_locked`` must be called with the room lock held: that lock is what puts
-    broadcasts, private lines and membership changes into one order.
+    broadcasts, unicasts (lines for one client) and membership changes into one order.
     """
 
     def __init__(
@@ -145,10 +146,10 @@ class Delivery:
                 self.lines_out += journal.readers
         self._wake_locked()
 
-    def private_locked(self, peer: Peer, text: str) -> None:
+    def unicast_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
         data = memoryview(peer.framing.encode_safe(text))
-        self._changes.append((_PRIVATE, peer, self.journals[peer.framing].end, data))
+        self._changes.append((_UNICAST, peer, self.journals[peer.framing].end, data))
         self.lines_out += 1
         self._wake_locked()
 
@@ -232,10 +233,10 @@ class Delivery:
                 self._peers[peer] = None
             elif peer not in self._peers:
                 continue
-            elif kind == _PRIVATE:
+            elif kind == _UNICAST:
                 assert data is not None
-                peer.private.append((pos, data))
-                peer.private_bytes += len(data)
+                peer.unicast.append((pos, data))
+                peer.unicast_bytes += len(data)
             elif kind == _DETACH:
                 peer.final_pos = pos
                 peer.deadline = time.monotonic() + CLOSE_GRACE
@@ -254,14 +255,14 @@ class Delivery:
                 continue
             journal = journals[peer.framing]
             if not peer.blocked:
-                cursor, private_bytes = peer.cursor, peer.private_bytes
+                cursor, unicast_bytes = peer.cursor, peer.unicast_bytes
                 try:
                     done = _send_pending(peer, journal)
                 except (OSError, TlsError):
                     self._on_error(peer)
                     self._retire(peer)
                     continue
-                self.bytes_out += peer.cursor - cursor + private_bytes - peer.private_bytes
+                self.bytes_out += peer.cursor - cursor + unicast_bytes - peer.unicast_bytes
                 if done:
                     if peer.final_pos is not None:
                         self._retire(peer)
@@ -272,7 +273,7 @@ class Delivery:
             # larger than the limit does not cost a reader that keeps up. The room hears why
             # first: retiring wakes the peer's reader, whose own "disconnect" must find the
             # peer already gone.
-            backlog = journal.sealed_end - peer.cursor + peer.private_bytes + len(peer.cipher)
+            backlog = journal.sealed_end - peer.cursor + peer.unicast_bytes + len(peer.cipher)
             if backlog > limit:
                 self._on_slow(peer)
                 self._retire(peer)
@@ -304,8 +305,8 @@ class Delivery:
         if peer.blocked:
             peer.blocked = False
             self._selector.unregister(peer.sock)
-        peer.private.clear()
-        peer.private_bytes = 0
+        peer.unicast.clear()
+        peer.unicast_bytes = 0
         if peer.tls is not None:  # a clean TLS close, if the socket takes it
             with contextlib.suppress(OSError, TlsError):
                 peer.sock.send(peer.tls.close(), _SEND_FLAGS)
@@ -317,21 +318,21 @@ def _send_pending(peer: Peer, journal: Journal) -> bool:
     """Send ``peer`` everything it is owed, in order; False if its socket filled up first."""
     send = peer.sock.send if peer.tls is None else _encrypting_send(peer)
     end = journal.sealed_end if peer.final_pos is None else peer.final_pos
-    private = peer.private
+    unicast = peer.unicast
     while True:
         limit = end
-        if private:
-            pos, data = private[0]
+        if unicast:
+            pos, data = unicast[0]
             if pos <= peer.cursor:
                 try:
                     sent = send(data, _SEND_FLAGS)
                 except BlockingIOError:
                     return False
-                peer.private_bytes -= sent
+                peer.unicast_bytes -= sent
                 if sent < len(data):
-                    private[0] = (pos, data[sent:])
+                    unicast[0] = (pos, data[sent:])
                     return False
-                private.popleft()
+                unicast.popleft()
                 continue
             limit = min(limit, pos)
         cursor = peer.cursor

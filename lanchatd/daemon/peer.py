@@ -42,11 +42,11 @@ class Peer:
         "messages",
         "nick",
         "port",
-        "private",
-        "private_bytes",
         "shed",
         "sock",
         "tls",
+        "unicast",
+        "unicast_bytes",
     )
 
     def __init__(self, sock: socket.socket, host: str, port: int, log: Any) -> None:
@@ -72,8 +72,8 @@ class Peer:
         self.messages = 0
         # Owned by the delivery thread once the peer has joined.
         self.cursor = 0
-        self.private: deque[tuple[int, memoryview]] = deque()
-        self.private_bytes = 0
+        self.unicast: deque[tuple[int, memoryview]] = deque()
+        self.unicast_bytes = 0
         #: Encrypted bytes (TLS only) that the socket did not take yet.
         self.cipher = memoryview(b"")
         self.blocked = False
