@@ -58,9 +58,12 @@ class Delivery:
         self,
         lock: threading.Lock,
         send_buffer_bytes: int,
-        on_slow: Callable[[Peer], None],
-        on_error: Callable[[Peer], None],
+        on_slow: Callable[[Peer], object],
+        on_error: Callable[[Peer], object],
     ) -> None:
+        """``on_slow`` and ``on_error`` tell the room why delivery drops a client; they are
+        called by the delivery thread without the lock, and what they return is ignored.
+        """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
         self._on_slow = on_slow
