@@ -11,9 +11,10 @@ import pytest
 import structlog
 
 from lanchatd.core.framing import Framing
-from lanchatd.daemon.delivery import Delivery
+from lanchatd.daemon.delivery import TRIM_BYTES, TRIM_SEGMENTS, Delivery
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.reader import configure_socket
+from tests.support import wait_until
 
 WAIT = 10.0
 #: Lines of 1000 bytes that a stalled client is sent: more than its kernel buffers hold.
@@ -37,6 +38,7 @@ class Harness:
         self.delivery.start()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.far_ends: list[socket.socket] = []
+        self.attached: list[Peer] = []
 
     def _on_slow(self, peer: Peer) -> None:
         self.slow.append(peer)
@@ -55,13 +57,23 @@ class Harness:
         peer.framing = framing
         with self.lock:
             self.delivery.attach_locked(peer)
+        self.attached.append(peer)
         peer.release()  # the reader's reference: here nobody reads
         return peer, far
 
-    def stop(self) -> None:
+    def detach(self, peer: Peer, *, graceful: bool) -> None:
         with self.lock:
+            self.delivery.detach_locked(peer, graceful=graceful)
+        self.attached.remove(peer)
+
+    def stop(self) -> None:
+        """Detach everyone still attached (as the room does at shutdown), then stop."""
+        with self.lock:
+            for peer in self.attached:
+                self.delivery.detach_locked(peer, graceful=False)
             self.delivery.stop_locked()
         self.delivery.join(WAIT)
+        assert not self.delivery.is_alive()
         self._listener.close()
         for far in self.far_ends:
             far.close()
@@ -108,15 +120,15 @@ def test_each_client_gets_broadcasts_and_its_unicasts_in_one_order_in_its_framin
         delivery.broadcast_locked("bob joined")
         delivery.unicast_locked(bob, "welcome")
         delivery.broadcast_locked("alice: hi")
-        delivery.detach_locked(bob, graceful=True)
+    harness.detach(bob, graceful=True)
+    with lock:
         delivery.broadcast_locked("bob left")
     expected_alice = b"alice joined\nwelcome\nbob joined\nalice: hi\nbob left\n"
     assert receive(alice_far, len(expected_alice)) == expected_alice
     expected_bob = b"bob joinedwelcomealice: hi"
     assert receive(bob_far, len(expected_bob)) == expected_bob
     assert bob_far.recv(100) == b""  # detached: nothing after its final position
-    with lock:
-        delivery.detach_locked(alice, graceful=False)
+    harness.detach(alice, graceful=False)
     assert alice_far.recv(100) == b""
     assert delivery.bytes_out == len(expected_alice) + len(expected_bob)
     assert delivery.lines_out == 5 + 3
@@ -143,3 +155,22 @@ def test_a_client_that_does_not_read_is_dropped_and_was_sent_what_the_kernel_too
         )
     finally:
         harness.stop()
+
+
+def test_the_journal_forgets_what_every_client_was_sent(harness: Harness) -> None:
+    _, far = harness.attach(Framing.LINE)
+    journal = harness.delivery.journals[Framing.LINE]
+    for _ in range(TRIM_BYTES // 1000 + 100):
+        with harness.lock:
+            harness.delivery.broadcast_locked("y" * 999)
+        assert receive(far, 1000) == b"y" * 999 + b"\n"
+
+    def trimmed() -> bool:
+        segments = list(journal.segments)
+        return bool(segments) and (
+            segments[0][0] > 0
+            and len(segments) < TRIM_SEGMENTS
+            and journal.sealed_end - segments[0][0] < TRIM_BYTES
+        )
+
+    wait_until(trimmed, what="the journal trimmed to what is unsent or below the thresholds")
