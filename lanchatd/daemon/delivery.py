@@ -61,8 +61,8 @@ class Delivery:
         on_slow: Callable[[Peer], object],
         on_error: Callable[[Peer], object],
     ) -> None:
-        """``on_slow`` and ``on_error`` tell the room why delivery drops a client; they are
-        called by the delivery thread without the lock, and what they return is ignored.
+        """Deliver under ``lock``; tell the room through ``on_slow``/``on_error`` why a client
+        is dropped (called by the delivery thread without the lock; the result is ignored).
         """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
