@@ -4,9 +4,9 @@ Three threads touch a peer: its reader thread (handshake and inbound messages), 
 thread (outbound bytes) and whoever removes it from the room (itself, the delivery thread on a
 slow consumer, an admin kick). Fields are grouped by owner below; what is still to be sent is
 not here but in the client's outbox (journal.py), which only the delivery thread sees, from
-attach to retire. The socket is closed only
-when both the reader and the delivery thread have let go of it, so no thread can ever use a
-file descriptor number that the kernel has already handed to a newer connection.
+attach to retire. The socket is closed only when both the reader and the delivery thread have
+let go of it, so no thread can ever use a file descriptor number that the kernel has already
+handed to a newer connection.
 """
 
 from __future__ import annotations
