@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from client_helpers import Clients
 
+from tests.client_helpers import Clients
 from tests.support import Daemon
 
 

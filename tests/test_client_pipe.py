@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_helpers import CLIENT, WAIT, Daemon, RawUser, client_env, free_port, running_daemon
+
+from tests.client_helpers import (
+    CLIENT,
+    WAIT,
+    Daemon,
+    RawUser,
+    client_env,
+    free_port,
+    running_daemon,
+)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from client_helpers import Daemon, RawUser, free_port, running_daemon
 
 from lanchatd.client.link import (
     ConnectError,
@@ -27,6 +26,7 @@ from lanchatd.client.link import (
 )
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
+from tests.client_helpers import Daemon, RawUser, free_port, running_daemon
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from client_helpers import (
+
+from lanchatd.client.render import nick_color
+from tests.client_helpers import (
     Clients,
     Daemon,
     free_port,
@@ -19,8 +21,6 @@ from client_helpers import (
     running_daemon,
     screen_text,
 )
-
-from lanchatd.client.render import nick_color
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(90)

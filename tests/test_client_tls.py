@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from client_helpers import (
+
+from lanchatd.client.link import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
+from tests.client_helpers import (
     CLIENT,
     WAIT,
     Clients,
@@ -28,9 +30,7 @@ from client_helpers import (
     screen_text,
     spawn_client,
 )
-from tls_support import make_certificate
-
-from lanchatd.client.link import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
+from tests.tls_support import make_certificate
 
 pytestmark = pytest.mark.timeout(90)
 
