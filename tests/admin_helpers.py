@@ -1,8 +1,6 @@
 """Helpers for the admin socket and lanchatctl tests: real daemons, real sockets, real users.
 
-The test_admin*/test_lanchatctl* modules bind the fixtures they use by name
-(``admin_daemons = admin_helpers.admin_daemons``); every fixture name starts with ``admin_``
-so nothing clashes with conftest.py.
+Their fixtures (``admin_daemons``, ``admin_daemon``, ...) live in conftest.py.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -397,53 +394,3 @@ def outsider_group() -> grp.struct_group:
             return group
     pytest.skip("no group to use as the admin group")
     raise AssertionError
-
-
-# Fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def admin_workdir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    remove_tree(path)
-
-
-@pytest.fixture
-def admin_daemons(admin_workdir: Path) -> Iterator[Callable[..., Daemon]]:
-    """Start daemons (all share the test's directory unless told otherwise); all killed after."""
-    started: list[Daemon] = []
-
-    def start(*args: str, **kwargs: Any) -> Daemon:
-        server = Daemon(admin_workdir, *args, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture
-def admin_daemon(admin_daemons: Callable[..., Daemon]) -> Daemon:
-    """One daemon with flood control off, so tests can send quickly."""
-    return admin_daemons(config="[limits]\nrate = 0\n")
-
-
-@pytest.fixture
-def admin_clients() -> Iterator[list[Any]]:
-    """Collects chat and admin connections a test opens; all closed afterwards."""
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        with contextlib.suppress(OSError):
-            client.close()
-
-
-@pytest.fixture(scope="session")
-def admin_other_user() -> Iterator[OtherUser]:
-    root = short_dir("lanchat-otheruser-")
-    try:
-        yield build_other_user(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import admin_helpers
+from tests.admin_helpers import OtherUser, build_other_user, remove_tree, short_dir
 from tests.client_helpers import Clients
 from tests.support import Daemon
 
@@ -55,6 +59,55 @@ def terminals() -> Iterator[Clients]:
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture
+def admin_workdir() -> Iterator[Path]:
+    path = short_dir()
+    yield path
+    remove_tree(path)
+
+
+@pytest.fixture
+def admin_daemons(admin_workdir: Path) -> Iterator[Callable[..., admin_helpers.Daemon]]:
+    """Start daemons (all share the test's directory unless told otherwise); all killed after."""
+    started: list[admin_helpers.Daemon] = []
+
+    def start(*args: str, **kwargs: Any) -> admin_helpers.Daemon:
+        server = admin_helpers.Daemon(admin_workdir, *args, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture
+def admin_daemon(
+    admin_daemons: Callable[..., admin_helpers.Daemon],
+) -> admin_helpers.Daemon:
+    """One daemon with flood control off, so tests can send quickly."""
+    return admin_daemons(config="[limits]\nrate = 0\n")
+
+
+@pytest.fixture
+def admin_clients() -> Iterator[list[Any]]:
+    """Collects chat and admin connections a test opens; all closed afterwards."""
+    opened: list[Any] = []
+    yield opened
+    for client in opened:
+        with contextlib.suppress(OSError):
+            client.close()
+
+
+@pytest.fixture(scope="session")
+def admin_other_user() -> Iterator[OtherUser]:
+    root = short_dir("lanchat-otheruser-")
+    try:
+        yield build_other_user(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _FIGURES: list[str] = []

@@ -18,14 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import admin_helpers
 from tests.admin_helpers import Daemon, OtherUser, lanchatctl, outsider_group
 from tests.support import WAIT
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_clients = admin_helpers.admin_clients
-admin_other_user = admin_helpers.admin_other_user
 
 
 @pytest.fixture

@@ -13,14 +13,8 @@ import pytest
 import structlog
 
 from lanchatd.daemon.bans import Ban, BanStore, normalize_address
-from tests import admin_helpers
 from tests.admin_helpers import Daemon, refused_connection
 from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
 
 
 def _store(path: Path) -> tuple[BanStore, list[dict]]:

@@ -10,14 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests import admin_helpers
 from tests.admin_helpers import AdminConnection, ChatClient, Daemon
 from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
 
 
 def test_hello_and_responses_carry_the_version_and_the_request_id(

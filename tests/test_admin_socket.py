@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import admin_helpers
 from tests.admin_helpers import LANCHATD, Daemon, lanchatctl, outsider_group
 from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
 
 
 def _one_error_line(server: Daemon) -> str:

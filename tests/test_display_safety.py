@@ -16,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests import admin_helpers
 from tests.admin_helpers import ChatClient, Daemon, lanchatctl
 from tests.support import WAIT
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [

@@ -31,12 +31,9 @@ from pathlib import Path
 import pytest
 
 from lanchatd.daemon.bans import Ban
-from tests import admin_helpers
 from tests.admin_helpers import AdminConnection, lanchatctl, refused_connection
 from tests.admin_helpers import Daemon as AdminDaemon
 from tests.support import WAIT, Daemon, LineClient, join, wait_until
-
-admin_workdir = admin_helpers.admin_workdir
 
 
 class Collector(threading.Thread):

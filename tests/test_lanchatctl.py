@@ -17,14 +17,8 @@ from click.testing import CliRunner
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
 from lanchatd.daemon.admin import MAX_CONNECTIONS
-from tests import admin_helpers
 from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
 from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
 
 COMMANDS = ("who", "kick", "broadcast", "stats", "ban", "unban", "bans", "watch", "reload")
 
