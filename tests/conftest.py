@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests import admin_helpers
 from tests.admin_helpers import OtherUser, build_other_user, remove_tree, short_dir
 from tests.client_helpers import Clients
-from tests.support import Daemon
+from tests.support import Daemon, write_config
 
 
 @pytest.fixture
@@ -25,15 +25,19 @@ def daemon() -> Iterator[Daemon]:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
-    """Start daemons with extra flags or a config (given as TOML text); all killed afterwards."""
+    """Start daemons with extra flags or a config (given as TOML text); all killed afterwards.
+
+    Other keywords go to ``Daemon``; with a ``workdir`` the config is written there.
+    """
     started: list[Daemon] = []
 
-    def start(*args: str, config: str | None = None) -> Daemon:
+    def start(*args: str, config: str | None = None, **options: Any) -> Daemon:
         path = None
         if config is not None:
-            path = tmp_path / f"lanchatd-{len(started)}.toml"
-            path.write_text(config)
-        server = Daemon(*args, config=path)
+            workdir = options.get("workdir")
+            name = "lanchatd.toml" if workdir else f"lanchatd-{len(started)}.toml"
+            path = write_config(workdir or tmp_path, config, name)
+        server = Daemon(*args, config=path, **options)
         started.append(server)
         return server
 
@@ -70,24 +74,18 @@ def admin_workdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def admin_daemons(admin_workdir: Path) -> Iterator[Callable[..., admin_helpers.Daemon]]:
-    """Start daemons (all share the test's directory unless told otherwise); all killed after."""
-    started: list[admin_helpers.Daemon] = []
-
-    def start(*args: str, **kwargs: Any) -> admin_helpers.Daemon:
-        server = admin_helpers.Daemon(admin_workdir, *args, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.kill()
+def admin_daemons(
+    admin_workdir: Path, start_daemon: Callable[..., Daemon]
+) -> Callable[..., Daemon]:
+    """``start_daemon`` in the test's short directory (unless told otherwise); the directory is
+    requested first, so it is removed after the daemons are killed."""
+    return functools.partial(start_daemon, workdir=admin_workdir)
 
 
 @pytest.fixture
 def admin_daemon(
-    admin_daemons: Callable[..., admin_helpers.Daemon],
-) -> admin_helpers.Daemon:
+    admin_daemons: Callable[..., Daemon],
+) -> Daemon:
     """One daemon with flood control off, so tests can send quickly."""
     return admin_daemons(config="[limits]\nrate = 0\n")
 

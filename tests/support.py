@@ -1,4 +1,4 @@
-"""Test support: the real ``lanchatd`` as a subprocess, and raw-socket chat clients."""
+"""Test support: the real ``lanchatd`` and ``lanchatctl`` as subprocesses, raw-socket clients."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+LANCHATD = BIN / "lanchatd"
+LANCHATCTL = BIN / "lanchatctl"
 WAIT = 10.0
 
 
@@ -82,7 +84,8 @@ class LoggedProcess:
 
 
 class Daemon(LoggedProcess):
-    """A real ``lanchatd`` process; its JSON log events are collected as they arrive."""
+    """A real ``lanchatd`` with its own admin socket and state directory; its JSON log events are
+    collected as they arrive."""
 
     def __init__(
         self,
@@ -90,49 +93,89 @@ class Daemon(LoggedProcess):
         config: Path | None = None,
         env: dict[str, str] | None = None,
         host: str | None = "127.0.0.1",
+        workdir: Path | None = None,
+        command: list[str] | None = None,
+        clean_env: bool = False,
+        admin_socket: Path | None = None,
+        admin_flag: bool = True,
+        state_dir: Path | None = None,
+        wait: bool = True,
     ) -> None:
-        """``host=None`` leaves the listen address to the daemon's default."""
-        command = [str(BIN / "lanchatd"), "--log-format", "json"]
+        """``host=None`` leaves the listen address to the daemon's default, ``admin_flag=False``
+        the admin socket. ``workdir`` holds the admin socket and the state directory (by default
+        a temporary directory, removed when the daemon ends). The environment is this one (only
+        ``env`` with ``clean_env``) without LANCHATD_ADMIN_SOCKET, plus ``env``. ``wait=False``
+        returns before the daemon has started (``port`` stays 0).
+        """
+        self._cleanup: Callable[[], None] = lambda: None
+        if workdir is None:
+            runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
+            workdir, self._cleanup = Path(runtime.name), runtime.cleanup
+        self.workdir = workdir
+        self.admin_socket = admin_socket or self.workdir / "admin.sock"
+        self.state_dir = state_dir or self.workdir / "state"
+        argv = [*(command or [str(LANCHATD)]), "--log-format", "json"]
         if host is not None:
-            command += ["--host", host]
+            argv += ["--host", host]
         if config is not None:
-            command += ["--config", str(config)]
+            argv += ["--config", str(config)]
         if "--port" not in args:
-            command += ["--port", "0"]
-        self._runtime = tempfile.TemporaryDirectory(prefix="lanchatd-test-")
-        self.admin_socket = f"{self._runtime.name}/admin.sock"
-        if "--admin-socket" not in args:
-            command += ["--admin-socket", self.admin_socket]
+            argv += ["--port", "0"]
+        if admin_flag and "--admin-socket" not in args:
+            argv += ["--admin-socket", str(self.admin_socket)]
+        base_env = {} if clean_env else {**os.environ}
+        base_env.pop("LANCHATD_ADMIN_SOCKET", None)
         self.process = subprocess.Popen(
-            [*command, *args],
+            [*argv, *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "STATE_DIRECTORY": self._runtime.name, **(env or {})},
+            env={**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})},
         )
         self._watch_log()
-        started = self.wait_event("server_started")
-        self.port: int = started["port"]
+        self.port: int = self.wait_event("server_started")["port"] if wait else 0
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
-    def stop(self, timeout: float = WAIT) -> int:
-        """SIGTERM, then wait for exit; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    def wait_exit(self, timeout: float = WAIT) -> int:
+        """Wait for the daemon to exit; return its exit status."""
         try:
             return self.process.wait(timeout)
         finally:
-            self._reader.join(timeout)
-            self._runtime.cleanup()
+            if self.process.poll() is not None:
+                self._reader.join(timeout)
+            self._cleanup()
+
+    def stop(self, timeout: float = WAIT) -> int:
+        """SIGTERM, as systemctl stop does, then wait for exit; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait(WAIT)
-        self._runtime.cleanup()
+        self.wait_exit()
+
+    def ctl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run the installed lanchatctl against this daemon's admin socket."""
+        return lanchatctl("--socket", str(self.admin_socket), *args, **kwargs)
+
+    def admin(self) -> AdminConnection:
+        return AdminConnection(self.admin_socket)
+
+    def chat(self, nick: str, **kwargs: Any) -> ChatClient:
+        return ChatClient(self.port, nick, **kwargs)
+
+
+def write_config(directory: Path, text: str, name: str = "lanchatd.toml") -> Path:
+    """A config file anyone can read (mode 0644: the daemon may run as another user)."""
+    path = directory / name
+    path.write_text(text)
+    path.chmod(0o644)
+    return path
 
 
 class LineClient:
@@ -211,4 +254,171 @@ def join(port: int, nick: str) -> LineClient:
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def lanchatctl(
+    *args: str,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    clean_env: bool = False,
+    timeout: float = 30.0,
+    check_traceback: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``lanchatctl`` entry point (or ``command``) as a subprocess.
+
+    The environment is this one (without LANCHATD_ADMIN_SOCKET) plus ``env``, or only ``env``
+    with ``clean_env``.
+    """
+    environment = {} if clean_env else {**os.environ}
+    environment.pop("LANCHATD_ADMIN_SOCKET", None)
+    environment.update(env or {})
+    result = subprocess.run(
+        [*(command or [str(LANCHATCTL)]), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if check_traceback:
+        assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+class ChatClient:
+    """A raw-socket line-mode chat client (or, with ``classic``, the original tutorial's)."""
+
+    def __init__(
+        self,
+        port: int,
+        nick: str,
+        *,
+        source: str = "127.0.0.1",
+        classic: bool = False,
+        join: bool = True,
+    ) -> None:
+        self.nick = nick
+        self.sock = socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0))
+        self.buffer = b""
+        self.seen: list[str] = []
+        greeting = self._read_exactly(4)
+        assert greeting == b"NICK", greeting
+        self.sock.sendall(nick.encode() if classic else nick.encode() + b"\n")
+        if join and not classic:
+            self.expect(f"{nick} ")  # the join line (either language), addressed to everyone
+            self.line()  # and the welcome, to the newcomer only
+
+    def _read_exactly(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def line(self, timeout: float = WAIT) -> str | None:
+        """The next line, or None at end of file."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.nick}: no line within {timeout}s; saw {self.seen}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            except TimeoutError:
+                raise AssertionError(
+                    f"{self.nick}: no line within {timeout}s; saw {self.seen}"
+                ) from None
+            if not chunk:
+                if self.buffer:
+                    rest, self.buffer = self.buffer, b""
+                    return rest.decode()
+                return None
+            self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\n", 1)
+        text = raw.decode()
+        self.seen.append(text)
+        return text
+
+    def expect(self, start: str, timeout: float = WAIT) -> str:
+        """Read until a line starting with ``start``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.line(max(0.0, deadline - time.monotonic()))
+            if text is None:
+                raise AssertionError(f"{self.nick}: closed before {start!r}; saw {self.seen}")
+            if text.startswith(start):
+                return text
+
+    def rest_until_closed(self, timeout: float = WAIT) -> list[str]:
+        """Every line until the server closes the connection."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.line(max(0.0, deadline - time.monotonic()))
+            if text is None:
+                return lines
+            lines.append(text)
+
+    def say(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def refused_connection(port: int, source: str = "127.0.0.1", timeout: float = WAIT) -> bytes:
+    """Connect and return what the server sends: a refusal until it closes, or its ``NICK``."""
+    with socket.create_connection(("127.0.0.1", port), timeout, source_address=(source, 0)) as sock:
+        data = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and data != b"NICK":
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+class AdminConnection:
+    """A raw admin-socket connection speaking the JSON protocol line by line."""
+
+    def __init__(self, path: Path, timeout: float = WAIT) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self.reader = self.sock.makefile("rb")
+        self.hello = self.receive()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def receive(self) -> dict[str, Any]:
+        line = self.reader.readline()
+        assert line, "admin socket closed"
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def request(self, command: str, **args: Any) -> dict[str, Any]:
+        message: dict[str, Any] = {"version": 1, "command": command}
+        if args:
+            message["args"] = args
+        self.send(message)
+        return self.receive()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()

@@ -13,8 +13,7 @@ import pytest
 import structlog
 
 from lanchatd.daemon.bans import Ban, BanStore, normalize_address
-from tests.admin_helpers import Daemon, refused_connection
-from tests.support import wait_until
+from tests.support import Daemon, refused_connection, wait_until
 
 
 def _store(path: Path) -> tuple[BanStore, list[dict]]:

@@ -10,8 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.admin_helpers import AdminConnection, ChatClient, Daemon
-from tests.support import wait_until
+from tests.support import AdminConnection, ChatClient, Daemon, wait_until
 
 
 def test_hello_and_responses_carry_the_version_and_the_request_id(

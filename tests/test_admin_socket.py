@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin_helpers import LANCHATD, Daemon, lanchatctl, outsider_group
-from tests.support import wait_until
+from tests.admin_helpers import outsider_group
+from tests.support import LANCHATD, Daemon, lanchatctl, wait_until
 
 
 def _one_error_line(server: Daemon) -> str:

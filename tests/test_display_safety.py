@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.admin_helpers import ChatClient, Daemon, lanchatctl
-from tests.support import WAIT
+from tests.support import WAIT, ChatClient, Daemon, lanchatctl
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [

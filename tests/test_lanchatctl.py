@@ -17,8 +17,7 @@ from click.testing import CliRunner
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
 from lanchatd.daemon.admin import MAX_CONNECTIONS
-from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
-from tests.support import wait_until
+from tests.support import LANCHATCTL, ChatClient, Daemon, lanchatctl, wait_until
 
 COMMANDS = ("who", "kick", "broadcast", "stats", "ban", "unban", "bans", "watch", "reload")
 
