@@ -1,102 +1,22 @@
-"""Fixtures for the client tests: the real daemon, raw-socket users, the client in a pty.
+"""Helpers for the client tests: raw-socket users and the ``lanchat`` client in a pty or a pipe.
 
-Kept apart from the daemon's test support so the two suites can change independently.
-Every wait here has a deadline; nothing sleeps blindly.
+The daemon they talk to is ``tests.support.Daemon``. Every wait here has a deadline; nothing
+sleeps blindly.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import select
-import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pexpect
 
 WAIT = 15.0
 CLIENT = [sys.executable, "-m", "lanchatd.client"]
-
-
-class Daemon:
-    """A real ``lanchatd`` on 127.0.0.1; ``port=0`` picks a free port, kept across restarts."""
-
-    def __init__(self, port: int = 0, *args: str) -> None:
-        self.args = args
-        self.port = port
-        self.process: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
-        # Each daemon gets its own admin socket: the default path is shared machine-wide.
-        self.admin_dir = tempfile.mkdtemp(prefix="lanchat-client-test-")
-        self.admin_socket = os.path.join(self.admin_dir, "admin.sock")
-        self.start()
-
-    def start(self) -> None:
-        command = [sys.executable, "-c", "from lanchatd.daemon.main import main; main()"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
-        command += ["--admin-socket", self.admin_socket]
-        self.process = subprocess.Popen(
-            [*command, *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started = threading.Event()
-        found: dict[str, Any] = {}
-        process = self.process
-
-        def read() -> None:
-            assert process.stderr is not None
-            for line in process.stderr:
-                self.log.append(line)
-                if not started.is_set():
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if event.get("event") == "server_started":
-                        found.update(event)
-                        started.set()
-            started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(WAIT) or "port" not in found:
-            self.stop()
-            raise AssertionError(f"lanchatd did not start: {''.join(self.log)}")
-        self.port = int(found["port"])
-
-    def stop(self) -> None:
-        """SIGTERM, as systemd would; the daemon closes every client and exits."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(WAIT)
-
-
-@contextmanager
-def running_daemon(*args: str) -> Iterator[Daemon]:
-    daemon = Daemon(0, *args)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(daemon.admin_dir, ignore_errors=True)
 
 
 class RawUser:
@@ -204,13 +124,6 @@ class _Tee:
 
 def screen_text(child: pexpect.spawn) -> str:
     return str(child.logfile_read)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def quit_client(child: pexpect.spawn) -> int:

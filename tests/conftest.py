@@ -18,9 +18,8 @@ from tests.support import Daemon, write_config
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    server = Daemon()
-    yield server
-    server.kill()
+    with Daemon() as server:
+        yield server
 
 
 @pytest.fixture

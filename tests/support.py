@@ -40,9 +40,11 @@ class LoggedProcess:
     process: subprocess.Popen[str]
 
     def _watch_log(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.stderr: list[str] = []
-        self._changed = threading.Condition()
+        """Start collecting; what earlier runs of the process logged is kept."""
+        if not hasattr(self, "events"):
+            self.events: list[dict[str, Any]] = []
+            self.stderr: list[str] = []
+            self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
 
@@ -125,16 +127,35 @@ class Daemon(LoggedProcess):
             argv += ["--admin-socket", str(self.admin_socket)]
         base_env = {} if clean_env else {**os.environ}
         base_env.pop("LANCHATD_ADMIN_SOCKET", None)
+        self._argv = [*argv, *args]
+        self._env = {**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})}
+        self._launch()
+        self.port: int = self.wait_event("server_started")["port"] if wait else 0
+
+    def _launch(self) -> None:
         self.process = subprocess.Popen(
-            [*argv, *args],
+            self._argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})},
+            env=self._env,
         )
         self._watch_log()
-        self.port: int = self.wait_event("server_started")["port"] if wait else 0
+
+    def start(self) -> None:
+        """Start again after ``stop``, on the same port, so clients can reconnect to it."""
+        self.workdir.mkdir(exist_ok=True)
+        self._argv += ["--port", str(self.port)]  # the last --port counts
+        before = len(self.find("server_started"))
+        self._launch()
+        wait_until(lambda: len(self.find("server_started")) > before, what="lanchatd's restart")
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)

@@ -9,23 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_helpers import (
-    CLIENT,
-    WAIT,
-    Daemon,
-    RawUser,
-    client_env,
-    free_port,
-    running_daemon,
-)
+from tests.client_helpers import CLIENT, WAIT, RawUser, client_env
+from tests.support import Daemon, free_port
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
 
 
 @pytest.fixture
@@ -76,7 +63,7 @@ def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: RawUser) ->
 
 @pytest.mark.parametrize("address", ["127.0.0.1:{port}", "[::1]:{port}", "::1", "[::1]"])
 def test_host_may_carry_the_port_and_be_ipv6(address: str) -> None:
-    with running_daemon("--host", "::") as daemon:
+    with Daemon("--host", "::") as daemon:
         bob = RawUser(daemon.port, "bob")
         try:
             host = address.format(port=daemon.port)

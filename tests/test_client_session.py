@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,15 +26,10 @@ from lanchatd.client.link import (
 )
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
-from tests.client_helpers import Daemon, RawUser, free_port, running_daemon
+from tests.client_helpers import RawUser
+from tests.support import Daemon, free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
 
 
 class ScriptedPeer:
@@ -113,7 +108,7 @@ def test_join_connection_refused() -> None:
 def test_join_server_full(tmp_path: Path) -> None:
     config = tmp_path / "full.toml"
     config.write_text("[server]\nmax_clients = 1\n")
-    with running_daemon("--config", str(config)) as daemon:
+    with Daemon("--config", str(config)) as daemon:
         holder = RawUser(daemon.port, "holder")
 
         async def scenario() -> None:

@@ -6,30 +6,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from lanchatd.client.render import nick_color
-from tests.client_helpers import (
-    Clients,
-    Daemon,
-    free_port,
-    quit_client,
-    running_daemon,
-    screen_text,
-)
-from tests.support import wait_until
+from tests.client_helpers import Clients, quit_client, screen_text
+from tests.support import Daemon, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
 
 
 def joined(child: pexpect.spawn) -> None:
@@ -199,7 +185,7 @@ def test_the_name_goes_on_the_connection_made_before_asking(
     carol.expect_exact("Username:")
     carol.sendline("carol")
     joined(carol)
-    connected = [line for line in daemon.log if '"client_connected"' in line]
+    connected = [line for line in daemon.stderr if '"client_connected"' in line]
     assert len(connected) == 1
 
 
@@ -208,10 +194,10 @@ def test_a_slow_answer_still_joins_after_the_server_gave_up_waiting(
 ) -> None:
     config = tmp_path / "lanchatd.toml"
     config.write_text("[server]\nhandshake_timeout = 0.5\n")
-    with running_daemon("--config", str(config)) as daemon:
+    with Daemon("--config", str(config)) as daemon:
         carol = terminals.spawn(daemon.port)
         carol.expect_exact("Username:")
-        wait_until(lambda: any('"nick_rejected"' in line for line in daemon.log))
+        wait_until(lambda: any('"nick_rejected"' in line for line in daemon.stderr))
         carol.sendline("carol")
         joined(carol)
         assert quit_client(carol) == 0
@@ -291,5 +277,5 @@ def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, terminals:
     alice.expect(pexpect.EOF)
     alice.close()
     assert alice.exitstatus == 1
-    joins = [line for line in daemon.log if '"client_joined"' in line and '"alice"' in line]
+    joins = [line for line in daemon.stderr if '"client_joined"' in line and '"alice"' in line]
     assert len(joins) == 1
