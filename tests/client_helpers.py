@@ -7,75 +7,14 @@ sleeps blindly.
 from __future__ import annotations
 
 import os
-import select
-import socket
-import ssl
 import sys
-import time
 
 import pexpect
 
+from tests.support import LineClient, join
+
 WAIT = 15.0
 CLIENT = [sys.executable, "-m", "lanchatd.client"]
-
-
-class RawUser:
-    """A line-mode chat user on a bare socket (what netcat does); with ``cafile``, over TLS
-    (what ``openssl s_client`` does), trusting the certificate in that file."""
-
-    def __init__(self, port: int, nick: str, cafile: str | os.PathLike[str] | None = None) -> None:
-        self.nick = nick
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        if cafile is not None:
-            context = ssl.create_default_context(cafile=os.fspath(cafile))
-            self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
-        self.buffer = b""
-        self.lines: list[str] = []
-        greeting = self._recv_exactly(4)
-        assert greeting == b"NICK", greeting
-        self.sock.sendall(nick.encode() + b"\n")
-        self.expect(f"{nick} Bergabung!")
-
-    def _recv_exactly(self, size: int) -> bytes:
-        deadline = time.monotonic() + WAIT
-        while len(self.buffer) < size:
-            self._fill(deadline)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"{self.nick}: timed out; got {self.lines!r} {self.buffer!r}")
-        # Under TLS, decrypted bytes can wait inside the socket where select cannot see them.
-        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-        ready = pending or select.select([self.sock], [], [], remaining)[0]
-        if ready:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"{self.nick}: connection closed; got {self.lines!r}")
-            self.buffer += data
-
-    def expect(self, wanted: str, timeout: float = WAIT) -> list[str]:
-        """Read lines until one equals ``wanted``; return every line read up to it."""
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while True:
-            while b"\n" in self.buffer:
-                raw, self.buffer = self.buffer.split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                seen.append(line)
-                if line == wanted:
-                    return seen
-            self._fill(deadline)
-
-    def send(self, text: str | bytes) -> None:
-        data = text if isinstance(text, bytes) else text.encode()
-        self.sock.sendall(data + b"\n")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def client_env(*, color: bool = False, lang: str = "C.UTF-8") -> dict[str, str]:
@@ -140,7 +79,7 @@ class Clients:
 
     def __init__(self) -> None:
         self.children: list[pexpect.spawn] = []
-        self.users: list[RawUser] = []
+        self.users: list[LineClient] = []
 
     def spawn(
         self,
@@ -154,8 +93,8 @@ class Clients:
         self.children.append(child)
         return child
 
-    def user(self, port: int, nick: str, cafile: str | None = None) -> RawUser:
-        user = RawUser(port, nick, cafile)
+    def user(self, port: int, nick: str, cafile: str | None = None) -> LineClient:
+        user = join(port, nick, cafile=cafile)
         self.users.append(user)
         return user
 

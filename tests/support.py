@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -200,12 +201,23 @@ def write_config(directory: Path, text: str, name: str = "lanchatd.toml") -> Pat
 
 
 class LineClient:
-    """A line-mode client on a raw socket: the way netcat or telnet talks to the daemon."""
+    """A line-mode client on a raw socket: the way netcat or telnet talks to the daemon; with
+    ``cafile``, over TLS as ``openssl s_client`` does, trusting the certificate in that file."""
 
     def __init__(
-        self, port: int, nick: str | None = None, host: str = "127.0.0.1", source: str = ""
+        self,
+        port: int,
+        nick: str | None = None,
+        host: str = "127.0.0.1",
+        source: str = "",
+        *,
+        cafile: str | os.PathLike[str] | None = None,
+        server_hostname: str = "127.0.0.1",
     ) -> None:
         self.sock = socket.create_connection((host, port), timeout=WAIT, source_address=(source, 0))
+        if cafile is not None:
+            context = ssl.create_default_context(cafile=os.fspath(cafile))
+            self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
         self._buffer = b""
         assert self.recv_exact(4) == b"NICK"
         if nick is not None:
@@ -220,8 +232,9 @@ class LineClient:
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
 
-    def send(self, text: str) -> None:
-        self.send_bytes(text.encode() + b"\n")
+    def send(self, text: str | bytes) -> None:
+        """One line: ``text`` and a newline."""
+        self.send_bytes((text if isinstance(text, bytes) else text.encode()) + b"\n")
 
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -265,9 +278,9 @@ class LineClient:
         self.sock.close()
 
 
-def join(port: int, nick: str) -> LineClient:
+def join(port: int, nick: str, **options: Any) -> LineClient:
     """A line client that has joined and consumed its two greeting lines."""
-    client = LineClient(port, nick)
+    client = LineClient(port, nick, **options)
     assert client.lines(2) == [f"{nick} Bergabung!", "Terkoneksi dengan Server!"]
     return client
 

@@ -26,8 +26,8 @@ from lanchatd.client.link import (
 )
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
-from tests.client_helpers import RawUser
 from tests.support import Daemon, free_port
+from tests.support import join as join_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,7 +109,7 @@ def test_join_server_full(tmp_path: Path) -> None:
     config = tmp_path / "full.toml"
     config.write_text("[server]\nmax_clients = 1\n")
     with Daemon("--config", str(config)) as daemon:
-        holder = RawUser(daemon.port, "holder")
+        holder = join_line(daemon.port, "holder")
 
         async def scenario() -> None:
             with pytest.raises(ConnectError) as raised:
@@ -191,7 +191,7 @@ def test_kicked_client_does_not_come_back() -> None:
 
 
 def test_sync_confirms_every_line_and_stays_invisible(daemon: Daemon) -> None:
-    bob = RawUser(daemon.port, "bob")
+    bob = join_line(daemon.port, "bob")
     lines: list[str] = []
 
     async def scenario() -> None:

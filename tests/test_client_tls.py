@@ -21,13 +21,13 @@ from tests.client_helpers import (
     CLIENT,
     WAIT,
     Clients,
-    RawUser,
     client_env,
     quit_client,
     screen_text,
     spawn_client,
 )
 from tests.support import Daemon
+from tests.support import join as join_line
 from tests.tls_support import make_certificate
 
 pytestmark = pytest.mark.timeout(90)
@@ -118,7 +118,7 @@ def one_line_failure(mode: str, port: int, *args: str, host: str = "127.0.0.1") 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_pipe_over_tls_posts_and_exits_zero(tls_daemon: Daemon, cert: str, host: str) -> None:
     # The certificate names both: an IP address SAN and a DNS name are each checked.
-    bob = RawUser(tls_daemon.port, "bob", cert)
+    bob = join_line(tls_daemon.port, "bob", cafile=cert)
     try:
         args = ("--tls", "--cafile", cert, "--nick", "ci")
         result = run_client(tls_daemon.port, *args, stdin="build ok\n", host=host)
@@ -142,7 +142,7 @@ def test_pipe_over_tls_posts_and_exits_zero(tls_daemon: Daemon, cert: str, host:
 
 def test_many_lines_over_tls_all_arrive_in_order(tls_daemon: Daemon, cert: str) -> None:
     lines = [f"line {number} " + "x" * 300 for number in range(45)]  # past the flood burst
-    bob = RawUser(tls_daemon.port, "bob", cert)
+    bob = join_line(tls_daemon.port, "bob", cafile=cert)
     try:
         result = run_client(
             tls_daemon.port, "--tls", "--cafile", cert, "--nick", "ci", stdin="\n".join(lines)
@@ -309,14 +309,14 @@ def test_pipe_keeps_posting_over_tls_across_a_daemon_restart(tls_daemon: Daemon,
     assert client.stdin is not None
     assert client.stderr is not None
     try:
-        bob = RawUser(tls_daemon.port, "bob", cert)
+        bob = join_line(tls_daemon.port, "bob", cafile=cert)
         client.stdin.write("before\n")
         client.stdin.flush()
         bob.expect("ci: before")
         bob.close()
         tls_daemon.stop()
         tls_daemon.start()
-        carol = RawUser(tls_daemon.port, "carol", cert)
+        carol = join_line(tls_daemon.port, "carol", cafile=cert)
         try:
             client.stdin.write("after\n")
             client.stdin.close()
