@@ -188,8 +188,18 @@ class Daemon(LoggedProcess):
     def admin(self) -> AdminConnection:
         return AdminConnection(self.admin_socket)
 
-    def chat(self, nick: str, **kwargs: Any) -> ChatClient:
-        return ChatClient(self.port, nick, **kwargs)
+    def chat(
+        self, nick: str, *, source: str = "127.0.0.1", classic: bool = False, join: bool = True
+    ) -> LineClient:
+        """A line client as ``nick`` (from ``source``) that has read its greeting in whichever
+        language; with ``classic``, the original tutorial's (the nickname without a newline);
+        with ``join=False``, one that reads nothing yet."""
+        client = LineClient(self.port, source=source)
+        client.send_bytes(nick.encode() if classic else nick.encode() + b"\n")
+        if join and not classic:
+            client.expect_start(f"{nick} ")  # the join line, addressed to everyone
+            client.line()  # and the welcome, to the newcomer only
+        return client
 
 
 def write_config(directory: Path, text: str, name: str = "lanchatd.toml") -> Path:
@@ -265,14 +275,30 @@ class LineClient:
             skipped.append(line)
         return skipped
 
+    def expect_start(self, start: str, timeout: float = WAIT) -> str:
+        """Read lines until one starts with ``start``; return it."""
+        deadline = time.monotonic() + timeout
+        while not (line := self.line(max(0.01, deadline - time.monotonic()))).startswith(start):
+            pass
+        return line
+
     def closed(self, timeout: float = WAIT) -> bytes:
         """Read until the server closes; return what arrived first."""
         self.sock.settimeout(timeout)
-        data = self._buffer
-        self._buffer = b""
         while chunk := self.sock.recv(65536):
-            data += chunk
+            self._buffer += chunk
+        data, self._buffer = self._buffer, b""
         return data
+
+    def rest_until_closed(self, timeout: float = WAIT) -> list[str]:
+        """Every line until the server closes (or resets) the connection; the last one may lack
+        its newline."""
+        try:
+            data = self.closed(timeout)
+        except ConnectionResetError:
+            data, self._buffer = self._buffer, b""
+        lines = data.decode().split("\n")
+        return lines[:-1] if lines[-1] == "" else lines
 
     def close(self) -> None:
         self.sock.close()
@@ -319,92 +345,6 @@ def lanchatctl(
     if check_traceback:
         assert "Traceback" not in result.stderr, result.stderr
     return result
-
-
-class ChatClient:
-    """A raw-socket line-mode chat client (or, with ``classic``, the original tutorial's)."""
-
-    def __init__(
-        self,
-        port: int,
-        nick: str,
-        *,
-        source: str = "127.0.0.1",
-        classic: bool = False,
-        join: bool = True,
-    ) -> None:
-        self.nick = nick
-        self.sock = socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0))
-        self.buffer = b""
-        self.seen: list[str] = []
-        greeting = self._read_exactly(4)
-        assert greeting == b"NICK", greeting
-        self.sock.sendall(nick.encode() if classic else nick.encode() + b"\n")
-        if join and not classic:
-            self.expect(f"{nick} ")  # the join line (either language), addressed to everyone
-            self.line()  # and the welcome, to the newcomer only
-
-    def _read_exactly(self, count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = self.sock.recv(count - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def line(self, timeout: float = WAIT) -> str | None:
-        """The next line, or None at end of file."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.nick}: no line within {timeout}s; saw {self.seen}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            except TimeoutError:
-                raise AssertionError(
-                    f"{self.nick}: no line within {timeout}s; saw {self.seen}"
-                ) from None
-            if not chunk:
-                if self.buffer:
-                    rest, self.buffer = self.buffer, b""
-                    return rest.decode()
-                return None
-            self.buffer += chunk
-        raw, self.buffer = self.buffer.split(b"\n", 1)
-        text = raw.decode()
-        self.seen.append(text)
-        return text
-
-    def expect(self, start: str, timeout: float = WAIT) -> str:
-        """Read until a line starting with ``start``; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.line(max(0.0, deadline - time.monotonic()))
-            if text is None:
-                raise AssertionError(f"{self.nick}: closed before {start!r}; saw {self.seen}")
-            if text.startswith(start):
-                return text
-
-    def rest_until_closed(self, timeout: float = WAIT) -> list[str]:
-        """Every line until the server closes the connection."""
-        lines: list[str] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.line(max(0.0, deadline - time.monotonic()))
-            if text is None:
-                return lines
-            lines.append(text)
-
-    def say(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\n")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def refused_connection(port: int, source: str = "127.0.0.1", timeout: float = WAIT) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import WAIT, ChatClient, Daemon, lanchatctl
+from tests.support import WAIT, Daemon, lanchatctl
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [
@@ -67,17 +67,17 @@ def test_chat_me_and_msg_arrive_escaped_in_line_and_classic_mode(
     tut = ClassicReader(admin_daemon.port, "tut")
     admin_clients += [nc, tut]
     tut.until("Terkoneksi dengan Server!")
-    nc.expect("tut Bergabung!")
+    nc.expect_start("tut Bergabung!")
     mallory = admin_daemon.chat("mallory")
     admin_clients.append(mallory)
-    nc.expect("mallory Bergabung!")
+    nc.expect_start("mallory Bergabung!")
 
     for raw, _ in ATTACKS:
-        mallory.say(raw)
-    mallory.say("/me \x1b]0;title\x07waves\u202e")
-    mallory.say("/msg nc \x1b[2Jpsst\u200b")
-    mallory.say("/msg tut \x1b[2Jpsst\u2066")
-    mallory.say("done")
+        mallory.send(raw)
+    mallory.send("/me \x1b]0;title\x07waves\u202e")
+    mallory.send("/msg nc \x1b[2Jpsst\u200b")
+    mallory.send("/msg tut \x1b[2Jpsst\u2066")
+    mallory.send("done")
 
     expected = [f"mallory: {shown}" for _, shown in ATTACKS]
     expected += ["* mallory ^[]0;title^Gwaves<U+202E>", "*mallory* ^[[2Jpsst<U+200B>"]
@@ -95,9 +95,9 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
     tut = ClassicReader(admin_daemon.port, "tut")
     tut.until("Terkoneksi dengan Server!")
     victim = admin_daemon.chat("victim")
-    banned = ChatClient(admin_daemon.port, "banned", source="127.0.0.2")
+    banned = admin_daemon.chat("banned", source="127.0.0.2")
     admin_clients += [nc, tut, victim, banned]
-    nc.expect("banned Bergabung!")
+    nc.expect_start("banned Bergabung!")
 
     # The admin socket refuses control characters in these texts; the rest is escaped.
     kick = admin_daemon.ctl("kick", "victim", "--reason", "bye\u202eevil\u200b")
@@ -108,17 +108,17 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
     assert notice.returncode == 0, notice.stderr
 
     assert (
-        victim.expect("*** Anda")
+        victim.expect_start("*** Anda")
         == "*** Anda dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>"
     )
-    assert banned.expect("*** Anda") == "*** Anda diblokir dari server ini: <U+2066>x<U+3164>"
+    assert banned.expect_start("*** Anda") == "*** Anda diblokir dari server ini: <U+2066>x<U+3164>"
     shown = [
         "*** victim dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>",
         "*** banned diblokir oleh administrator: <U+2066>x<U+3164>",
         "*** Pengumuman server: red<U+200B><U+FEFF>",
     ]
     for line in shown:
-        assert nc.expect("***") == line
+        assert nc.expect_start("***") == line
     seen = tut.until(shown[-1])
     for line in shown:
         assert line in seen
@@ -131,8 +131,8 @@ def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients:
     tut.until("Terkoneksi dengan Server!")
     jose = admin_daemon.chat("José")
     admin_clients.append(jose)
-    jose.say("café ☕")
-    assert jose.expect("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
+    jose.send("café ☕")
+    assert jose.expect_start("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
     result = admin_daemon.ctl("broadcast", "Kantin tutup — 10 menit lagi…")
     assert result.returncode == 0, result.stderr
     copycat = ClassicReader(admin_daemon.port, "JOSÉ")
@@ -144,7 +144,7 @@ def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients:
     )
     assert copycat.until("dipakai") == "*** Nickname ditolak: JOSE sudah dipakai"
     tut.sock.sendall(b"tut: still here")
-    assert jose.expect("tut: ") == "tut: still here"
+    assert jose.expect_start("tut: ") == "tut: still here"
 
 
 # Look-alike nicknames --------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice
 
     assert online() == ["alice", "José", "user1 pc"]
     assert admin_daemon.ctl("kick", "alice").returncode == 0
-    assert alice.expect("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
+    assert alice.expect_start("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
     assert online() == ["José", "user1 pc"]
 
 
