@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,23 @@ from tests.support import Daemon, free_port
 from tests.support import join as join_line
 
 pytestmark = pytest.mark.timeout(60)
+
+
+async def started_session(
+    port: int,
+    nick: str,
+    on_line: Callable[[str], None],
+    on_status: Callable[[Status], None],
+    **options: Any,
+) -> Session:
+    """Join 127.0.0.1:``port`` as ``nick`` and run a session on that first connection."""
+    first = await join(Endpoint("127.0.0.1", port), nick)
+    assert isinstance(first, Connection)
+    session = Session(
+        Endpoint("127.0.0.1", port), nick, first, on_line=on_line, on_status=on_status, **options
+    )
+    session.start()
+    return session
 
 
 class ScriptedPeer:
@@ -166,16 +184,7 @@ def test_kicked_client_does_not_come_back() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", peer.port),
-            "alice",
-            first,
-            on_line=lines.append,
-            on_status=statuses.append,
-        )
-        session.start()
+        session = await started_session(peer.port, "alice", lines.append, statuses.append)
         async with asyncio.timeout(10):
             await session.wait_done()
         assert session.failed is not None
@@ -195,16 +204,7 @@ def test_sync_confirms_every_line_and_stays_invisible(daemon: Daemon) -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", daemon.port), "user1 pc")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", daemon.port),
-            "user1 pc",
-            first,
-            on_line=lines.append,
-            on_status=print,
-        )
-        session.start()
+        session = await started_session(daemon.port, "user1 pc", lines.append, print)
         for number in range(30):
             await session.send(f"message {number}")
         async with asyncio.timeout(20):
@@ -255,18 +255,14 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", peer.port),
+        session = await started_session(
+            peer.port,
             "alice",
-            first,
-            on_line=lines.append,
-            on_status=statuses.append,
+            lines.append,
+            statuses.append,
             echo_timeout=1.0,
             backoff=Backoff(first=0.1),
         )
-        session.start()
         await session.send("do not lose me")
         async with asyncio.timeout(15):
             while "alice: do not lose me" not in lines:
@@ -291,16 +287,7 @@ def test_a_line_the_server_shows_escaped_is_still_confirmed(daemon: Daemon) -> N
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", daemon.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", daemon.port),
-            "alice",
-            first,
-            on_line=lines.append,
-            on_status=print,
-        )
-        session.start()
+        session = await started_session(daemon.port, "alice", lines.append, print)
         await session.send("clear\x1b[2J \u202eevil\u200b")
         async with asyncio.timeout(10):
             while "alice: clear^[[2J <U+202E>evil<U+200B>" not in lines:
