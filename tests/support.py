@@ -304,6 +304,39 @@ class LineClient:
         self.sock.close()
 
 
+class TutorialClient:
+    """The original tutorial client's side of the wire: no newlines, one message per send, and
+    what arrives read 1024 bytes at a time and decoded as ASCII."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.nick = nick
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.received = b""
+        assert self.sock.recv(1024) == b"NICK"
+        self.sock.sendall(nick.encode())
+
+    def write(self, text: str) -> None:
+        self.sock.sendall(f"{self.nick}: {text}".encode("ascii"))
+
+    def until(self, text: str, timeout: float = WAIT) -> str:
+        """Everything received so far once ``text`` is in it; every byte must be ASCII."""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.received:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(1024)
+            except TimeoutError:
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"no {text!r} within {timeout}s; have {self.received!r}")
+            self.received += chunk
+        assert max(self.received) < 0x80, self.received
+        return self.received.decode("ascii")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def join(port: int, nick: str, **options: Any) -> LineClient:
     """A line client that has joined and consumed its two greeting lines."""
     client = LineClient(port, nick, **options)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import WAIT, Daemon, lanchatctl
+from tests.support import WAIT, Daemon, TutorialClient, lanchatctl
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [
@@ -32,39 +31,11 @@ ATTACKS = [
 ]
 
 
-class ClassicReader:
-    """The tutorial client's side: no newlines, and it decodes what it receives as ASCII."""
-
-    def __init__(self, port: int, nick: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), WAIT)
-        self.received = b""
-        assert self.sock.recv(4) == b"NICK"
-        self.sock.sendall(nick.encode())
-
-    def until(self, text: str, timeout: float = WAIT) -> str:
-        """Everything received so far once ``text`` is in it; every byte must be ASCII."""
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.received:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(1024)
-            except TimeoutError:
-                chunk = b""
-            if not chunk:
-                raise AssertionError(f"no {text!r} within {timeout}s; have {self.received!r}")
-            self.received += chunk
-        assert max(self.received) < 0x80, self.received
-        return self.received.decode("ascii")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_chat_me_and_msg_arrive_escaped_in_line_and_classic_mode(
     admin_daemon: Daemon, admin_clients: list
 ) -> None:
     nc = admin_daemon.chat("nc")
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     admin_clients += [nc, tut]
     tut.until("Terkoneksi dengan Server!")
     nc.expect_start("tut Bergabung!")
@@ -92,7 +63,7 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
     admin_daemon: Daemon, admin_clients: list
 ) -> None:
     nc = admin_daemon.chat("nc")
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     tut.until("Terkoneksi dengan Server!")
     victim = admin_daemon.chat("victim")
     banned = admin_daemon.chat("banned", source="127.0.0.2")
@@ -126,7 +97,7 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
 
 
 def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients: list) -> None:
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     admin_clients.append(tut)
     tut.until("Terkoneksi dengan Server!")
     jose = admin_daemon.chat("José")
@@ -135,7 +106,7 @@ def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients:
     assert jose.expect_start("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
     result = admin_daemon.ctl("broadcast", "Kantin tutup — 10 menit lagi…")
     assert result.returncode == 0, result.stderr
-    copycat = ClassicReader(admin_daemon.port, "JOSÉ")
+    copycat = TutorialClient(admin_daemon.port, "JOSÉ")
     admin_clients.append(copycat)
 
     seen = tut.until("*** Pengumuman server: Kantin tutup - 10 menit lagi...")
@@ -177,7 +148,7 @@ def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice
         refused = admin_daemon.chat(nick, join=False)
         admin_clients.append(refused)
         assert refused.rest_until_closed() == [line], nick
-    classic = ClassicReader(admin_daemon.port, "\u0430lice")
+    classic = TutorialClient(admin_daemon.port, "\u0430lice")
     admin_clients.append(classic)
     assert classic.until("ada") == LOOKALIKE.format("?lice")
     jose = admin_daemon.chat("José")
