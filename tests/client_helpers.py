@@ -7,6 +7,7 @@ sleeps blindly.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pexpect
@@ -26,6 +27,32 @@ def client_env(*, color: bool = False, lang: str = "C.UTF-8") -> dict[str, str]:
     if not color:
         env["NO_COLOR"] = "1"
     return env
+
+
+def run_client(
+    port: int,
+    *args: str,
+    stdin: str | bytes = "",
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The client in a pipe: run to the end (bounded) and return what it did. Bytes on stdin
+    that are not UTF-8 reach it as they are."""
+    return subprocess.run(
+        [*CLIENT, host, "--port", str(port), *args],
+        input=stdin.decode(errors="surrogateescape") if isinstance(stdin, bytes) else stdin,
+        capture_output=True,
+        text=True,
+        env={**client_env(), **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def joined(child: pexpect.spawn) -> None:
+    """Wait until the interactive client has joined and shows its prompt."""
+    child.expect_exact("Terkoneksi dengan Server!")
+    child.expect_exact(">>")
 
 
 def spawn_client(

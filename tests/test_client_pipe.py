@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_helpers import CLIENT, WAIT, client_env
+from tests.client_helpers import CLIENT, WAIT, client_env, run_client
 from tests.support import Daemon, LineClient, free_port, join
 
 pytestmark = pytest.mark.timeout(90)
@@ -22,18 +22,6 @@ def bob(daemon: Daemon) -> Iterator[LineClient]:
         yield user
     finally:
         user.close()
-
-
-def run_client(port: int, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLIENT, "127.0.0.1", "--port", str(port), *args],
-        input=stdin.decode(errors="surrogateescape"),
-        capture_output=True,
-        text=True,
-        env=client_env(),
-        timeout=60,
-        check=False,
-    )
 
 
 def start_client(port: int, *args: str) -> subprocess.Popen[str]:

@@ -12,15 +12,10 @@ import pexpect
 import pytest
 
 from lanchatd.client.render import nick_color
-from tests.client_helpers import Clients, quit_client, screen_text
+from tests.client_helpers import Clients, joined, quit_client, screen_text
 from tests.support import Daemon, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def joined(child: pexpect.spawn) -> None:
-    child.expect_exact("Terkoneksi dengan Server!")
-    child.expect_exact(">>")
 
 
 def test_two_people_chat(daemon: Daemon, terminals: Clients) -> None:

@@ -22,7 +22,9 @@ from tests.client_helpers import (
     WAIT,
     Clients,
     client_env,
+    joined,
     quit_client,
+    run_client,
     screen_text,
     spawn_client,
 )
@@ -66,30 +68,6 @@ def tls_daemon(certificate: tuple[Path, Path]) -> Iterator[Daemon]:
 @pytest.fixture
 def plain_daemon(daemon: Daemon) -> Daemon:
     return daemon
-
-
-def run_client(
-    port: int,
-    *args: str,
-    stdin: str = "",
-    host: str = "127.0.0.1",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """The client in a pipe: run to the end (bounded) and return what it did."""
-    return subprocess.run(
-        [*CLIENT, host, "--port", str(port), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**client_env(), **(env or {})},
-        timeout=60,
-        check=False,
-    )
-
-
-def joined(child: pexpect.spawn) -> None:
-    child.expect_exact("Terkoneksi dengan Server!")
-    child.expect_exact(">>")
 
 
 def one_line_failure(mode: str, port: int, *args: str, host: str = "127.0.0.1") -> str:
