@@ -109,8 +109,9 @@ def build_other_user(root: Path) -> OtherUser:
     for package in ("lanchatd", "lanchatctl"):
         shutil.copytree(REPO / package, site / package, ignore=ignore)
     for name in ("click", "structlog", "sdnotify", "wcwidth", "confusable_homoglyphs"):
-        module = __import__(name)
-        shutil.copytree(Path(module.__file__).parent, site / name, ignore=ignore)
+        source = __import__(name).__file__
+        assert source is not None, name
+        shutil.copytree(Path(source).parent, site / name, ignore=ignore)
     scripts = importlib.metadata.entry_points(group="console_scripts")
     for name in ("lanchatd", "lanchatctl"):
         (entry,) = [ep for ep in scripts if ep.name == name]
