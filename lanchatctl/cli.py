@@ -8,7 +8,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from click.shell_completion import CompletionItem
@@ -38,25 +38,15 @@ Shell completion (bash; zsh and fish likewise with zsh_source, fish_source):
 """
 
 
-class Failure(click.ClickException):
-    """A message on stderr and a specific exit status; never a traceback."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = status
-
-    def show(self, file: Any = None) -> None:
-        _echo(f"lanchatctl: error: {self.message}", err=True)
-
-
 @contextlib.contextmanager
 def _daemon(ctx: click.Context) -> Iterator[AdminClient]:
-    """A connection to the daemon; any AdminError becomes a Failure with its exit status."""
+    """A connection to the daemon; an AdminError is one line on stderr and its exit status."""
     try:
         with AdminClient.at(ctx.find_root().params.get("socket_path")) as client:
             yield client
     except AdminError as error:
-        raise Failure(error.status, error.message) from None
+        _echo(f"lanchatctl: error: {error.message}", err=True)
+        raise click.exceptions.Exit(error.status) from None
 
 
 # Formatting ---------------------------------------------------------------------------------
@@ -140,14 +130,23 @@ def _echo_json(value: Any, *, lines: bool = False) -> None:
 # Parameters ---------------------------------------------------------------------------------
 
 
-class Duration(click.ParamType):
+if TYPE_CHECKING:
+    # Generic from click 8.4 on; Debian 12's click 8.1 cannot subscript it at run time.
+    _FloatType = click.ParamType[float]
+else:
+    _FloatType = click.ParamType
+
+
+class Duration(_FloatType):
     """``90``, ``45s``, ``30m``, ``1h``, ``2d``, ``1w`` or combinations like ``1h30m``."""
 
     name = "duration"
     _PART: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
     _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, int | float):
             return float(value)
         text = str(value).strip().lower().replace(" ", "")

@@ -1,31 +1,22 @@
 """Helpers for the admin socket and lanchatctl tests: real daemons, real sockets, real users.
 
-The test_admin*/test_lanchatctl* modules bind the fixtures they use by name
-(``admin_daemons = admin_helpers.admin_daemons``); every fixture name starts with ``admin_``
-so nothing clashes with conftest.py.
+Their fixtures (``admin_daemons``, ``admin_daemon``, ...) live in conftest.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import grp
 import importlib.metadata
-import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support import BIN, WAIT, LoggedProcess
+from tests.support import BIN
 
 REPO = Path(__file__).resolve().parents[1]
 LANCHATD = BIN / "lanchatd"
@@ -47,250 +38,6 @@ def remove_tree(path: Path) -> None:
     if shutil.which("chattr"):
         subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True, check=False)
     shutil.rmtree(path, ignore_errors=True)
-
-
-# The daemon ---------------------------------------------------------------------------------
-
-
-class Daemon(LoggedProcess):
-    """A real ``lanchatd`` subprocess with its own admin socket and state directory."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        *args: str,
-        config: str | None = None,
-        command: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        clean_env: bool = False,
-        admin_socket: Path | None = None,
-        admin_flag: bool = True,
-        state_dir: Path | None = None,
-        wait: bool = True,
-    ) -> None:
-        self.workdir = workdir
-        self.admin_socket = admin_socket or workdir / "admin.sock"
-        self.state_dir = state_dir or workdir / "state"
-        argv = [*(command or [str(LANCHATD)]), "--host", "127.0.0.1", "--log-format", "json"]
-        if "--port" not in args:
-            argv += ["--port", "0"]
-        if admin_flag:
-            argv += ["--admin-socket", str(self.admin_socket)]
-        if config is not None:
-            config_path = workdir / "lanchatd.toml"
-            config_path.write_text(config)
-            config_path.chmod(0o644)
-            argv += ["--config", str(config_path)]
-        base_env = {} if clean_env else {**os.environ}
-        base_env.pop("LANCHATD_ADMIN_SOCKET", None)
-        self.process = subprocess.Popen(
-            [*argv, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})},
-        )
-        self._watch_log()
-        self.port = 0
-        if wait:
-            self.port = self.wait_event("server_started")["port"]
-
-    def wait_exit(self, timeout: float = WAIT) -> int:
-        status = self.process.wait(timeout)
-        self._reader.join(timeout)
-        return status
-
-    def stop(self, timeout: float = WAIT) -> int:
-        """SIGTERM, as systemctl stop does; return the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait_exit(timeout)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.wait_exit(5.0)
-
-    def ctl(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run the installed lanchatctl against this daemon's admin socket."""
-        return lanchatctl("--socket", str(self.admin_socket), *args, **kwargs)
-
-    def admin(self) -> AdminConnection:
-        return AdminConnection(self.admin_socket)
-
-    def chat(self, nick: str, **kwargs: Any) -> ChatClient:
-        return ChatClient(self.port, nick, **kwargs)
-
-
-def lanchatctl(
-    *args: str,
-    command: list[str] | None = None,
-    env: dict[str, str] | None = None,
-    clean_env: bool = False,
-    timeout: float = 30.0,
-    check_traceback: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``lanchatctl`` entry point (or ``command``) as a subprocess.
-
-    The environment is this one (without LANCHATD_ADMIN_SOCKET) plus ``env``, or only ``env``
-    with ``clean_env``.
-    """
-    environment = {} if clean_env else {**os.environ}
-    environment.pop("LANCHATD_ADMIN_SOCKET", None)
-    environment.update(env or {})
-    result = subprocess.run(
-        [*(command or [str(LANCHATCTL)]), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if check_traceback:
-        assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-# Clients ------------------------------------------------------------------------------------
-
-
-class ChatClient:
-    """A raw-socket line-mode chat client (or, with ``classic``, the original tutorial's)."""
-
-    def __init__(
-        self,
-        port: int,
-        nick: str,
-        *,
-        source: str = "127.0.0.1",
-        classic: bool = False,
-        join: bool = True,
-    ) -> None:
-        self.nick = nick
-        self.sock = socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0))
-        self.buffer = b""
-        self.seen: list[str] = []
-        greeting = self._read_exactly(4)
-        assert greeting == b"NICK", greeting
-        self.sock.sendall(nick.encode() if classic else nick.encode() + b"\n")
-        if join and not classic:
-            self.expect(f"{nick} ")  # the join line (either language), addressed to everyone
-            self.line()  # and the welcome, to the newcomer only
-
-    def _read_exactly(self, count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = self.sock.recv(count - len(data))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def line(self, timeout: float = WAIT) -> str | None:
-        """The next line, or None at end of file."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.nick}: no line within {timeout}s; saw {self.seen}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            except TimeoutError:
-                raise AssertionError(
-                    f"{self.nick}: no line within {timeout}s; saw {self.seen}"
-                ) from None
-            if not chunk:
-                if self.buffer:
-                    rest, self.buffer = self.buffer, b""
-                    return rest.decode()
-                return None
-            self.buffer += chunk
-        raw, self.buffer = self.buffer.split(b"\n", 1)
-        text = raw.decode()
-        self.seen.append(text)
-        return text
-
-    def expect(self, start: str, timeout: float = WAIT) -> str:
-        """Read until a line starting with ``start``; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.line(max(0.0, deadline - time.monotonic()))
-            if text is None:
-                raise AssertionError(f"{self.nick}: closed before {start!r}; saw {self.seen}")
-            if text.startswith(start):
-                return text
-
-    def rest_until_closed(self, timeout: float = WAIT) -> list[str]:
-        """Every line until the server closes the connection."""
-        lines = []
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.line(max(0.0, deadline - time.monotonic()))
-            if text is None:
-                return lines
-            lines.append(text)
-
-    def say(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\n")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def refused_connection(port: int, source: str = "127.0.0.1", timeout: float = WAIT) -> bytes:
-    """Connect and return what the server sends: a refusal until it closes, or its ``NICK``."""
-    with socket.create_connection(("127.0.0.1", port), timeout, source_address=(source, 0)) as sock:
-        data = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and data != b"NICK":
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
-class AdminConnection:
-    """A raw admin-socket connection speaking the JSON protocol line by line."""
-
-    def __init__(self, path: Path, timeout: float = WAIT) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-        self.reader = self.sock.makefile("rb")
-        self.hello = self.receive()
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-
-    def receive(self) -> dict[str, Any]:
-        line = self.reader.readline()
-        assert line, "admin socket closed"
-        return json.loads(line)
-
-    def request(self, command: str, **args: Any) -> dict[str, Any]:
-        message: dict[str, Any] = {"version": 1, "command": command}
-        if args:
-            message["args"] = args
-        self.send(message)
-        return self.receive()
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 # Another, unprivileged user -----------------------------------------------------------------
@@ -362,8 +109,9 @@ def build_other_user(root: Path) -> OtherUser:
     for package in ("lanchatd", "lanchatctl"):
         shutil.copytree(REPO / package, site / package, ignore=ignore)
     for name in ("click", "structlog", "sdnotify", "wcwidth", "confusable_homoglyphs"):
-        module = __import__(name)
-        shutil.copytree(Path(module.__file__).parent, site / name, ignore=ignore)
+        source = __import__(name).__file__
+        assert source is not None, name
+        shutil.copytree(Path(source).parent, site / name, ignore=ignore)
     scripts = importlib.metadata.entry_points(group="console_scripts")
     for name in ("lanchatd", "lanchatctl"):
         (entry,) = [ep for ep in scripts if ep.name == name]
@@ -397,53 +145,3 @@ def outsider_group() -> grp.struct_group:
             return group
     pytest.skip("no group to use as the admin group")
     raise AssertionError
-
-
-# Fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def admin_workdir() -> Iterator[Path]:
-    path = short_dir()
-    yield path
-    remove_tree(path)
-
-
-@pytest.fixture
-def admin_daemons(admin_workdir: Path) -> Iterator[Callable[..., Daemon]]:
-    """Start daemons (all share the test's directory unless told otherwise); all killed after."""
-    started: list[Daemon] = []
-
-    def start(*args: str, **kwargs: Any) -> Daemon:
-        server = Daemon(admin_workdir, *args, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.kill()
-
-
-@pytest.fixture
-def admin_daemon(admin_daemons: Callable[..., Daemon]) -> Daemon:
-    """One daemon with flood control off, so tests can send quickly."""
-    return admin_daemons(config="[limits]\nrate = 0\n")
-
-
-@pytest.fixture
-def admin_clients() -> Iterator[list[Any]]:
-    """Collects chat and admin connections a test opens; all closed afterwards."""
-    opened: list[Any] = []
-    yield opened
-    for client in opened:
-        with contextlib.suppress(OSError):
-            client.close()
-
-
-@pytest.fixture(scope="session")
-def admin_other_user() -> Iterator[OtherUser]:
-    root = short_dir("lanchat-otheruser-")
-    try:
-        yield build_other_user(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

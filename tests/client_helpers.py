@@ -1,161 +1,21 @@
-"""Fixtures for the client tests: the real daemon, raw-socket users, the client in a pty.
+"""Helpers for the client tests: raw-socket users and the ``lanchat`` client in a pty or a pipe.
 
-Kept apart from the daemon's test support so the two suites can change independently.
-Every wait here has a deadline; nothing sleeps blindly.
+The daemon they talk to is ``tests.support.Daemon``. Every wait here has a deadline; nothing
+sleeps blindly.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import select
-import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pexpect
 
+from tests.support import LineClient, join
+
 WAIT = 15.0
 CLIENT = [sys.executable, "-m", "lanchatd.client"]
-
-
-class Daemon:
-    """A real ``lanchatd`` on 127.0.0.1; ``port=0`` picks a free port, kept across restarts."""
-
-    def __init__(self, port: int = 0, *args: str) -> None:
-        self.args = args
-        self.port = port
-        self.process: subprocess.Popen[str] | None = None
-        self.log: list[str] = []
-        # Each daemon gets its own admin socket: the default path is shared machine-wide.
-        self.admin_dir = tempfile.mkdtemp(prefix="lanchat-client-test-")
-        self.admin_socket = os.path.join(self.admin_dir, "admin.sock")
-        self.start()
-
-    def start(self) -> None:
-        command = [sys.executable, "-c", "from lanchatd.daemon.main import main; main()"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-format", "json"]
-        command += ["--admin-socket", self.admin_socket]
-        self.process = subprocess.Popen(
-            [*command, *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started = threading.Event()
-        found: dict[str, Any] = {}
-        process = self.process
-
-        def read() -> None:
-            assert process.stderr is not None
-            for line in process.stderr:
-                self.log.append(line)
-                if not started.is_set():
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if event.get("event") == "server_started":
-                        found.update(event)
-                        started.set()
-            started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not started.wait(WAIT) or "port" not in found:
-            self.stop()
-            raise AssertionError(f"lanchatd did not start: {''.join(self.log)}")
-        self.port = int(found["port"])
-
-    def stop(self) -> None:
-        """SIGTERM, as systemd would; the daemon closes every client and exits."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(WAIT)
-
-
-@contextmanager
-def running_daemon(*args: str) -> Iterator[Daemon]:
-    daemon = Daemon(0, *args)
-    try:
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(daemon.admin_dir, ignore_errors=True)
-
-
-class RawUser:
-    """A line-mode chat user on a bare socket (what netcat does); with ``cafile``, over TLS
-    (what ``openssl s_client`` does), trusting the certificate in that file."""
-
-    def __init__(self, port: int, nick: str, cafile: str | os.PathLike[str] | None = None) -> None:
-        self.nick = nick
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        if cafile is not None:
-            context = ssl.create_default_context(cafile=os.fspath(cafile))
-            self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
-        self.buffer = b""
-        self.lines: list[str] = []
-        greeting = self._recv_exactly(4)
-        assert greeting == b"NICK", greeting
-        self.sock.sendall(nick.encode() + b"\n")
-        self.expect(f"{nick} Bergabung!")
-
-    def _recv_exactly(self, size: int) -> bytes:
-        deadline = time.monotonic() + WAIT
-        while len(self.buffer) < size:
-            self._fill(deadline)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def _fill(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"{self.nick}: timed out; got {self.lines!r} {self.buffer!r}")
-        # Under TLS, decrypted bytes can wait inside the socket where select cannot see them.
-        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
-        ready = pending or select.select([self.sock], [], [], remaining)[0]
-        if ready:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"{self.nick}: connection closed; got {self.lines!r}")
-            self.buffer += data
-
-    def expect(self, wanted: str, timeout: float = WAIT) -> list[str]:
-        """Read lines until one equals ``wanted``; return every line read up to it."""
-        deadline = time.monotonic() + timeout
-        seen: list[str] = []
-        while True:
-            while b"\n" in self.buffer:
-                raw, self.buffer = self.buffer.split(b"\n", 1)
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                seen.append(line)
-                if line == wanted:
-                    return seen
-            self._fill(deadline)
-
-    def send(self, text: str | bytes) -> None:
-        data = text if isinstance(text, bytes) else text.encode()
-        self.sock.sendall(data + b"\n")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def client_env(*, color: bool = False, lang: str = "C.UTF-8") -> dict[str, str]:
@@ -167,6 +27,32 @@ def client_env(*, color: bool = False, lang: str = "C.UTF-8") -> dict[str, str]:
     if not color:
         env["NO_COLOR"] = "1"
     return env
+
+
+def run_client(
+    port: int,
+    *args: str,
+    stdin: str | bytes = "",
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The client in a pipe: run to the end (bounded) and return what it did. Bytes on stdin
+    that are not UTF-8 reach it as they are."""
+    return subprocess.run(
+        [*CLIENT, host, "--port", str(port), *args],
+        input=stdin.decode(errors="surrogateescape") if isinstance(stdin, bytes) else stdin,
+        capture_output=True,
+        text=True,
+        env={**client_env(), **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def joined(child: pexpect.spawn) -> None:
+    """Wait until the interactive client has joined and shows its prompt."""
+    child.expect_exact("Terkoneksi dengan Server!")
+    child.expect_exact(">>")
 
 
 def spawn_client(
@@ -206,13 +92,6 @@ def screen_text(child: pexpect.spawn) -> str:
     return str(child.logfile_read)
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def quit_client(child: pexpect.spawn) -> int:
     """Leave with Ctrl-D and return the exit status."""
     if child.isalive():
@@ -227,7 +106,7 @@ class Clients:
 
     def __init__(self) -> None:
         self.children: list[pexpect.spawn] = []
-        self.users: list[RawUser] = []
+        self.users: list[LineClient] = []
 
     def spawn(
         self,
@@ -241,8 +120,8 @@ class Clients:
         self.children.append(child)
         return child
 
-    def user(self, port: int, nick: str, cafile: str | None = None) -> RawUser:
-        user = RawUser(port, nick, cafile)
+    def user(self, port: int, nick: str, cafile: str | None = None) -> LineClient:
+        user = join(port, nick, cafile=cafile)
         self.users.append(user)
         return user
 

@@ -18,14 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import admin_helpers
-from tests.admin_helpers import Daemon, OtherUser, lanchatctl, outsider_group
-from tests.support import WAIT
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_clients = admin_helpers.admin_clients
-admin_other_user = admin_helpers.admin_other_user
+from tests.admin_helpers import OtherUser, outsider_group
+from tests.support import WAIT, Daemon, lanchatctl
 
 
 @pytest.fixture
@@ -104,7 +98,7 @@ def test_a_users_own_daemon_serves_that_user_and_root(
     runtime = Path(f"/tmp/lanchatd-{nobody.pw_uid}")
     existed = runtime.exists()
     server = Daemon(
-        admin_workdir,
+        workdir=admin_workdir,
         command=admin_other_user.command("lanchatd"),
         clean_env=True,
         env=admin_other_user.env(),

@@ -13,14 +13,7 @@ import pytest
 import structlog
 
 from lanchatd.daemon.bans import Ban, BanStore, normalize_address
-from tests import admin_helpers
-from tests.admin_helpers import Daemon, refused_connection
-from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
+from tests.support import Daemon, refused_connection, wait_until
 
 
 def _store(path: Path) -> tuple[BanStore, list[dict]]:
@@ -131,7 +124,7 @@ def test_ban_by_nick_disconnects_and_refuses_that_address(
     assert "127.0.0.2" in result.stdout
     assert mallory.rest_until_closed()[-1] == "*** Anda diblokir dari server ini: spam"
     assert other.rest_until_closed()[-1] == "*** Anda diblokir dari server ini: spam"
-    alice.expect("*** mallory diblokir oleh administrator: spam")  # in join order
+    alice.expect_start("*** mallory diblokir oleh administrator: spam")  # in join order
     assert [alice.line() for _ in range(3)] == [
         "mallory Keluar!",
         "*** mallory2 diblokir oleh administrator: spam",
@@ -145,8 +138,8 @@ def test_ban_by_nick_disconnects_and_refuses_that_address(
     assert event["admin_uid"] == 0
     assert sorted(event["disconnected"]) == ["mallory", "mallory2"]
     # Everyone else still chats.
-    alice.say("still here")
-    alice.expect("alice: still here")
+    alice.send("still here")
+    alice.expect_start("alice: still here")
     listed = json.loads(admin_daemon.ctl("bans", "--json").stdout)
     assert [(b["address"], b["reason"], b["expires_at"]) for b in listed] == [
         ("127.0.0.2", "spam", None)

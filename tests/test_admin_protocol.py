@@ -10,14 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests import admin_helpers
-from tests.admin_helpers import AdminConnection, ChatClient, Daemon
-from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
+from tests.support import AdminConnection, Daemon, wait_until
 
 
 def test_hello_and_responses_carry_the_version_and_the_request_id(
@@ -97,15 +90,15 @@ def test_watch_streams_events_in_the_order_clients_see_them(
     alice = admin_daemon.chat("alice")
     bob = admin_daemon.chat("bob")
     admin_clients += [alice, bob]
-    alice.say("hello")
-    alice.expect("alice: hello")
-    bob.say("/me waves")
-    alice.expect("* bob waves")
+    alice.send("hello")
+    alice.expect_start("alice: hello")
+    bob.send("/me waves")
+    alice.expect_start("* bob waves")
     assert control.request("kick", nick="bob", reason="spam")["ok"]
     assert control.request("broadcast", text="maintenance at noon")["ok"]
     assert control.request("ban", target="192.0.2.9", reason="abuse")["ok"]
     assert control.request("unban", address="192.0.2.9")["ok"]
-    alice.say("/quit")
+    alice.send("/quit")
     seen: list[dict[str, Any]] = []
     while not (seen and seen[-1]["type"] == "leave" and seen[-1]["nick"] == "alice"):
         message = watcher.receive()
@@ -155,8 +148,8 @@ def test_watch_without_message_text_when_logging_omits_it(
     watcher.request("watch")
     alice = server.chat("alice")
     admin_clients.append(alice)
-    alice.say("secret")
-    alice.expect("alice: secret")
+    alice.send("secret")
+    alice.expect_start("alice: secret")
     while (event := watcher.receive()["event"])["type"] != "message":
         pass
     assert event == {"type": "message", "time": event["time"], "nick": "alice"}
@@ -216,7 +209,7 @@ def test_many_admin_clients_at_once_while_chat_flows(
 
         def send() -> None:
             for number in range(total):
-                alice.say(f"m{number}")
+                alice.send(f"m{number}")
 
         sender = threading.Thread(target=send)
         sender.start()
@@ -252,19 +245,19 @@ def test_a_hung_admin_client_never_delays_the_chat(
     admin_clients += [alice, bob]
     # Fill the stuck watchers' socket buffers so their threads block in send.
     for number in range(3000):
-        alice.say(f"fill {number} " + "x" * 100)
+        alice.send(f"fill {number} " + "x" * 100)
     for number in range(3000):
-        bob.expect(f"alice: fill {number} ")
+        bob.expect_start(f"alice: fill {number} ")
     worst = 0.0
     for number in range(30):
         started = time.monotonic()
-        alice.say(f"ping {number}")
-        bob.expect(f"alice: ping {number}")
+        alice.send(f"ping {number}")
+        bob.expect_start(f"alice: ping {number}")
         worst = max(worst, time.monotonic() - started)
     assert worst < 0.5, worst
     # A new chat client still joins at once, and admin requests are still answered.
     started = time.monotonic()
-    carol = ChatClient(admin_daemon.port, "carol")
+    carol = admin_daemon.chat("carol")
     admin_clients.append(carol)
     assert time.monotonic() - started < 1.0
     assert admin_daemon.ctl("who", "--json").returncode == 0

@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import admin_helpers
-from tests.admin_helpers import LANCHATD, Daemon, lanchatctl, outsider_group
-from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
+from tests.admin_helpers import outsider_group
+from tests.support import LANCHATD, Daemon, free_port, lanchatctl, wait_until
 
 
 def _one_error_line(server: Daemon) -> str:
@@ -102,9 +98,7 @@ def test_a_socket_passed_in_by_socket_activation_is_used(admin_workdir: Path) ->
     activate = shutil.which("systemd-socket-activate")
     if activate is None:
         pytest.skip("systemd-socket-activate not installed (Debian package systemd)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     passed = admin_workdir / "passed.sock"
     own = admin_workdir / "own.sock"
     process = subprocess.Popen(

@@ -8,30 +8,7 @@ import time
 
 import pytest
 
-from tests.support import WAIT, Daemon, LineClient, join, wait_until
-
-
-class TutorialClient:
-    """Speaks exactly as the original tutorial client: no newlines, one message per send."""
-
-    def __init__(self, port: int, nick: str) -> None:
-        self.nick = nick
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        assert self.sock.recv(1024).decode("ascii") == "NICK"
-        self.sock.send(nick.encode("ascii"))
-        self.received = ""
-
-    def write(self, text: str) -> None:
-        self.sock.send(f"{self.nick}: {text}".encode("ascii"))
-
-    def wait_for(self, text: str) -> str:
-        """Read (as the tutorial does, 1024 bytes, ASCII) until ``text`` has arrived."""
-        while text not in self.received:
-            self.received += self.sock.recv(1024).decode("ascii")
-        return self.received
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.support import WAIT, Daemon, LineClient, TutorialClient, join, wait_until
 
 
 def test_line_client_first_two_lines_and_join_seen_by_others(daemon: Daemon, clients: list) -> None:
@@ -52,16 +29,14 @@ def test_tutorial_client_chats_with_line_client(daemon: Daemon, clients: list) -
     clients.append(nc)
     tutorial = TutorialClient(daemon.port, "tut")
     clients.append(tutorial)
-    assert (
-        tutorial.wait_for("Terkoneksi dengan Server!") == "tut Bergabung!Terkoneksi dengan Server!"
-    )
+    assert tutorial.until("Terkoneksi dengan Server!") == "tut Bergabung!Terkoneksi dengan Server!"
     assert nc.line() == "tut Bergabung!"
     assert daemon.wait_event("client_joined", nick="tut")["mode"] == "classic"
 
     tutorial.write("halo semua")
     assert nc.line() == "tut: halo semua"
     nc.send("hai tut")
-    received = tutorial.wait_for("nc: hai tut")
+    received = tutorial.until("nc: hai tut")
     assert received.endswith("tut: halo semuanc: hai tut")
     assert received.count("halo semua") == 1
 

@@ -8,36 +8,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_helpers import CLIENT, WAIT, Daemon, RawUser, client_env, free_port, running_daemon
+
+from tests.client_helpers import CLIENT, WAIT, client_env, run_client
+from tests.support import Daemon, LineClient, free_port, join
 
 pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
-
-
-@pytest.fixture
-def bob(daemon: Daemon) -> Iterator[RawUser]:
-    user = RawUser(daemon.port, "bob")
+def bob(daemon: Daemon) -> Iterator[LineClient]:
+    user = join(daemon.port, "bob")
     try:
         yield user
     finally:
         user.close()
-
-
-def run_client(port: int, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLIENT, "127.0.0.1", "--port", str(port), *args],
-        input=stdin.decode(errors="surrogateescape"),
-        capture_output=True,
-        text=True,
-        env=client_env(),
-        timeout=60,
-        check=False,
-    )
 
 
 def start_client(port: int, *args: str) -> subprocess.Popen[str]:
@@ -51,7 +35,7 @@ def start_client(port: int, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: RawUser) -> None:
+def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: LineClient) -> None:
     result = run_client(daemon.port, "--nick", "ci", stdin=b"build finished\n")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -67,8 +51,8 @@ def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: RawUser) ->
 
 @pytest.mark.parametrize("address", ["127.0.0.1:{port}", "[::1]:{port}", "::1", "[::1]"])
 def test_host_may_carry_the_port_and_be_ipv6(address: str) -> None:
-    with running_daemon("--host", "::") as daemon:
-        bob = RawUser(daemon.port, "bob")
+    with Daemon("--host", "::") as daemon:
+        bob = join(daemon.port, "bob")
         try:
             host = address.format(port=daemon.port)
             port = [] if "{port}" in address else ["--port", str(daemon.port)]
@@ -109,13 +93,13 @@ def test_a_bad_address_is_a_usage_error(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_nick_is_trimmed_as_the_server_trims_it(daemon: Daemon, bob: RawUser) -> None:
+def test_nick_is_trimmed_as_the_server_trims_it(daemon: Daemon, bob: LineClient) -> None:
     result = run_client(daemon.port, "--nick", "  ci bot ", stdin=b"ready\n")
     assert result.returncode == 0, result.stderr
     bob.expect("ci bot: ready")
 
 
-def test_every_line_arrives_in_order_despite_flood_control(daemon: Daemon, bob: RawUser) -> None:
+def test_every_line_arrives_in_order_despite_flood_control(daemon: Daemon, bob: LineClient) -> None:
     # 45 lines: more than the daemon's burst of 20, so it slows this sender down; the last
     # line has no newline. Exit 0 must still mean every one of them was delivered.
     lines = [f"line {number}" for number in range(45)]
@@ -125,7 +109,7 @@ def test_every_line_arrives_in_order_despite_flood_control(daemon: Daemon, bob: 
     assert [line for line in seen if line.startswith("ci: ")] == [f"ci: {x}" for x in lines]
 
 
-def test_received_lines_go_to_stdout_sanitised(daemon: Daemon, bob: RawUser) -> None:
+def test_received_lines_go_to_stdout_sanitised(daemon: Daemon, bob: LineClient) -> None:
     client = start_client(daemon.port, "--nick", "ci")
     assert client.stdin is not None
     client.stdin.write("first\n")
@@ -145,7 +129,7 @@ def test_received_lines_go_to_stdout_sanitised(daemon: Daemon, bob: RawUser) -> 
     assert client.stderr.read() == ""
 
 
-def test_keeps_posting_across_a_daemon_restart(daemon: Daemon, bob: RawUser) -> None:
+def test_keeps_posting_across_a_daemon_restart(daemon: Daemon, bob: LineClient) -> None:
     client = start_client(daemon.port, "--nick", "ci")
     assert client.stdin is not None
     assert client.stderr is not None
@@ -154,7 +138,7 @@ def test_keeps_posting_across_a_daemon_restart(daemon: Daemon, bob: RawUser) -> 
     bob.expect("ci: before")
     daemon.stop()
     daemon.start()  # the same port
-    carol = RawUser(daemon.port, "carol")
+    carol = join(daemon.port, "carol")
     try:
         client.stdin.write("after\n")
         client.stdin.close()
@@ -168,7 +152,7 @@ def test_keeps_posting_across_a_daemon_restart(daemon: Daemon, bob: RawUser) -> 
     assert "Traceback" not in messages
 
 
-def test_quit_in_input_leaves_early(daemon: Daemon, bob: RawUser) -> None:
+def test_quit_in_input_leaves_early(daemon: Daemon, bob: LineClient) -> None:
     result = run_client(daemon.port, "--nick", "ci", stdin=b"one\n/quit\ntwo\n")
     assert result.returncode == 0, result.stderr
     seen = bob.expect("ci Keluar!")
@@ -176,7 +160,7 @@ def test_quit_in_input_leaves_early(daemon: Daemon, bob: RawUser) -> None:
     assert "ci: two" not in seen
 
 
-def test_taken_nickname_fails_with_the_servers_reason(daemon: Daemon, bob: RawUser) -> None:
+def test_taken_nickname_fails_with_the_servers_reason(daemon: Daemon, bob: LineClient) -> None:
     result = run_client(daemon.port, "--nick", "Bob", stdin=b"hello\n")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -209,7 +193,7 @@ def test_a_newline_in_the_nick_is_refused_before_connecting() -> None:
     assert "control characters" in result.stderr
 
 
-def test_closed_stdout_does_not_stop_the_post(daemon: Daemon, bob: RawUser) -> None:
+def test_closed_stdout_does_not_stop_the_post(daemon: Daemon, bob: LineClient) -> None:
     client = subprocess.Popen(
         [*CLIENT, "127.0.0.1", "--port", str(daemon.port), "--nick", "ci"],
         stdin=subprocess.PIPE,

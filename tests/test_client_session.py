@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from client_helpers import Daemon, RawUser, free_port, running_daemon
 
 from lanchatd.client.link import (
     ConnectError,
@@ -27,14 +27,27 @@ from lanchatd.client.link import (
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import REMOVALS, refusal_key
+from tests.support import Daemon, free_port
+from tests.support import join as join_line
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
+async def started_session(
+    port: int,
+    nick: str,
+    on_line: Callable[[str], None],
+    on_status: Callable[[Status], None],
+    **options: Any,
+) -> Session:
+    """Join 127.0.0.1:``port`` as ``nick`` and run a session on that first connection."""
+    first = await join(Endpoint("127.0.0.1", port), nick)
+    assert isinstance(first, Connection)
+    session = Session(
+        Endpoint("127.0.0.1", port), nick, first, on_line=on_line, on_status=on_status, **options
+    )
+    session.start()
+    return session
 
 
 class ScriptedPeer:
@@ -113,8 +126,8 @@ def test_join_connection_refused() -> None:
 def test_join_server_full(tmp_path: Path) -> None:
     config = tmp_path / "full.toml"
     config.write_text("[server]\nmax_clients = 1\n")
-    with running_daemon("--config", str(config)) as daemon:
-        holder = RawUser(daemon.port, "holder")
+    with Daemon("--config", str(config)) as daemon:
+        holder = join_line(daemon.port, "holder")
 
         async def scenario() -> None:
             with pytest.raises(ConnectError) as raised:
@@ -171,16 +184,7 @@ def test_kicked_client_does_not_come_back() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", peer.port),
-            "alice",
-            first,
-            on_line=lines.append,
-            on_status=statuses.append,
-        )
-        session.start()
+        session = await started_session(peer.port, "alice", lines.append, statuses.append)
         async with asyncio.timeout(10):
             await session.wait_done()
         assert session.failed is not None
@@ -196,20 +200,11 @@ def test_kicked_client_does_not_come_back() -> None:
 
 
 def test_sync_confirms_every_line_and_stays_invisible(daemon: Daemon) -> None:
-    bob = RawUser(daemon.port, "bob")
+    bob = join_line(daemon.port, "bob")
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", daemon.port), "user1 pc")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", daemon.port),
-            "user1 pc",
-            first,
-            on_line=lines.append,
-            on_status=print,
-        )
-        session.start()
+        session = await started_session(daemon.port, "user1 pc", lines.append, print)
         for number in range(30):
             await session.send(f"message {number}")
         async with asyncio.timeout(20):
@@ -260,18 +255,14 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", peer.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", peer.port),
+        session = await started_session(
+            peer.port,
             "alice",
-            first,
-            on_line=lines.append,
-            on_status=statuses.append,
+            lines.append,
+            statuses.append,
             echo_timeout=1.0,
             backoff=Backoff(first=0.1),
         )
-        session.start()
         await session.send("do not lose me")
         async with asyncio.timeout(15):
             while "alice: do not lose me" not in lines:
@@ -296,16 +287,7 @@ def test_a_line_the_server_shows_escaped_is_still_confirmed(daemon: Daemon) -> N
     lines: list[str] = []
 
     async def scenario() -> None:
-        first = await join(Endpoint("127.0.0.1", daemon.port), "alice")
-        assert isinstance(first, Connection)
-        session = Session(
-            Endpoint("127.0.0.1", daemon.port),
-            "alice",
-            first,
-            on_line=lines.append,
-            on_status=print,
-        )
-        session.start()
+        session = await started_session(daemon.port, "alice", lines.append, print)
         await session.send("clear\x1b[2J \u202eevil\u200b")
         async with asyncio.timeout(10):
             while "alice: clear^[[2J <U+202E>evil<U+200B>" not in lines:

@@ -6,35 +6,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
-from client_helpers import (
-    Clients,
-    Daemon,
-    free_port,
-    quit_client,
-    running_daemon,
-    screen_text,
-)
 
 from lanchatd.client.render import nick_color
-from tests.support import wait_until
+from tests.client_helpers import Clients, joined, quit_client, screen_text
+from tests.support import Daemon, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
-
-
-def joined(child: pexpect.spawn) -> None:
-    child.expect_exact("Terkoneksi dengan Server!")
-    child.expect_exact(">>")
 
 
 def test_two_people_chat(daemon: Daemon, terminals: Clients) -> None:
@@ -81,7 +62,7 @@ def test_fast_typing_and_pasted_lines_all_arrive_in_order(
     joined(alice)
     alice.send("one\rtwo\rthree\r")  # typed ahead, faster than any round trip
     alice.send("\x1b[200~four\nfive\x1b[201~\r")  # a bracketed paste of two lines
-    seen = bob.expect("alice: five")
+    seen = [*bob.expect("alice: five"), "alice: five"]
     assert [x for x in seen if x.startswith("alice: ")] == [
         f"alice: {word}" for word in ("one", "two", "three", "four", "five")
     ]
@@ -149,7 +130,7 @@ def test_pasted_invalid_utf8_is_sent_replaced_and_loses_nothing(
     joined(alice)
     os.write(alice.child_fd, b"caf\xe9 \xff\xfe ok\r")  # Latin-1 and stray bytes
     alice.send("after\r")
-    seen = bob.expect("alice: after")
+    seen = [*bob.expect("alice: after"), "alice: after"]
     assert [line for line in seen if line.startswith("alice: ")] == [
         "alice: caf\ufffd \ufffd\ufffd ok",
         "alice: after",
@@ -199,7 +180,7 @@ def test_the_name_goes_on_the_connection_made_before_asking(
     carol.expect_exact("Username:")
     carol.sendline("carol")
     joined(carol)
-    connected = [line for line in daemon.log if '"client_connected"' in line]
+    connected = [line for line in daemon.stderr if '"client_connected"' in line]
     assert len(connected) == 1
 
 
@@ -208,10 +189,10 @@ def test_a_slow_answer_still_joins_after_the_server_gave_up_waiting(
 ) -> None:
     config = tmp_path / "lanchatd.toml"
     config.write_text("[server]\nhandshake_timeout = 0.5\n")
-    with running_daemon("--config", str(config)) as daemon:
+    with Daemon("--config", str(config)) as daemon:
         carol = terminals.spawn(daemon.port)
         carol.expect_exact("Username:")
-        wait_until(lambda: any('"nick_rejected"' in line for line in daemon.log))
+        wait_until(lambda: any('"nick_rejected"' in line for line in daemon.stderr))
         carol.sendline("carol")
         joined(carol)
         assert quit_client(carol) == 0
@@ -291,5 +272,5 @@ def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, terminals:
     alice.expect(pexpect.EOF)
     alice.close()
     assert alice.exitstatus == 1
-    joins = [line for line in daemon.log if '"client_joined"' in line and '"alice"' in line]
+    joins = [line for line in daemon.stderr if '"client_joined"' in line and '"alice"' in line]
     assert len(joins) == 1

@@ -8,29 +8,29 @@ over TLS. Every failure must be one line, a non-zero exit, and no traceback.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
-from client_helpers import (
+
+from lanchatd.client.link import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
+from tests.client_helpers import (
     CLIENT,
     WAIT,
     Clients,
-    Daemon,
-    RawUser,
     client_env,
+    joined,
     quit_client,
-    running_daemon,
+    run_client,
     screen_text,
     spawn_client,
 )
-from tls_support import make_certificate
-
-from lanchatd.client.link import TLS_CLOSE_TIMEOUT, Connection, Endpoint, join, tls_context
+from tests.support import Daemon
+from tests.support import join as join_line
+from tests.tls_support import make_certificate
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,38 +61,13 @@ def tls_args(certificate: tuple[Path, Path]) -> tuple[str, ...]:
 
 @pytest.fixture
 def tls_daemon(certificate: tuple[Path, Path]) -> Iterator[Daemon]:
-    with running_daemon(*tls_args(certificate)) as running:
+    with Daemon(*tls_args(certificate)) as running:
         yield running
 
 
 @pytest.fixture
-def plain_daemon() -> Iterator[Daemon]:
-    with running_daemon() as running:
-        yield running
-
-
-def run_client(
-    port: int,
-    *args: str,
-    stdin: str = "",
-    host: str = "127.0.0.1",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """The client in a pipe: run to the end (bounded) and return what it did."""
-    return subprocess.run(
-        [*CLIENT, host, "--port", str(port), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**client_env(), **(env or {})},
-        timeout=60,
-        check=False,
-    )
-
-
-def joined(child: pexpect.spawn) -> None:
-    child.expect_exact("Terkoneksi dengan Server!")
-    child.expect_exact(">>")
+def plain_daemon(daemon: Daemon) -> Daemon:
+    return daemon
 
 
 def one_line_failure(mode: str, port: int, *args: str, host: str = "127.0.0.1") -> str:
@@ -121,7 +96,7 @@ def one_line_failure(mode: str, port: int, *args: str, host: str = "127.0.0.1") 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_pipe_over_tls_posts_and_exits_zero(tls_daemon: Daemon, cert: str, host: str) -> None:
     # The certificate names both: an IP address SAN and a DNS name are each checked.
-    bob = RawUser(tls_daemon.port, "bob", cert)
+    bob = join_line(tls_daemon.port, "bob", cafile=cert)
     try:
         args = ("--tls", "--cafile", cert, "--nick", "ci")
         result = run_client(tls_daemon.port, *args, stdin="build ok\n", host=host)
@@ -138,14 +113,14 @@ def test_pipe_over_tls_posts_and_exits_zero(tls_daemon: Daemon, cert: str, host:
         bob.close()
     # A TLS stream cannot be half-closed, so the client says /quit at the end of its input
     # instead: it leaves at once, not after the server has been kept waiting.
-    left = [line for line in tls_daemon.log if '"client_left"' in line and '"ci"' in line]
+    left = [line for line in tls_daemon.stderr if '"client_left"' in line and '"ci"' in line]
     assert len(left) == 1
     assert '"reason": "quit"' in left[0], left
 
 
 def test_many_lines_over_tls_all_arrive_in_order(tls_daemon: Daemon, cert: str) -> None:
     lines = [f"line {number} " + "x" * 300 for number in range(45)]  # past the flood burst
-    bob = RawUser(tls_daemon.port, "bob", cert)
+    bob = join_line(tls_daemon.port, "bob", cafile=cert)
     try:
         result = run_client(
             tls_daemon.port, "--tls", "--cafile", cert, "--nick", "ci", stdin="\n".join(lines)
@@ -225,13 +200,13 @@ def test_untrusted_certificate_is_one_line(tls_daemon: Daemon, mode: str) -> Non
     assert line.startswith(f"lanchat: error: cannot connect to 127.0.0.1:{tls_daemon.port}: ")
     assert UNTRUSTED in line
     assert "pass it with --cafile" in line
-    joins = [entry for entry in tls_daemon.log if '"client_joined"' in entry]
+    joins = [entry for entry in tls_daemon.stderr if '"client_joined"' in entry]
     assert joins == []
 
 
 def test_certificate_for_another_name_is_one_line(tmp_path: Path) -> None:
     elsewhere = make_certificate(tmp_path, "elsewhere")  # valid for elsewhere and 127.0.0.1
-    with running_daemon(*tls_args(elsewhere)) as daemon:
+    with Daemon(*tls_args(elsewhere)) as daemon:
         line = one_line_failure(
             "pipe", daemon.port, "--tls", "--cafile", str(elsewhere[0]), host="localhost"
         )
@@ -297,7 +272,7 @@ def test_reconnects_over_tls_across_a_daemon_restart(
     bob.expect("alice: back again")
     assert quit_client(alice) == 0
     # Both runs of the daemon took TLS only, and no attempt came in plaintext.
-    assert not [line for line in tls_daemon.log if '"tls_failed"' in line]
+    assert not [line for line in tls_daemon.stderr if '"tls_failed"' in line]
 
 
 def test_pipe_keeps_posting_over_tls_across_a_daemon_restart(tls_daemon: Daemon, cert: str) -> None:
@@ -312,14 +287,14 @@ def test_pipe_keeps_posting_over_tls_across_a_daemon_restart(tls_daemon: Daemon,
     assert client.stdin is not None
     assert client.stderr is not None
     try:
-        bob = RawUser(tls_daemon.port, "bob", cert)
+        bob = join_line(tls_daemon.port, "bob", cafile=cert)
         client.stdin.write("before\n")
         client.stdin.flush()
         bob.expect("ci: before")
         bob.close()
         tls_daemon.stop()
         tls_daemon.start()
-        carol = RawUser(tls_daemon.port, "carol", cert)
+        carol = join_line(tls_daemon.port, "carol", cafile=cert)
         try:
             client.stdin.write("after\n")
             client.stdin.close()
@@ -345,31 +320,28 @@ def test_pipe_keeps_posting_over_tls_across_a_daemon_restart(tls_daemon: Daemon,
     ],
 )
 def test_a_server_back_in_the_other_mode_ends_the_retrying(
-    certificate: tuple[Path, Path], terminals: Clients, client_tls: bool, expected: str
+    certificate: tuple[Path, Path],
+    terminals: Clients,
+    start_daemon: Callable[..., Daemon],
+    client_tls: bool,
+    expected: str,
 ) -> None:
     """Retrying cannot cure a TLS mismatch: say why once and stop, not retry forever."""
     mode = tls_args(certificate) if client_tls else ()
-    first = Daemon(0, *mode)
-    second: Daemon | None = None
-    try:
-        args = ("--tls", "--cafile", str(certificate[0])) if client_tls else ()
-        alice = terminals.spawn(first.port, *args, "--nick", "alice")
-        joined(alice)
-        first.stop()
-        alice.expect_exact("lost; reconnecting")
-        other_mode = () if client_tls else tls_args(certificate)
-        second = Daemon(first.port, *other_mode)
-        started = time.monotonic()
-        alice.expect_exact(expected, timeout=30)
-        alice.expect_exact("not reconnecting")
-        alice.expect(pexpect.EOF)
-        alice.close()
-        assert alice.exitstatus == 1
-        assert time.monotonic() - started < 25
-        assert "Traceback" not in screen_text(alice)
-        assert screen_text(alice).count(expected) == 1
-    finally:
-        for daemon in (first, second):
-            if daemon is not None:
-                daemon.stop()
-                shutil.rmtree(daemon.admin_dir, ignore_errors=True)
+    first = start_daemon(*mode)
+    args = ("--tls", "--cafile", str(certificate[0])) if client_tls else ()
+    alice = terminals.spawn(first.port, *args, "--nick", "alice")
+    joined(alice)
+    first.stop()
+    alice.expect_exact("lost; reconnecting")
+    other_mode = () if client_tls else tls_args(certificate)
+    start_daemon("--port", str(first.port), *other_mode)
+    started = time.monotonic()
+    alice.expect_exact(expected, timeout=30)
+    alice.expect_exact("not reconnecting")
+    alice.expect(pexpect.EOF)
+    alice.close()
+    assert alice.exitstatus == 1
+    assert time.monotonic() - started < 25
+    assert "Traceback" not in screen_text(alice)
+    assert screen_text(alice).count(expected) == 1

@@ -9,21 +9,13 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import admin_helpers
-from tests.admin_helpers import ChatClient, Daemon, lanchatctl
-from tests.support import WAIT
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
+from tests.support import WAIT, Daemon, TutorialClient, lanchatctl
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [
@@ -39,52 +31,24 @@ ATTACKS = [
 ]
 
 
-class ClassicReader:
-    """The tutorial client's side: no newlines, and it decodes what it receives as ASCII."""
-
-    def __init__(self, port: int, nick: str) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), WAIT)
-        self.received = b""
-        assert self.sock.recv(4) == b"NICK"
-        self.sock.sendall(nick.encode())
-
-    def until(self, text: str, timeout: float = WAIT) -> str:
-        """Everything received so far once ``text`` is in it; every byte must be ASCII."""
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.received:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(1024)
-            except TimeoutError:
-                chunk = b""
-            if not chunk:
-                raise AssertionError(f"no {text!r} within {timeout}s; have {self.received!r}")
-            self.received += chunk
-        assert max(self.received) < 0x80, self.received
-        return self.received.decode("ascii")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_chat_me_and_msg_arrive_escaped_in_line_and_classic_mode(
     admin_daemon: Daemon, admin_clients: list
 ) -> None:
     nc = admin_daemon.chat("nc")
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     admin_clients += [nc, tut]
     tut.until("Terkoneksi dengan Server!")
-    nc.expect("tut Bergabung!")
+    nc.expect_start("tut Bergabung!")
     mallory = admin_daemon.chat("mallory")
     admin_clients.append(mallory)
-    nc.expect("mallory Bergabung!")
+    nc.expect_start("mallory Bergabung!")
 
     for raw, _ in ATTACKS:
-        mallory.say(raw)
-    mallory.say("/me \x1b]0;title\x07waves\u202e")
-    mallory.say("/msg nc \x1b[2Jpsst\u200b")
-    mallory.say("/msg tut \x1b[2Jpsst\u2066")
-    mallory.say("done")
+        mallory.send(raw)
+    mallory.send("/me \x1b]0;title\x07waves\u202e")
+    mallory.send("/msg nc \x1b[2Jpsst\u200b")
+    mallory.send("/msg tut \x1b[2Jpsst\u2066")
+    mallory.send("done")
 
     expected = [f"mallory: {shown}" for _, shown in ATTACKS]
     expected += ["* mallory ^[]0;title^Gwaves<U+202E>", "*mallory* ^[[2Jpsst<U+200B>"]
@@ -99,12 +63,12 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
     admin_daemon: Daemon, admin_clients: list
 ) -> None:
     nc = admin_daemon.chat("nc")
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     tut.until("Terkoneksi dengan Server!")
     victim = admin_daemon.chat("victim")
-    banned = ChatClient(admin_daemon.port, "banned", source="127.0.0.2")
+    banned = admin_daemon.chat("banned", source="127.0.0.2")
     admin_clients += [nc, tut, victim, banned]
-    nc.expect("banned Bergabung!")
+    nc.expect_start("banned Bergabung!")
 
     # The admin socket refuses control characters in these texts; the rest is escaped.
     kick = admin_daemon.ctl("kick", "victim", "--reason", "bye\u202eevil\u200b")
@@ -115,17 +79,17 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
     assert notice.returncode == 0, notice.stderr
 
     assert (
-        victim.expect("*** Anda")
+        victim.expect_start("*** Anda")
         == "*** Anda dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>"
     )
-    assert banned.expect("*** Anda") == "*** Anda diblokir dari server ini: <U+2066>x<U+3164>"
+    assert banned.expect_start("*** Anda") == "*** Anda diblokir dari server ini: <U+2066>x<U+3164>"
     shown = [
         "*** victim dikeluarkan oleh administrator: bye<U+202E>evil<U+200B>",
         "*** banned diblokir oleh administrator: <U+2066>x<U+3164>",
         "*** Pengumuman server: red<U+200B><U+FEFF>",
     ]
     for line in shown:
-        assert nc.expect("***") == line
+        assert nc.expect_start("***") == line
     seen = tut.until(shown[-1])
     for line in shown:
         assert line in seen
@@ -133,16 +97,16 @@ def test_kick_ban_and_notice_texts_arrive_escaped(
 
 
 def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients: list) -> None:
-    tut = ClassicReader(admin_daemon.port, "tut")
+    tut = TutorialClient(admin_daemon.port, "tut")
     admin_clients.append(tut)
     tut.until("Terkoneksi dengan Server!")
     jose = admin_daemon.chat("José")
     admin_clients.append(jose)
-    jose.say("café ☕")
-    assert jose.expect("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
+    jose.send("café ☕")
+    assert jose.expect_start("José: ") == "José: café ☕"  # line mode keeps UTF-8 as it is
     result = admin_daemon.ctl("broadcast", "Kantin tutup — 10 menit lagi…")
     assert result.returncode == 0, result.stderr
-    copycat = ClassicReader(admin_daemon.port, "JOSÉ")
+    copycat = TutorialClient(admin_daemon.port, "JOSÉ")
     admin_clients.append(copycat)
 
     seen = tut.until("*** Pengumuman server: Kantin tutup - 10 menit lagi...")
@@ -151,7 +115,7 @@ def test_classic_clients_receive_only_ascii(admin_daemon: Daemon, admin_clients:
     )
     assert copycat.until("dipakai") == "*** Nickname ditolak: JOSE sudah dipakai"
     tut.sock.sendall(b"tut: still here")
-    assert jose.expect("tut: ") == "tut: still here"
+    assert jose.expect_start("tut: ") == "tut: still here"
 
 
 # Look-alike nicknames --------------------------------------------------------------------------
@@ -184,7 +148,7 @@ def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice
         refused = admin_daemon.chat(nick, join=False)
         admin_clients.append(refused)
         assert refused.rest_until_closed() == [line], nick
-    classic = ClassicReader(admin_daemon.port, "\u0430lice")
+    classic = TutorialClient(admin_daemon.port, "\u0430lice")
     admin_clients.append(classic)
     assert classic.until("ada") == LOOKALIKE.format("?lice")
     jose = admin_daemon.chat("José")
@@ -198,7 +162,7 @@ def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice
 
     assert online() == ["alice", "José", "user1 pc"]
     assert admin_daemon.ctl("kick", "alice").returncode == 0
-    assert alice.expect("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
+    assert alice.expect_start("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
     assert online() == ["José", "user1 pc"]
 
 

@@ -31,12 +31,17 @@ from pathlib import Path
 import pytest
 
 from lanchatd.daemon.bans import Ban
-from tests import admin_helpers
-from tests.admin_helpers import AdminConnection, lanchatctl, refused_connection
-from tests.admin_helpers import Daemon as AdminDaemon
-from tests.support import WAIT, Daemon, LineClient, join, wait_until
-
-admin_workdir = admin_helpers.admin_workdir
+from tests.support import (
+    WAIT,
+    AdminConnection,
+    Daemon,
+    LineClient,
+    join,
+    lanchatctl,
+    refused_connection,
+    wait_until,
+    write_config,
+)
 
 
 class Collector(threading.Thread):
@@ -656,7 +661,7 @@ def connections_on_port(port: int) -> int:
     return sum(1 for state in states if state != "LISTEN")
 
 
-def check_restarted(server: AdminDaemon, model: BanModel) -> None:
+def check_restarted(server: Daemon, model: BanModel) -> None:
     """The new daemon loaded exactly the bans on file, lists them, and enforces them."""
     expected = {address for address, reason in model.banned.items() if reason is not None}
     assert server.wait_event("bans_loaded")["count"] == len(expected)
@@ -692,7 +697,7 @@ def drain(client: LineClient) -> None:
             pass
 
 
-def load_then_kill(server: AdminDaemon, model: BanModel, round_: int) -> int:
+def load_then_kill(server: Daemon, model: BanModel, round_: int) -> int:
     """Chat and ban traffic against ``server``, then SIGKILL mid-flight; changes confirmed."""
     sender, reader = join(server.port, "sender"), join(server.port, "reader")
     killed = threading.Event()
@@ -745,16 +750,16 @@ def test_kill_9_under_load_keeps_bans_intact_and_restarts_at_once(
 ) -> None:
     state = admin_workdir / "state"
     model = BanModel()
-    daemons: list[AdminDaemon] = []
+    daemons: list[Daemon] = []
     restarts: list[float] = []
     lingering: list[int] = []
     changes: list[int] = []
 
-    def start(*args: str) -> AdminDaemon:
-        server = AdminDaemon(
-            admin_workdir,
+    def start(*args: str) -> Daemon:
+        server = Daemon(
             *args,
-            config="[limits]\nrate = 0\n",
+            workdir=admin_workdir,
+            config=write_config(admin_workdir, "[limits]\nrate = 0\n"),
             state_dir=state,
             admin_socket=admin_workdir / "admin.sock",  # the dead daemon's, stale: replaced
         )

@@ -17,14 +17,7 @@ from click.testing import CliRunner
 import lanchatd
 from lanchatctl.cli import Duration, _duration, _size, cli
 from lanchatd.daemon.admin import MAX_CONNECTIONS
-from tests import admin_helpers
-from tests.admin_helpers import LANCHATCTL, ChatClient, Daemon, lanchatctl
-from tests.support import wait_until
-
-admin_workdir = admin_helpers.admin_workdir
-admin_daemons = admin_helpers.admin_daemons
-admin_daemon = admin_helpers.admin_daemon
-admin_clients = admin_helpers.admin_clients
+from tests.support import LANCHATCTL, Daemon, lanchatctl, wait_until
 
 COMMANDS = ("who", "kick", "broadcast", "stats", "ban", "unban", "bans", "watch", "reload")
 
@@ -43,14 +36,14 @@ def _error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 def test_who_lists_clients_in_join_order(admin_daemon: Daemon, admin_clients: list) -> None:
     alice = admin_daemon.chat("alice")
-    old = ChatClient(admin_daemon.port, "old timer", classic=True)
+    old = admin_daemon.chat("old timer", classic=True)
     admin_clients += [alice, old]
     admin_daemon.wait_event("client_joined", nick="old timer")
     bob = admin_daemon.chat("bob")
     admin_clients.append(bob)
-    alice.say("one")
-    alice.say("two")
-    alice.expect("alice: two")
+    alice.send("one")
+    alice.send("two")
+    alice.expect_start("alice: two")
 
     result = admin_daemon.ctl("who", "--json")
     assert result.returncode == 0, result.stderr
@@ -116,13 +109,13 @@ def test_kick_tells_the_user_and_everyone_else(admin_daemon: Daemon, admin_clien
     port = bob.sock.getsockname()[1]
     assert result.stdout == f"Kicked user1 pc (127.0.0.1:{port}): spamming\n"
     assert bob.rest_until_closed() == ["*** Anda dikeluarkan oleh administrator: spamming"]
-    assert alice.expect("*** ") == "*** user1 pc dikeluarkan oleh administrator: spamming"
+    assert alice.expect_start("*** ") == "*** user1 pc dikeluarkan oleh administrator: spamming"
     assert alice.line() == "user1 pc Keluar!"
     kicked = admin_daemon.wait_event("client_kicked", nick="user1 pc")
     assert (kicked["reason"], kicked["admin_uid"], kicked["host"]) == ("spamming", 0, "127.0.0.1")
     assert admin_daemon.wait_event("client_left", nick="user1 pc", reason="kicked")
     # The room carries on, and the kick is counted.
-    alice.say("quiet now")
+    alice.send("quiet now")
     assert alice.line() == "alice: quiet now"
     assert json.loads(admin_daemon.ctl("stats", "--json").stdout)["kicks"] == 1
 
@@ -134,7 +127,7 @@ def test_kick_in_english_and_without_a_reason(admin_daemons, admin_clients: list
     admin_clients += [alice, bob]
     assert server.ctl("kick", "bob").returncode == 0
     assert bob.rest_until_closed() == ["*** You were kicked by an administrator: no reason given"]
-    assert alice.expect("*** ") == "*** bob was kicked by an administrator: no reason given"
+    assert alice.expect_start("*** ") == "*** bob was kicked by an administrator: no reason given"
     assert alice.line() == "bob left!"
 
 
@@ -157,7 +150,7 @@ def test_broadcast_reaches_every_client_as_a_server_notice(
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Notice sent to 2 clients.\n"
     for client in (alice, bob):
-        assert client.expect("*** ") == "*** Pengumuman server: Server restarts at noon"
+        assert client.expect_start("*** ") == "*** Pengumuman server: Server restarts at noon"
     notice = admin_daemon.wait_event("notice")
     assert (notice["text"], notice["admin_uid"], notice["recipients"]) == (
         "Server restarts at noon",
@@ -208,10 +201,10 @@ def test_stats_count_what_happened(admin_daemon: Daemon, admin_clients: list) ->
     alice = admin_daemon.chat("alice")
     bob = admin_daemon.chat("bob")
     admin_clients += [alice, bob]
-    alice.say("hello")
-    bob.expect("alice: hello")
+    alice.send("hello")
+    bob.expect_start("alice: hello")
     assert admin_daemon.ctl("kick", "bob").returncode == 0
-    alice.expect("*** bob")
+    alice.expect_start("*** bob")
     stats = json.loads(admin_daemon.ctl("stats", "--json").stdout)
     assert stats["version"] == lanchatd.__version__
     assert stats["uptime_s"] >= 0
@@ -267,8 +260,8 @@ def test_watch_shows_live_events_until_ctrl_c(admin_daemon: Daemon, admin_client
         alice = admin_daemon.chat("alice")
         bob = admin_daemon.chat("bob")
         admin_clients += [alice, bob]
-        alice.say("hi \x1b[31mred")
-        bob.expect("alice: hi")
+        alice.send("hi \x1b[31mred")
+        bob.expect_start("alice: hi")
         assert admin_daemon.ctl("kick", "bob", "--reason", "rude").returncode == 0
         assert admin_daemon.ctl("broadcast", "hello all").returncode == 0
         seen = [lines.get(timeout=10) for _ in range(6)]
@@ -325,15 +318,15 @@ def test_reload_applies_the_config_like_sighup(
     assert server.wait_event("config_reloaded")["changed"] == {"lang": ["id", "en"]}
     bob = server.chat("bob")
     admin_clients.append(bob)
-    assert alice.expect("bob ") == "bob joined!"
+    assert alice.expect_start("bob ") == "bob joined!"
 
     (admin_workdir / "lanchatd.toml").write_text('[server]\nlang = "xx"\n')
     result = server.ctl("reload")
     assert result.returncode == 1
     assert "configuration not reloaded:" in _error_line(result)
     assert "lang" in result.stderr
-    alice.say("still here")
-    assert alice.expect("alice: ") == "alice: still here"
+    alice.send("still here")
+    assert alice.expect_start("alice: ") == "alice: still here"
 
 
 # Reaching the daemon ------------------------------------------------------------------------

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.admin_helpers import lanchatctl
-from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, wait_until
+from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, lanchatctl, wait_until
 
 NO_FLOOD_CONTROL = "[limits]\nrate = 0\n"
 
@@ -231,13 +230,12 @@ def test_the_log_level_is_configurable_and_reloadable(tmp_path: Path, clients: l
     config = tmp_path / "lanchatd.toml"
     config.write_text('[log]\nlevel = "info"\n')
     server = Daemon(config=config)
-    admin = Path(server._runtime.name) / "admin.sock"
     try:
         alice = join(server.port, "alice")
         clients.append(alice)
         for level, text in (("warning", "quiet"), ("info", "loud")):
             config.write_text(f'[log]\nlevel = "{level}"\n')
-            assert lanchatctl("--socket", str(admin), "reload").returncode == 0
+            assert server.ctl("reload").returncode == 0
             alice.send(text)
             assert alice.line() == f"alice: {text}"
         assert server.wait_event("message", nick="alice")["text"] == "loud"

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lanchatd.daemon.reader import KERNEL_BUFFER
-from tests.admin_helpers import lanchatctl
-from tests.support import Daemon, LineClient, join
+from tests.support import Daemon, LineClient, join, lanchatctl
 from tests.test_faults import daemon_send_buffer
 
 #: How soon a departed client's slot and nickname must be free again.

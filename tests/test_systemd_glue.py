@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from lanchatd.daemon.systemd import Notifier, listen_fds
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 LISTEN_VARS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -224,12 +225,6 @@ for name, socks in groups.items():
         conn.sendall(name.encode())
         conn.close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for_path(path: Path, timeout: float) -> None:

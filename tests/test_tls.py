@@ -29,28 +29,9 @@ def tls_daemon(certificate: tuple[Path, Path]):
     server.kill()
 
 
-class TlsClient(LineClient):
-    """A line client over TLS, verifying the throwaway certificate."""
-
-    def __init__(self, port: int, cert: Path, nick: str | None = None) -> None:
-        context = ssl.create_default_context(cafile=str(cert))
-        raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
-        self._buffer = b""
-        assert self.recv_exact(4) == b"NICK"
-        if nick is not None:
-            self.send(nick)
-
-
-def tls_join(port: int, cert: Path, nick: str) -> TlsClient:
-    client = TlsClient(port, cert, nick)
-    assert client.lines(2) == [f"{nick} Bergabung!", "Terkoneksi dengan Server!"]
-    return client
-
-
 def test_chat_over_tls(tls_daemon: Daemon, certificate, clients: list) -> None:
-    alice = tls_join(tls_daemon.port, certificate[0], "alice")
-    bob = tls_join(tls_daemon.port, certificate[0], "bob")
+    alice = join(tls_daemon.port, "alice", cafile=certificate[0], server_hostname="localhost")
+    bob = join(tls_daemon.port, "bob", cafile=certificate[0], server_hostname="localhost")
     clients += [alice, bob]
     assert alice.line() == "bob Bergabung!"
     bob.send("rahasia")
@@ -71,8 +52,8 @@ def test_bulk_traffic_over_tls_arrives_whole_and_in_order(
     )
     server = Daemon(config=config)
     try:
-        sender = tls_join(server.port, certificate[0], "sender")
-        reader = tls_join(server.port, certificate[0], "reader")
+        sender = join(server.port, "sender", cafile=certificate[0], server_hostname="localhost")
+        reader = join(server.port, "reader", cafile=certificate[0], server_hostname="localhost")
         clients += [sender, reader]
         sender.line()
         payload = "z" * 2000
@@ -111,7 +92,7 @@ def test_tls_client_on_plain_port_fails_cleanly(daemon: Daemon, certificate, cli
 def test_untrusted_certificate_is_refused_by_the_client(tls_daemon: Daemon, tmp_path: Path) -> None:
     other, _ = make_certificate(tmp_path, "other")
     with pytest.raises(ssl.SSLCertVerificationError):
-        TlsClient(tls_daemon.port, other)
+        LineClient(tls_daemon.port, cafile=other, server_hostname="localhost")
     assert tls_daemon.wait_event("tls_failed")
 
 
@@ -129,9 +110,9 @@ def test_reload_reads_a_renewed_certificate(
         key.write_bytes(renewed[1].read_bytes())
         server.signal(signal.SIGHUP)
         server.wait_event("config_reloaded")
-        clients.append(tls_join(server.port, renewed[0], "renewed"))
+        clients.append(join(server.port, "renewed", cafile=renewed[0], server_hostname="localhost"))
         with pytest.raises(ssl.SSLCertVerificationError):
-            TlsClient(server.port, certificate[0])
+            LineClient(server.port, cafile=certificate[0], server_hostname="localhost")
     finally:
         server.kill()
 
@@ -158,7 +139,7 @@ def test_bad_tls_settings_are_one_line_exit_2(args: list[str], message: str) -> 
 
 
 def test_tls_close_notify_ends_the_session_at_once(tls_daemon: Daemon, certificate, clients):
-    alice = tls_join(tls_daemon.port, certificate[0], "alice")
+    alice = join(tls_daemon.port, "alice", cafile=certificate[0], server_hostname="localhost")
     clients.append(alice)
     context = ssl.create_default_context(cafile=str(certificate[0]))
     bob = TlsSession(context, server_side=False, hostname="localhost")

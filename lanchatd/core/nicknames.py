@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Final
 
-from confusable_homoglyphs.utils import path  # type: ignore[import-untyped]
+from confusable_homoglyphs.utils import path
 
 from lanchatd.core.text import has_hidden
 

@@ -46,6 +46,7 @@ from lanchatd.core.framing import TOO_LONG, LineSplitter
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon import logs
 from lanchatd.daemon.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
+from lanchatd.daemon.logs import Logger
 
 if TYPE_CHECKING:
     from lanchatd.daemon.server import Server
@@ -127,7 +128,7 @@ class AdminListener:
                 self.path.unlink()
 
 
-def open_admin_socket(path: str | Path | None, group: str, log: Any) -> AdminListener:
+def open_admin_socket(path: str | Path | None, group: str, log: Logger) -> AdminListener:
     """Create and listen on the admin socket (mode 0660, group ``group`` if it exists).
 
     A socket file left by a daemon that died is replaced; a live daemon's is never taken.
@@ -186,7 +187,7 @@ def open_admin_socket(path: str | Path | None, group: str, log: Any) -> AdminLis
     return AdminListener(sock, path, (info.st_dev, info.st_ino))
 
 
-def _clear_stale(path: Path, log: Any) -> None:
+def _clear_stale(path: Path, log: Logger) -> None:
     """Remove a dead daemon's socket at ``path``; refuse if anything else is there."""
     try:
         info = path.lstat()
@@ -324,7 +325,7 @@ class _Watcher:
 class AdminServer:
     """Accepts admin connections and serves each in its own thread."""
 
-    def __init__(self, daemon: Server, listener: AdminListener, group: str, log: Any) -> None:
+    def __init__(self, daemon: Server, listener: AdminListener, group: str, log: Logger) -> None:
         self.daemon = daemon
         self.listener = listener
         self.policy = AccessPolicy(group)
@@ -333,7 +334,7 @@ class AdminServer:
         self._sessions_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._accept_loop, name="admin", daemon=True)
-        self._handlers: dict[str, Callable[[dict[str, Any], Credentials, Any], dict[str, Any]]]
+        self._handlers: dict[str, Callable[[dict[str, Any], Credentials, Logger], dict[str, Any]]]
         self._handlers = {
             "who": self._who,
             "kick": self._kick,
@@ -451,7 +452,7 @@ class AdminServer:
             group=group,
         )
 
-    def _requests(self, conn: socket.socket, peer: Credentials, log: Any) -> None:
+    def _requests(self, conn: socket.socket, peer: Credentials, log: Logger) -> None:
         splitter = LineSplitter(MAX_REQUEST_BYTES)
         while True:
             conn.settimeout(IDLE_TIMEOUT)
@@ -473,7 +474,7 @@ class AdminServer:
                     return
 
     def _respond(
-        self, conn: socket.socket, line: bytes, peer: Credentials, log: Any
+        self, conn: socket.socket, line: bytes, peer: Credentials, log: Logger
     ) -> _Watcher | None:
         """Answer one request line; return a watcher if the connection now streams events."""
         request_id = None
@@ -526,7 +527,7 @@ class AdminServer:
         conn.sendall(_encode(response))
         return None
 
-    def _stream(self, conn: socket.socket, watcher: _Watcher, log: Any) -> None:
+    def _stream(self, conn: socket.socket, watcher: _Watcher, log: Logger) -> None:
         """Send room events until the client goes away (or falls too far behind)."""
         events = watcher.queue
         try:
@@ -554,7 +555,7 @@ class AdminServer:
 
     # Commands --------------------------------------------------------------------------------
 
-    def _who(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _who(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("who", args, {})
         now = time.monotonic()
         return {
@@ -572,7 +573,7 @@ class AdminServer:
             ]
         }
 
-    def _kick(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _kick(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("kick", args, {"nick": str}, {"reason": str})
         room = self.daemon.room
         reason = _reason(args.get("reason")) or room.catalog("no_reason")
@@ -581,7 +582,7 @@ class AdminServer:
             raise CommandError("no_such_nick", f"no such nickname: {args['nick']}")
         return {"nick": kicked.nick, "host": kicked.host, "port": kicked.port, "reason": reason}
 
-    def _broadcast(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _broadcast(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("broadcast", args, {"text": str})
         text = args["text"].strip()
         if not text:
@@ -591,7 +592,7 @@ class AdminServer:
             raise CommandError("bad_request", f"the notice is over {MAX_NOTICE_BYTES} bytes")
         return {"recipients": self.daemon.room.notice(text, peer.uid), "text": text}
 
-    def _stats(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _stats(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("stats", args, {})
         room = self.daemon.room
         counters, delivery = room.stats, room.delivery
@@ -614,7 +615,7 @@ class AdminServer:
             "log_events_lost": logs.lost(),
         }
 
-    def _ban(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _ban(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("ban", args, {"target": str}, {"reason": str, "duration_s": (int, float)})
         target, duration = args["target"].strip(), args.get("duration_s")
         if duration is not None and not 0 < duration <= 100 * 365 * 86400:
@@ -660,7 +661,7 @@ class AdminServer:
             )
         return {"ban": details, "disconnected": nicks}
 
-    def _unban(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _unban(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("unban", args, {"address": str})
         try:
             address = normalize_address(args["address"])
@@ -682,11 +683,11 @@ class AdminServer:
             )
         return {"ban": ban.to_json()}
 
-    def _bans(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _bans(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("bans", args, {})
         return {"bans": [ban.to_json() for ban in self.daemon.bans.list()]}
 
-    def _reload(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
+    def _reload(self, args: dict[str, Any], peer: Credentials, log: Logger) -> dict[str, Any]:
         _check_args("reload", args, {})
         log.info("reload_requested")
         outcome = self.daemon.request_reload(RELOAD_TIMEOUT)

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from lanchatd.daemon.logs import Logger
+
 FORMAT_VERSION: Final = 1
 MAX_REASON_CHARS: Final = 500
 
@@ -121,7 +123,7 @@ class Ban:
 class BanStore:
     """The ban table in memory and its file on disk."""
 
-    def __init__(self, path: Path, log: Any) -> None:
+    def __init__(self, path: Path, log: Logger) -> None:
         self.path = path
         self.log = log
         self._bans: dict[str, Ban] = {}

@@ -9,8 +9,12 @@ client per round, however many messages the round carries. A client whose socket
 watched for writability and skipped meanwhile; one whose backlog passes ``send_buffer_bytes``
 is dropped as a slow consumer. Nobody else ever waits for it.
 
-Everything the room hands over (attach, private lines, detach) is queued under the room lock,
-in the same order as the broadcasts, and taken by the delivery thread when it seals a round.
+The journal and each client's outbox (cursor, unicasts, TLS leftovers) live in journal.py,
+free of sockets and threads; this module is the thread, the selector and the hand-over.
+
+Everything the room hands over (attach, unicasts: lines for one client only, detach) is queued
+under the room lock, in the same order as the broadcasts, and taken by the delivery thread when
+it seals a round.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from lanchatd.core.framing import Framing
+from lanchatd.daemon.journal import Journal, Outbox
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.tls import TlsError
 
@@ -36,58 +40,9 @@ CLOSE_GRACE: Final = 2.0
 #: byte runs once this many segments or bytes are held, not after every round.
 TRIM_SEGMENTS: Final = 64
 TRIM_BYTES: Final = 1 << 20
-#: Plaintext encrypted at once for a TLS client (TLS records are at most 16 KiB each).
-TLS_CHUNK: Final = 65536
-
-
-class Journal:
-    """The ordered bytes of every broadcast in one framing, shared by all its readers.
-
-    Positions are absolute byte offsets since the daemon started. ``end`` counts bytes still
-    pending (appended but not yet sealed into a segment by the delivery thread).
-    """
-
-    __slots__ = ("end", "framing", "pending", "readers", "sealed_end", "segments")
-
-    def __init__(self, framing: Framing) -> None:
-        self.framing = framing
-        self.pending: list[bytes] = []
-        self.end = 0
-        self.sealed_end = 0
-        self.segments: deque[tuple[int, bytes]] = deque()
-        self.readers = 0
-
-    def append(self, data: bytes) -> None:
-        self.pending.append(data)
-        self.end += len(data)
-
-    def seal(self) -> bool:
-        """Turn pending bytes into one immutable segment; True if there was anything."""
-        if not self.pending:
-            return False
-        self.segments.append((self.sealed_end, b"".join(self.pending)))
-        self.pending.clear()
-        self.sealed_end = self.end
-        return True
-
-    def segment_at(self, pos: int) -> tuple[int, bytes]:
-        """The segment holding absolute position ``pos`` (searched from the newest)."""
-        segments = self.segments
-        for index in range(len(segments) - 1, -1, -1):
-            segment = segments[index]
-            if segment[0] <= pos:
-                return segment
-        raise LookupError(pos)
-
-    def trim(self, low: int) -> None:
-        """Forget segments that every reader has already sent past."""
-        segments = self.segments
-        while segments and segments[0][0] + len(segments[0][1]) <= low:
-            segments.popleft()
-
 
 _ATTACH: Final = 0
-_PRIVATE: Final = 1
+_UNICAST: Final = 1
 _DETACH: Final = 2
 _ABORT: Final = 3
 
@@ -96,16 +51,19 @@ class Delivery:
     """The delivery thread and the queue the room feeds it through.
 
     Methods named ``*_locked`` must be called with the room lock held: that lock is what puts
-    broadcasts, private lines and membership changes into one order.
+    broadcasts, unicasts (lines for one client) and membership changes into one order.
     """
 
     def __init__(
         self,
         lock: threading.Lock,
         send_buffer_bytes: int,
-        on_slow: Callable[[Peer], None],
-        on_error: Callable[[Peer], None],
+        on_slow: Callable[[Peer], object],
+        on_error: Callable[[Peer], object],
     ) -> None:
+        """Deliver under ``lock``; tell the room through ``on_slow``/``on_error`` why a client
+        is dropped (called by the delivery thread without the lock; the result is ignored).
+        """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
         self._on_slow = on_slow
@@ -115,8 +73,9 @@ class Delivery:
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signalled = False
         self._stopping = False
-        self._peers: dict[Peer, None] = {}
-        #: Detached peers still being flushed (each with a deadline).
+        #: The delivery thread's own: every attached client's outbox.
+        self._outboxes: dict[Peer, Outbox] = {}
+        #: Detached peers still being flushed (each with a deadline in its outbox).
         self._closing: set[Peer] = set()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ, None)
@@ -145,10 +104,10 @@ class Delivery:
                 self.lines_out += journal.readers
         self._wake_locked()
 
-    def private_locked(self, peer: Peer, text: str) -> None:
+    def unicast_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
         data = memoryview(peer.framing.encode_safe(text))
-        self._changes.append((_PRIVATE, peer, self.journals[peer.framing].end, data))
+        self._changes.append((_UNICAST, peer, self.journals[peer.framing].end, data))
         self.lines_out += 1
         self._wake_locked()
 
@@ -156,7 +115,6 @@ class Delivery:
         """Start delivering to ``peer``: it receives every broadcast queued from now on."""
         journal = self.journals[peer.framing]
         journal.readers += 1
-        peer.cursor = journal.end
         peer.retain()
         self._changes.append((_ATTACH, peer, journal.end, None))
         self._wake_locked()
@@ -181,11 +139,28 @@ class Delivery:
     # The delivery thread --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Give back the eventfd and the selector.
+
+        Wake-ups after this are no-ops (``_signalled`` stays set), never a write to a
+        descriptor number the kernel may have handed to someone else by then.
+        """
+        with self.lock:
+            self._signalled = True
+            os.close(self._wakeup)
+        self._selector.close()
+
+    def _loop(self) -> None:
         select = self._selector.select
         while True:
             timeout = self._next_timeout()
             ready = select(timeout)
-            writable = [key.data for key, _ in ready if key.data is not None]
+            writable: list[Peer] = [key.data for key, _ in ready if key.data is not None]
             with self.lock:
                 if self._signalled:
                     self._signalled = False
@@ -198,30 +173,31 @@ class Delivery:
                 stopping = self._stopping
             touched = self._apply(changes)
             for peer in writable:
-                if peer.blocked:
-                    peer.blocked = False
+                outbox = self._outboxes.get(peer)
+                if outbox is not None and outbox.blocked:
+                    outbox.blocked = False
                     self._selector.unregister(peer.sock)
                     touched.add(peer)
-            self._flush(self._peers if fresh else touched)
+            self._flush(self._outboxes if fresh else touched)
             self._expire()
             self._trim()
-            if stopping and not self._peers:
+            if stopping and not self._outboxes:
                 return
 
     def _apply(self, changes: list[tuple[int, Peer, int, memoryview | None]]) -> set[Peer]:
         touched: set[Peer] = set()
+        outboxes = self._outboxes
         for kind, peer, pos, data in changes:
             if kind == _ATTACH:
-                self._peers[peer] = None
-            elif peer not in self._peers:
+                outboxes[peer] = Outbox(self.journals[peer.framing], pos, peer.sock.send, peer.tls)
+            elif (outbox := outboxes.get(peer)) is None:
                 continue
-            elif kind == _PRIVATE:
+            elif kind == _UNICAST:
                 assert data is not None
-                peer.private.append((pos, data))
-                peer.private_bytes += len(data)
+                outbox.add_unicast(pos, data)
             elif kind == _DETACH:
-                peer.final_pos = pos
-                peer.deadline = time.monotonic() + CLOSE_GRACE
+                outbox.final_pos = pos
+                outbox.deadline = time.monotonic() + CLOSE_GRACE
                 self._closing.add(peer)
             else:
                 self._retire(peer)
@@ -229,46 +205,47 @@ class Delivery:
             touched.add(peer)
         return touched
 
-    def _flush(self, peers: dict[Peer, None] | set[Peer]) -> None:
+    def _flush(self, peers: Iterable[Peer]) -> None:
         limit = self.send_buffer_bytes
-        journals = self.journals
+        outboxes = self._outboxes
         for peer in list(peers):
-            if peer not in self._peers:
+            outbox = outboxes.get(peer)
+            if outbox is None:
                 continue
-            journal = journals[peer.framing]
-            if not peer.blocked:
-                cursor, private_bytes = peer.cursor, peer.private_bytes
+            if not outbox.blocked:
+                cursor, unicast_bytes = outbox.cursor, outbox.unicast_bytes
                 try:
-                    done = _send_pending(peer, journal)
+                    done = outbox.flush(_SEND_FLAGS)
                 except (OSError, TlsError):
                     self._on_error(peer)
                     self._retire(peer)
                     continue
-                self.bytes_out += peer.cursor - cursor + private_bytes - peer.private_bytes
+                self.bytes_out += outbox.cursor - cursor + unicast_bytes - outbox.unicast_bytes
                 if done:
-                    if peer.final_pos is not None:
+                    if outbox.final_pos is not None:
                         self._retire(peer)
                     continue
-                peer.blocked = True
+                outbox.blocked = True
                 self._selector.register(peer.sock, selectors.EVENT_WRITE, peer)
             # Only what the socket would not take counts against the client, so a burst
             # larger than the limit does not cost a reader that keeps up. The room hears why
             # first: retiring wakes the peer's reader, whose own "disconnect" must find the
             # peer already gone.
-            backlog = journal.sealed_end - peer.cursor + peer.private_bytes + len(peer.cipher)
-            if backlog > limit:
+            if outbox.backlog > limit:
                 self._on_slow(peer)
                 self._retire(peer)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for peer in [p for p in self._closing if p.deadline <= now]:
+        outboxes = self._outboxes
+        for peer in [p for p in self._closing if outboxes[p].deadline <= now]:
             self._retire(peer)
 
     def _next_timeout(self) -> float | None:
         if not self._closing:
             return None
-        return max(0.0, min(p.deadline for p in self._closing) - time.monotonic())
+        deadline = min(self._outboxes[p].deadline for p in self._closing)
+        return max(0.0, deadline - time.monotonic())
 
     def _trim(self) -> None:
         """Forget what everyone has been sent; an O(clients) scan, so not after every round."""
@@ -278,87 +255,16 @@ class Delivery:
                 len(segments) < TRIM_SEGMENTS and journal.sealed_end - segments[0][0] < TRIM_BYTES
             ):
                 continue
-            cursors = [p.cursor for p in self._peers if p.framing is journal.framing]
+            cursors = [o.cursor for o in self._outboxes.values() if o.journal is journal]
             journal.trim(min(cursors, default=journal.sealed_end))
 
     def _retire(self, peer: Peer) -> None:
-        del self._peers[peer]
+        outbox = self._outboxes.pop(peer)
         self._closing.discard(peer)
-        if peer.blocked:
-            peer.blocked = False
+        if outbox.blocked:
             self._selector.unregister(peer.sock)
-        peer.private.clear()
-        peer.private_bytes = 0
         if peer.tls is not None:  # a clean TLS close, if the socket takes it
             with contextlib.suppress(OSError, TlsError):
                 peer.sock.send(peer.tls.close(), _SEND_FLAGS)
         peer.shutdown()
         peer.release()
-
-
-def _send_pending(peer: Peer, journal: Journal) -> bool:
-    """Send ``peer`` everything it is owed, in order; False if its socket filled up first."""
-    send = peer.sock.send if peer.tls is None else _encrypting_send(peer)
-    end = journal.sealed_end if peer.final_pos is None else peer.final_pos
-    private = peer.private
-    while True:
-        limit = end
-        if private:
-            pos, data = private[0]
-            if pos <= peer.cursor:
-                try:
-                    sent = send(data, _SEND_FLAGS)
-                except BlockingIOError:
-                    return False
-                peer.private_bytes -= sent
-                if sent < len(data):
-                    private[0] = (pos, data[sent:])
-                    return False
-                private.popleft()
-                continue
-            limit = min(limit, pos)
-        cursor = peer.cursor
-        if cursor >= limit:
-            return peer.tls is None or _send_cipher(peer)
-        start, segment = journal.segment_at(cursor)
-        stop = min(limit, start + len(segment))
-        try:
-            sent = send(memoryview(segment)[cursor - start : stop - start], _SEND_FLAGS)
-        except BlockingIOError:
-            return False
-        peer.cursor = cursor + sent
-        if cursor + sent < stop:
-            return False
-
-
-def _encrypting_send(peer: Peer) -> Callable[[memoryview, int], int]:
-    """A ``send`` for a TLS peer: takes plaintext, encrypts it, sends what the socket takes.
-
-    It reports plaintext as taken once encrypted; the records themselves wait in
-    ``peer.cipher``, and nothing more is encrypted until they have left.
-    """
-    tls = peer.tls
-    assert tls is not None
-
-    def send(data: memoryview, _flags: int) -> int:
-        if not _send_cipher(peer):
-            raise BlockingIOError
-        chunk = data[:TLS_CHUNK]
-        peer.cipher = memoryview(tls.encrypt(chunk))
-        _send_cipher(peer)
-        return len(chunk)
-
-    return send
-
-
-def _send_cipher(peer: Peer) -> bool:
-    """Send pending TLS records; True once none are left."""
-    cipher = peer.cipher
-    while cipher:
-        try:
-            sent = peer.sock.send(cipher, _SEND_FLAGS)
-        except BlockingIOError:
-            break
-        cipher = cipher[sent:]
-    peer.cipher = cipher
-    return not cipher

@@ -25,11 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeAlias
 
 import structlog
 import structlog.tracebacks
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 #: syslog priorities, for journald's ``<N>`` line prefix.
 _PRIORITIES: Final = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
@@ -312,5 +312,11 @@ def lost() -> int:
     return _writer.lost + _writer.dropped
 
 
-def get_logger(**context: Any) -> Any:
-    return structlog.get_logger("lanchatd").bind(**context)
+#: What the daemon logs through: get_logger()'s result and whatever is bound from it.
+Logger: TypeAlias = FilteringBoundLogger
+
+
+def get_logger(**context: Any) -> Logger:
+    """The daemon's logger, bound to ``context``; configure() chose its class."""
+    logger: Logger = structlog.get_logger("lanchatd")
+    return logger.bind(**context)

@@ -16,6 +16,7 @@ from lanchatd.core.catalog import LANGUAGES
 from lanchatd.daemon import config, logs, systemd
 from lanchatd.daemon.admin import AdminListener, AdminSocketError, open_admin_socket
 from lanchatd.daemon.server import ListenError, Server, open_listener
+from lanchatd.daemon.statelock import StateInUse, lock_state_dir
 from lanchatd.daemon.tls import TlsError, server_context
 
 
@@ -96,7 +97,11 @@ def main(
         config_path = paths.SYSTEM_CONFIG
     try:
         settings = config.load(config_path, overrides)
-        tls = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+        tls = (
+            server_context(settings.tls_cert, settings.tls_key)
+            if settings.tls_cert and settings.tls_key is not None  # config.load: both or neither
+            else None
+        )
     except (config.ConfigError, TlsError) as error:
         _fail(str(error), 2)
     if check_config:
@@ -105,8 +110,8 @@ def main(
     logs.configure(settings.log_format, settings.log_level)
     try:
         # Held until the process exits; the kernel releases it however that happens.
-        state_lock = paths.lock_state_dir(paths.state_dir())
-    except paths.StateInUse as error:
+        state_lock = lock_state_dir(paths.state_dir())
+    except StateInUse as error:
         _fail(str(error), 2)
     if state_lock is None:
         logs.get_logger().warning("state_dir_unlocked", path=str(paths.state_dir()))

@@ -2,9 +2,11 @@
 
 Three threads touch a peer: its reader thread (handshake and inbound messages), the delivery
 thread (outbound bytes) and whoever removes it from the room (itself, the delivery thread on a
-slow consumer, an admin kick). Fields are grouped by owner below. The socket is closed only
-when both the reader and the delivery thread have let go of it, so no thread can ever use a
-file descriptor number that the kernel has already handed to a newer connection.
+slow consumer, an admin kick). Fields are grouped by owner below; what is still to be sent is
+not here but in the client's outbox (journal.py), which only the delivery thread sees, from
+attach to retire. The socket is closed only when both the reader and the delivery thread have
+let go of it, so no thread can ever use a file descriptor number that the kernel has already
+handed to a newer connection.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ import contextlib
 import socket
 import threading
 import time
-from collections import deque
-from typing import Any
 
 from lanchatd.core.framing import Framing
+from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.tls import TlsSession
 
 
@@ -27,15 +28,9 @@ class Peer:
         "_closed",
         "_lock",
         "_refs",
-        "blocked",
-        "cipher",
         "connected_at",
-        "cursor",
-        "deadline",
-        "final_pos",
         "framing",
         "host",
-        "joined_at",
         "key",
         "last_active",
         "left",
@@ -43,14 +38,12 @@ class Peer:
         "messages",
         "nick",
         "port",
-        "private",
-        "private_bytes",
         "shed",
         "sock",
         "tls",
     )
 
-    def __init__(self, sock: socket.socket, host: str, port: int, log: Any) -> None:
+    def __init__(self, sock: socket.socket, host: str, port: int, log: Logger) -> None:
         self.sock = sock
         self.host = host
         self.port = port
@@ -67,20 +60,10 @@ class Peer:
         self.nick = ""
         self.key = ""
         self.framing = Framing.LINE
-        self.joined_at = 0.0
         self.left = False
         # Written by the reader thread only.
         self.last_active = time.monotonic()
         self.messages = 0
-        # Owned by the delivery thread once the peer has joined.
-        self.cursor = 0
-        self.private: deque[tuple[int, memoryview]] = deque()
-        self.private_bytes = 0
-        #: Encrypted bytes (TLS only) that the socket did not take yet.
-        self.cipher = memoryview(b"")
-        self.blocked = False
-        self.final_pos: int | None = None
-        self.deadline = 0.0
 
     def __repr__(self) -> str:
         return f"<Peer {self.nick or '?'} {self.host}:{self.port}>"

@@ -152,12 +152,12 @@ def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float)
         if finished:
             peer.tls = session
             return True
-        more = _recv_within(sock, deadline - time.monotonic())
-        if not more:
-            problem = "handshake timed out" if more is None else "closed during handshake"
+        data = _recv_within(sock, deadline - time.monotonic())
+        if not data:
+            problem = "handshake timed out" if data is None else "closed during handshake"
             peer.log.info("tls_failed", error=problem)
             return False
-        received = more
+        received = data
 
 
 def _recv_within(sock: socket.socket, seconds: float, flags: int = 0) -> bytes | None:

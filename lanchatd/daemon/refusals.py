@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
+
+from lanchatd.daemon.logs import Logger
 
 #: Seconds covered by one summary line per address.
 INTERVAL: Final = 10.0
@@ -29,7 +31,7 @@ class _Window:
 class RefusalLog:
     """Rate-limited logging of refusals; used by the accept loop only (not thread-safe)."""
 
-    def __init__(self, log: Any, interval: float = INTERVAL) -> None:
+    def __init__(self, log: Logger, interval: float = INTERVAL) -> None:
         self._log = log
         self._interval = interval
         self._windows: dict[str, _Window] = {}

@@ -20,6 +20,7 @@ from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
+from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
@@ -42,7 +43,7 @@ class Stats:
 class Room:
     """The chat room shared by every connection."""
 
-    def __init__(self, settings: Settings, log: Any) -> None:
+    def __init__(self, settings: Settings, log: Logger) -> None:
         self.lock = threading.Lock()
         self.settings = settings
         self.catalog = Catalog(settings.lang)
@@ -84,13 +85,13 @@ class Room:
                 )
             if len(self._members) >= self.settings.max_clients:
                 return "server_full"
-            peer.nick, peer.key, peer.joined_at = nick, key, time.time()
+            peer.nick, peer.key = nick, key
             self._members[key] = peer
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
             delivery = self.delivery
             delivery.attach_locked(peer)
             delivery.broadcast_locked(self.catalog("joined", nick=nick))
-            delivery.private_locked(peer, self.catalog("welcome"))
+            delivery.unicast_locked(peer, self.catalog("welcome"))
             if self.watchers:
                 self._emit_locked(
                     "join", nick=nick, host=peer.host, port=peer.port, mode=peer.framing.value
@@ -165,13 +166,13 @@ class Room:
                     reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
                 else:
                     reply = catalog("no_such_nick", nick=message.wanted)
-                self.delivery.private_locked(peer, reply)
+                self.delivery.unicast_locked(peer, reply)
                 return
             target, start = found[0]
             text = message.argument[start:].strip()
-            self.delivery.private_locked(target, catalog("private_in", sender=peer.nick, text=text))
+            self.delivery.unicast_locked(target, catalog("private_in", sender=peer.nick, text=text))
             if target is not peer:
-                self.delivery.private_locked(
+                self.delivery.unicast_locked(
                     peer, catalog("private_out", target=target.nick, text=text)
                 )
 
@@ -179,7 +180,7 @@ class Room:
         """Send one line to ``peer`` alone, in order with the broadcasts it receives."""
         with self.lock:
             if not peer.left:
-                self.delivery.private_locked(peer, text)
+                self.delivery.unicast_locked(peer, text)
 
     def leave(self, peer: Peer, reason: str) -> bool:
         """Remove ``peer`` (idempotent); everyone left behind is told. True if it was here."""
@@ -273,7 +274,7 @@ class Room:
         """
         peer.left = True
         del self._members[peer.key]
-        self.delivery.private_locked(peer, to_peer)
+        self.delivery.unicast_locked(peer, to_peer)
         self.delivery.detach_locked(peer, graceful=True)
         self.delivery.broadcast_locked(to_others)
         self.delivery.broadcast_locked(self.catalog("left", nick=peer.nick))

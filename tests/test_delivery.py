@@ -1,0 +1,176 @@
+"""The delivery thread in process: real TCP connections on 127.0.0.1, no daemon subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from lanchatd.core.framing import Framing
+from lanchatd.daemon.delivery import TRIM_BYTES, TRIM_SEGMENTS, Delivery
+from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.reader import configure_socket
+from tests.support import wait_until
+
+WAIT = 10.0
+#: Lines of 1000 bytes that a stalled client is sent: more than its kernel buffers hold.
+LINES = 1000
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+class Harness:
+    """A started ``Delivery`` and the far ends of the clients attached to it."""
+
+    def __init__(self, send_buffer_bytes: int = 65536) -> None:
+        self.lock = threading.Lock()
+        self.slow: list[Peer] = []
+        self.slow_seen = threading.Event()
+        self.delivery = Delivery(
+            self.lock, send_buffer_bytes, on_slow=self._on_slow, on_error=Peer.shutdown
+        )
+        self.delivery.start()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.far_ends: list[socket.socket] = []
+        self.attached: list[Peer] = []
+
+    def _on_slow(self, peer: Peer) -> None:
+        self.slow.append(peer)
+        self.slow_seen.set()
+
+    def attach(self, framing: Framing, receive_buffer: int = 0) -> tuple[Peer, socket.socket]:
+        far = socket.socket()
+        if receive_buffer:
+            far.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        far.connect(self._listener.getsockname())
+        far.settimeout(WAIT)
+        self.far_ends.append(far)
+        sock, (host, port) = self._listener.accept()
+        configure_socket(sock, keepalive=0)
+        peer = Peer(sock, host, port, structlog.get_logger())
+        peer.framing = framing
+        with self.lock:
+            self.delivery.attach_locked(peer)
+        self.attached.append(peer)
+        peer.release()  # the reader's reference: here nobody reads
+        return peer, far
+
+    def detach(self, peer: Peer, *, graceful: bool) -> None:
+        with self.lock:
+            self.delivery.detach_locked(peer, graceful=graceful)
+        self.attached.remove(peer)
+
+    def stop(self) -> None:
+        """Detach everyone still attached (as the room does at shutdown), then stop."""
+        with self.lock:
+            for peer in self.attached:
+                self.delivery.detach_locked(peer, graceful=False)
+            self.delivery.stop_locked()
+        self.delivery.join(WAIT)
+        assert not self.delivery.is_alive()
+        self._listener.close()
+        for far in self.far_ends:
+            far.close()
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    harness = Harness()
+    yield harness
+    harness.stop()
+
+
+def receive(far: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = far.recv(size - len(data))
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return data
+
+
+def test_a_stopped_delivery_thread_leaves_no_file_descriptor_open() -> None:
+    before = _open_fds()
+    lock = threading.Lock()
+    delivery = Delivery(lock, 65536, on_slow=Peer.shutdown, on_error=Peer.shutdown)
+    delivery.start()
+    with lock:
+        delivery.stop_locked()
+    delivery.join(5.0)
+    assert not delivery.is_alive()
+    assert _open_fds() == before
+
+
+def test_each_client_gets_broadcasts_and_its_unicasts_in_one_order_in_its_framing(
+    harness: Harness,
+) -> None:
+    delivery, lock = harness.delivery, harness.lock
+    alice, alice_far = harness.attach(Framing.LINE)
+    with lock:
+        delivery.broadcast_locked("alice joined")
+        delivery.unicast_locked(alice, "welcome")
+    bob, bob_far = harness.attach(Framing.CLASSIC)
+    with lock:
+        delivery.broadcast_locked("bob joined")
+        delivery.unicast_locked(bob, "welcome")
+        delivery.broadcast_locked("alice: hi")
+    harness.detach(bob, graceful=True)
+    with lock:
+        delivery.broadcast_locked("bob left")
+    expected_alice = b"alice joined\nwelcome\nbob joined\nalice: hi\nbob left\n"
+    assert receive(alice_far, len(expected_alice)) == expected_alice
+    expected_bob = b"bob joinedwelcomealice: hi"
+    assert receive(bob_far, len(expected_bob)) == expected_bob
+    assert bob_far.recv(100) == b""  # detached: nothing after its final position
+    harness.detach(alice, graceful=False)
+    assert alice_far.recv(100) == b""
+    assert delivery.bytes_out == len(expected_alice) + len(expected_bob)
+    assert delivery.lines_out == 5 + 3
+
+
+def test_a_client_that_does_not_read_is_dropped_and_was_sent_what_the_kernel_took() -> None:
+    harness = Harness(send_buffer_bytes=10_000)
+    try:
+        stalled, far = harness.attach(Framing.LINE, receive_buffer=4096)
+        with harness.lock:
+            for index in range(LINES):
+                harness.delivery.broadcast_locked(f"{index:04} " + "x" * 995)
+        assert harness.slow_seen.wait(WAIT)
+        assert harness.slow == [stalled]
+        received = b""
+        while chunk := far.recv(65536):
+            received += chunk
+        assert len(received) == harness.delivery.bytes_out
+        assert (
+            received
+            == b"".join(f"{i:04} ".encode() + b"x" * 995 + b"\n" for i in range(LINES))[
+                : len(received)
+            ]
+        )
+    finally:
+        harness.stop()
+
+
+def test_the_journal_forgets_what_every_client_was_sent(harness: Harness) -> None:
+    _, far = harness.attach(Framing.LINE)
+    journal = harness.delivery.journals[Framing.LINE]
+    for _ in range(TRIM_BYTES // 1000 + 100):
+        with harness.lock:
+            harness.delivery.broadcast_locked("y" * 999)
+        assert receive(far, 1000) == b"y" * 999 + b"\n"
+
+    def trimmed() -> bool:
+        segments = list(journal.segments)
+        return bool(segments) and (
+            segments[0][0] > 0
+            and len(segments) < TRIM_SEGMENTS
+            and journal.sealed_end - segments[0][0] < TRIM_BYTES
+        )
+
+    wait_until(trimmed, what="the journal trimmed to what is unsent or below the thresholds")
