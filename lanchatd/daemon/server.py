@@ -251,7 +251,7 @@ class Server:
     def _refusal(self, host: str) -> tuple[str, str] | None:
         """Why a new connection from ``host`` is turned away (reason, line to send), if it is."""
         catalog, settings = self.room.catalog, self.settings
-        ban = self.bans.match(host) if self.bans else None
+        ban = self.bans.match(host)
         if ban is not None:
             reason = ban.reason or catalog("no_reason")
             if ban.expires_at is None:
