@@ -634,8 +634,13 @@ class AdminServer:
         ban = Ban(address, reason, now, None if duration is None else now + duration, peer.uid)
         save_error = bans.add(ban)
         matching = [p for p in self.daemon.peers() if _host_is(p.host, address)]
-        until = None if ban.expires_at is None else until_text(ban.expires_at)
-        expelled = room.expel_banned(matching, reason or room.catalog("no_reason"), until)
+        shown = reason or room.catalog("no_reason")
+        if ban.expires_at is None:
+            farewell = room.catalog("banned_you", reason=shown)
+        else:
+            until = until_text(ban.expires_at)
+            farewell = room.catalog("banned_you_until", until=until, reason=shown)
+        expelled = room.expel_banned(matching, shown, farewell)
         for connection in matching:
             if connection not in expelled:
                 connection.shutdown()  # still choosing a nickname, or just joined
