@@ -43,9 +43,8 @@ from typing import TYPE_CHECKING, Any, Final
 from lanchatd import __version__
 from lanchatd.core import paths
 from lanchatd.core.framing import TOO_LONG, LineSplitter
-from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon import logs
-from lanchatd.daemon.bans import MAX_REASON_CHARS, Ban, iso, normalize_address, until_text
+from lanchatd.daemon.bans import MAX_REASON_CHARS, iso, normalize_address
 
 if TYPE_CHECKING:
     from lanchatd.daemon.server import Server
@@ -574,12 +573,11 @@ class AdminServer:
 
     def _kick(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
         _check_args("kick", args, {"nick": str}, {"reason": str})
-        room = self.daemon.room
-        reason = _reason(args.get("reason")) or room.catalog("no_reason")
-        kicked = room.kick(args["nick"], reason, peer.uid)
+        kicked = self.daemon.moderation.kick(args["nick"], _reason(args.get("reason")), peer.uid)
         if kicked is None:
             raise CommandError("no_such_nick", f"no such nickname: {args['nick']}")
-        return {"nick": kicked.nick, "host": kicked.host, "port": kicked.port, "reason": reason}
+        member, reason = kicked
+        return {"nick": member.nick, "host": member.host, "port": member.port, "reason": reason}
 
     def _broadcast(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
         _check_args("broadcast", args, {"text": str})
@@ -608,7 +606,7 @@ class AdminServer:
             "bytes_out": delivery.bytes_out,
             "slow_consumer_drops": counters.slow_consumer_drops,
             "kicks": counters.kicks,
-            "bans": len(self.daemon.bans.list()),
+            "bans": len(self.daemon.moderation.in_force()),
             "admin_connections": self.sessions,
             "watchers": len(room.watchers),
             "log_events_lost": logs.lost(),
@@ -619,47 +617,26 @@ class AdminServer:
         target, duration = args["target"].strip(), args.get("duration_s")
         if duration is not None and not 0 < duration <= 100 * 365 * 86400:
             raise CommandError("bad_request", "duration_s must be positive (at most 100 years)")
-        room, bans = self.daemon.room, self.daemon.bans
-        try:
-            address = normalize_address(target)
-        except ValueError:
-            member = next((m for m in room.members() if m.key == nick_key(target)), None)
-            if member is None:
-                raise CommandError(
-                    "no_such_target", f"no such nickname or IP address: {target}"
-                ) from None
-            address = normalize_address(member.host)
-        now = time.time()
+        moderation = self.daemon.moderation
+        address = moderation.address_of(target)
+        if address is None:
+            raise CommandError("no_such_target", f"no such nickname or IP address: {target}")
         reason = _reason(args.get("reason"))
-        ban = Ban(address, reason, now, None if duration is None else now + duration, peer.uid)
-        save_error = bans.add(ban)
-        matching = [p for p in self.daemon.peers() if _host_is(p.host, address)]
-        shown = reason or room.catalog("no_reason")
-        if ban.expires_at is None:
-            farewell = room.catalog("banned_you", reason=shown)
-        else:
-            until = until_text(ban.expires_at)
-            farewell = room.catalog("banned_you_until", until=until, reason=shown)
-        expelled = room.expel_banned(matching, shown, farewell)
-        for connection in matching:
-            if connection not in expelled:
-                connection.shutdown()  # still choosing a nickname, or just joined
-        nicks = [p.nick for p in expelled]
-        details = ban.to_json()
+        outcome = moderation.ban(address, reason, duration, peer.uid)
+        details, nicks = outcome.ban.to_json(), outcome.disconnected
         log.info(
             "ban_added",
             address=address,
             reason=reason,
             expires_at=details["expires_at"],
             disconnected=nicks,
-            saved=save_error is None,
+            saved=outcome.save_error is None,
         )
-        room.emit("ban", **details, disconnected=nicks)
-        if save_error:
+        if outcome.save_error:
             raise CommandError(
                 "not_saved",
                 f"{address} is banned now, but the ban was not saved and will not survive "
-                f"a restart: {save_error}",
+                f"a restart: {outcome.save_error}",
                 ban=details,
                 disconnected=nicks,
             )
@@ -673,11 +650,10 @@ class AdminServer:
             raise CommandError(
                 "bad_request", f"not an IP address: {args['address']} (unban takes an address)"
             ) from None
-        ban, save_error = self.daemon.bans.remove(address)
+        ban, save_error = self.daemon.moderation.unban(address, peer.uid)
         if ban is None:
             raise CommandError("not_banned", f"{address} is not banned")
         log.info("ban_removed", address=address, saved=save_error is None)
-        self.daemon.room.emit("unban", address=address, admin_uid=peer.uid)
         if save_error:
             raise CommandError(
                 "not_saved",
@@ -689,7 +665,7 @@ class AdminServer:
 
     def _bans(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
         _check_args("bans", args, {})
-        return {"bans": [ban.to_json() for ban in self.daemon.bans.list()]}
+        return {"bans": [ban.to_json() for ban in self.daemon.moderation.in_force()]}
 
     def _reload(self, args: dict[str, Any], peer: Credentials, log: Any) -> dict[str, Any]:
         _check_args("reload", args, {})
@@ -737,13 +713,6 @@ def _reason(value: str | None) -> str:
     if len(reason) > MAX_REASON_CHARS:
         raise CommandError("bad_request", f"reason is over {MAX_REASON_CHARS} characters")
     return reason
-
-
-def _host_is(host: str, address: str) -> bool:
-    try:
-        return normalize_address(host) == address
-    except ValueError:
-        return False
 
 
 def _closed_by_peer(conn: socket.socket) -> bool:
