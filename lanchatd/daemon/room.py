@@ -199,7 +199,7 @@ class Room:
         with self.lock:
             self.delivery.stop_locked()
 
-    # Administration (lanchatctl, through admin.py) ----------------------------------------
+    # Administration (lanchatctl, through moderation.py) -----------------------------------
 
     def kick(self, nick: str, reason: str, admin_uid: int) -> Peer | None:
         """Disconnect ``nick``, telling it why; the others see it was kicked. None if absent."""

@@ -25,7 +25,7 @@ from typing import Any, Final
 from lanchatd.core import paths
 from lanchatd.core.framing import Framing
 from lanchatd.daemon import config, interfaces, logs
-from lanchatd.daemon.admin import AdminListener, AdminServer
+from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
 from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
@@ -110,7 +110,10 @@ class Server:
         bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
         bans.load()
         self.moderation = Moderation(self.room, bans, self.peers)
-        self.admin = AdminServer(self, admin, settings.admin_group, self.log) if admin else None
+        self.admin: AdminServer | None = None
+        if admin is not None:
+            operations = DaemonOperations(self.room, self.moderation, self.request_reload)
+            self.admin = AdminServer(operations, admin, settings.admin_group, self.log)
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
