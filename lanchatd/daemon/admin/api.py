@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from lanchatd.core.adminwire import Code, CommandError
 from lanchatd.daemon.bans import MAX_REASON_CHARS, Ban
+from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.moderation import BanOutcome
 from lanchatd.daemon.peer import Peer
 
@@ -72,7 +73,7 @@ class Caller:
     """Who sent a request: the uid events name, the log bound to the caller."""
 
     uid: int
-    log: Any
+    log: Logger
     #: Admin connections open when the request came (``stats`` reports it).
     admin_connections: int
 

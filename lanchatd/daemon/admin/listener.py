@@ -19,9 +19,10 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from lanchatd.core import paths
+from lanchatd.daemon.logs import Logger
 
 _SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)
 
@@ -72,7 +73,7 @@ class AdminListener:
                 self.path.unlink()
 
 
-def open_admin_socket(path: str | Path | None, group: str, log: Any) -> AdminListener:
+def open_admin_socket(path: str | Path | None, group: str, log: Logger) -> AdminListener:
     """Create and listen on the admin socket (mode 0660, group ``group`` if it exists).
 
     A socket file left by a daemon that died is replaced; a live daemon's is never taken.
@@ -131,7 +132,7 @@ def open_admin_socket(path: str | Path | None, group: str, log: Any) -> AdminLis
     return AdminListener(sock, path, (info.st_dev, info.st_ino))
 
 
-def _clear_stale(path: Path, log: Any) -> None:
+def _clear_stale(path: Path, log: Logger) -> None:
     """Remove a dead daemon's socket at ``path``; refuse if anything else is there."""
     try:
         info = path.lstat()

@@ -30,6 +30,7 @@ from lanchatd.daemon.admin.listener import (
     Credentials,
     credentials_of,
 )
+from lanchatd.daemon.logs import Logger
 
 #: An admin connection idle for this long between requests is closed.
 IDLE_TIMEOUT: Final = 600.0
@@ -64,7 +65,7 @@ class _Watcher:
 class AdminServer:
     """Accepts admin connections and serves each in its own thread."""
 
-    def __init__(self, ops: Operations, listener: AdminListener, group: str, log: Any) -> None:
+    def __init__(self, ops: Operations, listener: AdminListener, group: str, log: Logger) -> None:
         self.ops = ops
         self.listener = listener
         self.policy = AccessPolicy(group)
@@ -168,7 +169,7 @@ class AdminServer:
             group=group,
         )
 
-    def _requests(self, conn: socket.socket, uid: int, log: Any) -> None:
+    def _requests(self, conn: socket.socket, uid: int, log: Logger) -> None:
         splitter = LineSplitter(MAX_REQUEST_BYTES)
         while True:
             conn.settimeout(IDLE_TIMEOUT)
@@ -190,7 +191,7 @@ class AdminServer:
                     self._stream(conn, watcher, log)
                     return
 
-    def _respond(self, conn: socket.socket, line: bytes, uid: int, log: Any) -> _Watcher | None:
+    def _respond(self, conn: socket.socket, line: bytes, uid: int, log: Logger) -> _Watcher | None:
         """Answer one request line; return a watcher if the connection now streams events."""
         request_id = None
         try:
@@ -220,7 +221,7 @@ class AdminServer:
         conn.sendall(adminwire.encode(response))
         return None
 
-    def _stream(self, conn: socket.socket, watcher: _Watcher, log: Any) -> None:
+    def _stream(self, conn: socket.socket, watcher: _Watcher, log: Logger) -> None:
         """Send room events until the client goes away (or falls too far behind)."""
         events = watcher.queue
         try:
