@@ -7,22 +7,20 @@ message for a person: where it looked, what to check, which group to join.
 from __future__ import annotations
 
 import grp
-import json
 import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
-from lanchatd.core import paths
+from lanchatd.core import adminwire, paths
+from lanchatd.core.adminwire import PROTOCOL_VERSION, Code
 
-PROTOCOL_VERSION: Final = 1
 #: How long to wait for the daemon to answer; reload may take a moment, the rest is instant.
 TIMEOUT: Final = 15.0
 DEFAULT_GROUP: Final = "lanchat"
 
-# Exit statuses (lanchatctl --help lists them).
-OK: Final = 0
+# Exit statuses besides 0 (lanchatctl --help lists them).
 REFUSED: Final = 1
 USAGE: Final = 2
 UNREACHABLE: Final = 3
@@ -203,10 +201,8 @@ class AdminClient:
         """Send one request without waiting; return its id."""
         assert self._sock is not None, "not connected"
         request_id, self._next_id = self._next_id, self._next_id + 1
-        request = {"version": PROTOCOL_VERSION, "id": request_id, "command": command}
-        if args:
-            request["args"] = {name: value for name, value in args.items() if value is not None}
-        data = json.dumps(request).encode() + b"\n"
+        given = {name: value for name, value in args.items() if value is not None}
+        data = adminwire.encode(adminwire.request(request_id, command, given))
         try:
             self._sock.sendall(data)
         except OSError as error:
@@ -245,23 +241,20 @@ class AdminClient:
                 return {}
             raise AdminError(UNREACHABLE, f"lanchatd closed the connection on {self.path}")
         try:
-            message = json.loads(line)
+            return adminwire.decode(line)
         except ValueError:
             raise AdminError(
                 REFUSED, f"{self.path} does not speak the lanchatd admin protocol"
             ) from None
-        if not isinstance(message, dict):
-            raise AdminError(REFUSED, f"{self.path} does not speak the lanchatd admin protocol")
-        return message
 
     def _raise(self, response: dict[str, Any]) -> None:
         error = response.get("error")
         if not isinstance(error, dict):
             raise AdminError(REFUSED, f"unexpected answer from lanchatd: {response!r}")
         code, message = error.get("code"), str(error.get("message", "refused"))
-        if code == "busy":
+        if code == Code.BUSY:
             raise AdminError(UNREACHABLE, f"lanchatd at {self.path} is busy: {message}", code)
-        if code == "permission_denied":
+        if code == Code.PERMISSION_DENIED:
             group = error.get("group") or DEFAULT_GROUP
             raise AdminError(
                 DENIED,

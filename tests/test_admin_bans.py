@@ -232,3 +232,16 @@ def test_an_unwritable_ban_file_keeps_the_old_bans(
     again = admin_daemons()
     listed = json.loads(again.ctl("bans", "--json").stdout)
     assert [b["address"] for b in listed] == ["127.0.0.10"]
+
+
+def test_a_timed_ban_tells_members_and_newcomers_the_same_line(
+    admin_daemon: Daemon, admin_clients: list
+) -> None:
+    mallory = admin_daemon.chat("mallory", source="127.0.0.6")
+    admin_clients.append(mallory)
+    result = admin_daemon.ctl("ban", "mallory", "--duration", "2h", "--reason", "flood")
+    assert result.returncode == 0, result.stderr
+    told = mallory.rest_until_closed()[-1]
+    assert told.startswith("*** Anda diblokir dari server ini sampai ")
+    assert told.endswith(" UTC: flood")
+    assert refused_connection(admin_daemon.port, "127.0.0.6") == told.encode() + b"\n"

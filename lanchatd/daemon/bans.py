@@ -134,9 +134,6 @@ class BanStore:
     def __len__(self) -> int:
         return len(self._bans)
 
-    def __bool__(self) -> bool:
-        return bool(self._bans)
-
     # Reading ---------------------------------------------------------------------------------
 
     def load(self) -> None:
@@ -194,7 +191,10 @@ class BanStore:
     # Lookups ---------------------------------------------------------------------------------
 
     def match(self, host: str) -> Ban | None:
-        """The ban in force for ``host``, if any; an expired ban lapses here."""
+        """The ban in force for ``host``, if any; an expired ban lapses here.
+
+        Called for every accepted connection: with no bans it returns at once.
+        """
         bans = self._bans
         if not bans:
             return None

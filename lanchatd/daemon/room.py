@@ -187,20 +187,8 @@ class Room:
         with self.lock:
             if peer.left or self._members.get(peer.key) is not peer:
                 return False
-            peer.left = True
-            del self._members[peer.key]
-            delivery = self.delivery
-            if reason == "shutdown":
-                delivery.detach_locked(peer, graceful=True)
-            else:
-                delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
-                delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
-            if reason == "slow_consumer":
-                self.stats.slow_consumer_drops += 1
-            if self.watchers:
-                self._emit_locked("leave", nick=peer.nick, reason=reason)
-        peer.stop_reading()
-        peer.log.info("client_left", reason=reason)
+            self._exit_locked(peer, reason)
+        self._exited(peer, reason)
         return True
 
     def shutdown(self) -> None:
@@ -213,7 +201,7 @@ class Room:
         with self.lock:
             self.delivery.stop_locked()
 
-    # Administration (lanchatctl, through admin.py) ----------------------------------------
+    # Administration (lanchatctl, through moderation.py) -----------------------------------
 
     def kick(self, nick: str, reason: str, admin_uid: int) -> Peer | None:
         """Disconnect ``nick``, telling it why; the others see it was kicked. None if absent."""
@@ -222,38 +210,34 @@ class Room:
             if peer is None:
                 return None
             catalog = self.catalog
-            self._expel_locked(
-                peer,
-                catalog("kicked_you", reason=reason),
-                catalog("kicked", nick=peer.nick, reason=reason),
-            )
             self.stats.kicks += 1
             if self.watchers:
                 self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
-                self._emit_locked("leave", nick=peer.nick, reason="kicked")
-        peer.stop_reading()
+            self._exit_locked(
+                peer,
+                "kicked",
+                catalog("kicked_you", reason=reason),
+                catalog("kicked", nick=peer.nick, reason=reason),
+            )
         peer.log.info("client_kicked", reason=reason, admin_uid=admin_uid)
-        peer.log.info("client_left", reason="kicked")
+        self._exited(peer, "kicked")
         return peer
 
-    def expel_banned(self, peers: list[Peer], reason: str, until: str | None) -> list[Peer]:
-        """Disconnect the members among ``peers`` (a banned address), in join order."""
+    def expel_banned(self, peers: list[Peer], reason: str, farewell: str) -> list[Peer]:
+        """Disconnect the members among ``peers`` (a banned address), in join order.
+
+        Each gets ``farewell`` as its last line; the others see it was banned for ``reason``.
+        """
         expelled = []
         wanted = set(peers)
         with self.lock:
             catalog = self.catalog
-            if until is None:
-                you = catalog("banned_you", reason=reason)
-            else:
-                you = catalog("banned_you_until", until=until, reason=reason)
             for peer in [member for member in self._members.values() if member in wanted]:
-                self._expel_locked(peer, you, catalog("banned", nick=peer.nick, reason=reason))
+                announcement = catalog("banned", nick=peer.nick, reason=reason)
+                self._exit_locked(peer, "banned", farewell, announcement)
                 expelled.append(peer)
-                if self.watchers:
-                    self._emit_locked("leave", nick=peer.nick, reason="banned")
         for peer in expelled:
-            peer.stop_reading()
-            peer.log.info("client_left", reason="banned")
+            self._exited(peer, "banned")
         return expelled
 
     def notice(self, text: str, admin_uid: int) -> int:
@@ -266,18 +250,38 @@ class Room:
         self.log.info("notice", text=text, admin_uid=admin_uid, recipients=recipients)
         return recipients
 
-    def _expel_locked(self, peer: Peer, to_peer: str, to_others: str) -> None:
-        """Remove ``peer``: it gets ``to_peer`` as its last line, the rest ``to_others``.
+    def _exit_locked(
+        self, peer: Peer, reason: str, farewell: str | None = None, announcement: str = ""
+    ) -> None:
+        """The one way out of the room for a member: leaving, being kicked or banned.
 
-        The usual leave line follows, so clients that track who is online by joins and
-        leaves see this one go too.
+        An expelled member gets ``farewell`` as its last line and the rest ``announcement``;
+        the usual leave line follows, so clients that track who is online by joins and
+        leaves see this one go too. At shutdown nobody is told (the room is going away).
         """
         peer.left = True
         del self._members[peer.key]
-        self.delivery.unicast_locked(peer, to_peer)
-        self.delivery.detach_locked(peer, graceful=True)
-        self.delivery.broadcast_locked(to_others)
-        self.delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+        delivery = self.delivery
+        if farewell is not None:
+            delivery.unicast_locked(peer, farewell)
+            delivery.detach_locked(peer, graceful=True)
+            delivery.broadcast_locked(announcement)
+            delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+        elif reason == "shutdown":
+            delivery.detach_locked(peer, graceful=True)
+        else:
+            delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+            delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
+        if reason == "slow_consumer":
+            self.stats.slow_consumer_drops += 1
+        if self.watchers:
+            self._emit_locked("leave", nick=peer.nick, reason=reason)
+
+    @staticmethod
+    def _exited(peer: Peer, reason: str) -> None:
+        """After :meth:`_exit_locked`, outside the lock: let the reader go, log the leave."""
+        peer.stop_reading()
+        peer.log.info("client_left", reason=reason)
 
     def watch(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(event)`` for every join, leave, message, action, kick and notice.

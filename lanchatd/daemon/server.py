@@ -25,10 +25,11 @@ from typing import Any, Final
 from lanchatd.core import paths
 from lanchatd.core.framing import Framing
 from lanchatd.daemon import config, interfaces, logs
-from lanchatd.daemon.admin import AdminListener, AdminServer
-from lanchatd.daemon.bans import BanStore, until_text
+from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
+from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
+from lanchatd.daemon.moderation import Moderation
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.reader import configure_socket, serve
 from lanchatd.daemon.refusals import RefusalLog
@@ -106,9 +107,13 @@ class Server:
         self._handshaking: dict[Peer, None] = {}
         self._refusals = RefusalLog(self.log)
         self._next_report = 0.0
-        self.bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
-        self.bans.load()
-        self.admin = AdminServer(self, admin, settings.admin_group, self.log) if admin else None
+        bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
+        bans.load()
+        self.moderation = Moderation(self.room, bans, self.peers)
+        self.admin: AdminServer | None = None
+        if admin is not None:
+            operations = DaemonOperations(self.room, self.moderation, self.request_reload)
+            self.admin = AdminServer(operations, admin, settings.admin_group, self.log)
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
@@ -251,13 +256,9 @@ class Server:
     def _refusal(self, host: str) -> tuple[str, str] | None:
         """Why a new connection from ``host`` is turned away (reason, line to send), if it is."""
         catalog, settings = self.room.catalog, self.settings
-        ban = self.bans.match(host) if self.bans else None
-        if ban is not None:
-            reason = ban.reason or catalog("no_reason")
-            if ban.expires_at is None:
-                return "banned", catalog("banned_you", reason=reason)
-            until = until_text(ban.expires_at)
-            return "banned", catalog("banned_you_until", until=until, reason=reason)
+        banned = self.moderation.refusal(host)
+        if banned is not None:
+            return "banned", banned
         with self._connections_lock:
             mine = self._per_address[host]
         if len(self.room) >= settings.max_clients:

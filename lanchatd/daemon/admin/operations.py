@@ -1,0 +1,81 @@
+"""The daemon's side of :class:`~lanchatd.daemon.admin.api.Operations`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lanchatd import __version__
+from lanchatd.daemon import logs
+from lanchatd.daemon.admin.api import Watcher
+from lanchatd.daemon.bans import Ban, iso
+from lanchatd.daemon.moderation import BanOutcome, Moderation
+from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.room import Room
+
+
+class DaemonOperations:
+    """What the admin commands may do, carried out by the room and moderation."""
+
+    def __init__(
+        self,
+        room: Room,
+        moderation: Moderation,
+        request_reload: Callable[[float], dict[str, Any] | None],
+    ) -> None:
+        self._room = room
+        self._moderation = moderation
+        self._request_reload = request_reload
+
+    def who(self) -> list[Peer]:
+        return self._room.members()
+
+    def kick(self, nick: str, reason: str, admin_uid: int) -> tuple[Peer, str] | None:
+        return self._moderation.kick(nick, reason, admin_uid)
+
+    def address_of(self, target: str) -> str | None:
+        return self._moderation.address_of(target)
+
+    def ban(self, address: str, reason: str, duration: float | None, admin_uid: int) -> BanOutcome:
+        return self._moderation.ban(address, reason, duration, admin_uid)
+
+    def unban(self, address: str, admin_uid: int) -> tuple[Ban | None, str | None]:
+        return self._moderation.unban(address, admin_uid)
+
+    def bans(self) -> list[Ban]:
+        return self._moderation.in_force()
+
+    def notice(self, text: str, admin_uid: int) -> int:
+        return self._room.notice(text, admin_uid)
+
+    def stats(self, admin_connections: int) -> dict[str, Any]:
+        room = self._room
+        counters, delivery = room.stats, room.delivery
+        return {
+            "version": __version__,
+            "started_at": iso(counters.started),
+            "uptime_s": round(time.time() - counters.started, 1),
+            "clients": len(room),
+            "peak_clients": counters.peak_clients,
+            "connections": len(self._moderation.connections()),
+            "messages_in": counters.messages,
+            "messages_out": delivery.lines_out,
+            "bytes_in": counters.bytes_in,
+            "bytes_out": delivery.bytes_out,
+            "slow_consumer_drops": counters.slow_consumer_drops,
+            "kicks": counters.kicks,
+            "bans": len(self._moderation.in_force()),
+            "admin_connections": admin_connections,
+            "watchers": len(room.watchers),
+            "log_events_lost": logs.lost(),
+        }
+
+    def watch(self, watcher: Watcher) -> None:
+        self._room.watch(watcher)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._room.unwatch(watcher)
+
+    def reload(self, timeout: float) -> dict[str, Any] | None:
+        return self._request_reload(timeout)
