@@ -310,16 +310,21 @@ class Greeted:
         self._writer.transport.abort()
 
 
+async def _streams(sock: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """asyncio streams on a connected socket, which is closed if that fails."""
+    try:
+        return await asyncio.open_connection(sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def _reach(endpoint: Endpoint) -> Greeted:
     sock = await _connect(endpoint)
     if endpoint.tls is not None:
         reader, writer = await _start_tls(sock, endpoint)
     else:
-        try:
-            reader, writer = await asyncio.open_connection(sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+        reader, writer = await _streams(sock)
     try:
         protocol = await _greeting(reader, writer, str(endpoint))
     except BaseException:
@@ -378,12 +383,7 @@ async def _speaks_plain_lanchat(endpoint: Endpoint) -> bool:
     """
     with contextlib.suppress(ConnectError, OSError, EOFError, TimeoutError):
         async with asyncio.timeout(PLAIN_PROBE_TIMEOUT):
-            sock = await _connect(endpoint)
-            try:
-                reader, writer = await asyncio.open_connection(sock=sock)
-            except BaseException:
-                sock.close()
-                raise
+            reader, writer = await _streams(await _connect(endpoint))
             try:
                 return await reader.readexactly(len(GREETING)) == GREETING
             finally:
