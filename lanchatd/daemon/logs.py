@@ -91,9 +91,11 @@ class _Writer:
         self.rank = _RANKS["info"]
         #: Lines a write failed to get out (written by the writer thread only).
         self.lost = 0
-        #: Lines not queued because the stream was stuck (written under the lock).
+        #: Lines queued and not yet taken by the writer, and lines not queued because the
+        #: stream was stuck (both written under the lock; an item may hold many lines).
+        self.queued = 0
         self.dropped = 0
-        self._dropped_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         #: Set by the first flush(): from then on the writer looks for flush markers.
         self.flushing = False
         #: While a write is in progress: when it last got bytes out (or began); else None.
@@ -101,10 +103,14 @@ class _Writer:
         self._thread: threading.Thread | None = None
 
     def put(self, line: str) -> None:
-        if self.queue.qsize() >= QUEUE_LIMIT and not self._wait_for_room():
-            with self._dropped_lock:
-                self.dropped += 1
-            return
+        """Queue ``line``, which may be several (a console traceback)."""
+        count = line.count("\n") + 1
+        room = self.queued < QUEUE_LIMIT or self._wait_for_room()
+        with self._count_lock:
+            if not room:
+                self.dropped += count
+                return
+            self.queued += count
         self.queue.put(line)
 
     def _wait_for_room(self) -> bool:
@@ -114,7 +120,7 @@ class _Writer:
         up loses nothing; a stream that takes no lines for STALL_TIMEOUT (a reader that stopped
         reading) costs log lines instead of chat.
         """
-        while self.queue.qsize() >= QUEUE_LIMIT:
+        while self.queued >= QUEUE_LIMIT:
             if self._stuck():
                 return False
             time.sleep(0.001)
@@ -163,8 +169,11 @@ class _Writer:
             lines = [item for item in batch if type(item) is str] if markers else batch
             if lines:
                 lines.append("")
+                text = "\n".join(lines)
+                with self._count_lock:
+                    self.queued -= text.count("\n")
                 self.writing_since = time.monotonic()
-                self._write("\n".join(lines).encode(errors="backslashreplace"))
+                self._write(text.encode(errors="backslashreplace"))
                 self.writing_since = None
             for marker in markers:
                 marker.done.set()
