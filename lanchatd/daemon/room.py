@@ -18,6 +18,7 @@ from lanchatd.core import commands
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
+from lanchatd.daemon import logs
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
 from lanchatd.daemon.logs import Logger
@@ -114,12 +115,7 @@ class Room:
             if self.watchers:
                 for text in texts:
                     self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
-        info = peer.log.info
-        for text, size in zip(texts, sizes, strict=True):
-            if log_text:
-                info("message", text=text, bytes=size)
-            else:
-                info("message", bytes=size)
+        logs.messages(peer.log, texts, sizes, log_text)
 
     def command(self, peer: Peer, command: commands.Command) -> bool:
         """Carry out a slash command; False when the client asked to leave."""
