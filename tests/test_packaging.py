@@ -220,6 +220,7 @@ def test_client_and_daemon_are_split(debs: dict[str, Path]) -> None:
         "/usr/bin/lanchatctl",
         "/usr/bin/lanchatd",
         "/usr/lib/sysusers.d/lanchatd.conf",
+        "/usr/share/bash-completion/completions/lanchatctl",
         "/usr/share/man/man5/lanchatd.toml.5.gz",
         "/usr/share/man/man8/lanchatctl.8.gz",
         "/usr/share/man/man8/lanchatd.8.gz",
