@@ -189,6 +189,9 @@ def test_retention_by_count_and_a_resume_from_before_it(stores: Any, tmp_path: P
     store.configure(keep=2, keep_days=7)
     wait_until(lambda: len(stored(tmp_path / "history.db")) == 2, what="the new limit")
     assert store.last(10) == said[6:]
+    # What was removed is remembered across a restart.
+    store.close()
+    assert stores().after(said[4].id).too_old
 
 
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:

@@ -258,14 +258,18 @@ class History:
         return _merge(reversed(rows), unsaved)[-count:]
 
     def after(self, last: MessageId, limit: int | None = None) -> Replay:
-        """Everything after ``last`` (a client's newest id), oldest first, or "too old"."""
-        with self._lock:
-            trimmed = self._memory.trimmed_through
+        """Everything after ``last`` (a client's newest id), oldest first, or "too old".
+
+        The retention mark is read after the rows: a sweep raises it before deleting, so a
+        gap made meanwhile is always seen.
+        """
         unsaved = self._unsaved()
         rows = self._select(
             f"SELECT {_COLUMNS} FROM entries WHERE (ms, seq) > (?, ?) ORDER BY ms, seq",
             (last.ms, last.seq),
         )
+        with self._lock:
+            trimmed = self._memory.trimmed_through
         entries = [entry for entry in _merge(rows, unsaved) if entry.id > last]
         if last < trimmed:
             return Replay([], too_old=True, missed=len(entries))
@@ -489,16 +493,15 @@ class History:
                 ).fetchone()
                 if newest is None:
                     return
+                mark = MessageId(*newest)
+                with self._lock:
+                    self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
                 self._db.execute(f"DELETE FROM entries WHERE {where}", args)
-                mark = str(MessageId(*newest))
                 self._db.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (mark,)
+                    "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
         except sqlite3.Error as error:
             self._unavailable(str(error))
-            return
-        with self._lock:
-            self._memory.trimmed_through = max(self._memory.trimmed_through, MessageId(*newest))
 
     def _run(self) -> None:
         """The writer thread: a batch every few ms, a retention sweep every so often."""
