@@ -200,6 +200,8 @@ class History:
         self._retry_at = 0.0
         self._intervals = (batch_interval, sweep_interval, retry_interval)
         self._stop = threading.Event()
+        #: Set by the first append after the writer emptied the list: an idle store sleeps.
+        self._wake = threading.Event()
         self._open()
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
@@ -213,6 +215,8 @@ class History:
         with self._lock:
             entry = Entry(memory.last.following(int(at * 1000)), at, kind, nick, text, reason)
             memory.last = entry.id
+            if not memory.unsaved:
+                self._wake.set()
             memory.unsaved.append(entry)
         return entry
 
@@ -235,6 +239,7 @@ class History:
     def close(self) -> None:
         """Stop the writer and commit everything appended (SIGTERM path)."""
         self._stop.set()
+        self._wake.set()
         self._thread.join()
         with self._write_lock:
             self._commit()
@@ -504,10 +509,22 @@ class History:
             self._unavailable(str(error))
 
     def _run(self) -> None:
-        """The writer thread: a batch every few ms, a retention sweep every so often."""
+        """The writer thread: a batch every few ms, a retention sweep every so often.
+
+        It sleeps while nothing is unsaved (woken by the next append), then waits one batch
+        interval for more to gather; while writes fail, it waits for the next retry.
+        """
         batch, sweep, _ = self._intervals
         next_sweep = time.monotonic()
-        while not self._stop.wait(batch):
+        while not self._stop.is_set():
+            with self._lock:
+                pending = bool(self._memory.unsaved)
+            if not pending:
+                self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+                self._wake.clear()
+            delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
+            if self._stop.wait(min(delay, max(batch, next_sweep - time.monotonic()))):
+                return
             with self._write_lock:
                 self._commit()
                 if time.monotonic() >= next_sweep:
