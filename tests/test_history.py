@@ -251,6 +251,10 @@ def test_close_commits_everything(stores: Any, tmp_path: Path) -> None:
     said = say(store, 20)
     store.close()
     assert stored(tmp_path / "history.db") == rows(said)
+    late = store.append(Kind.NOTICE, "", "after close")
+    assert not store.commit_through(late.id), "a closed store writes nothing"
+    store.close()
+    assert stored(tmp_path / "history.db") == rows(said)
     assert stores().last(50) == said
 
 

@@ -196,6 +196,8 @@ class History:
         #: Held while writing the file: one writer at a time, whoever calls.
         self._write_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        #: After close(), nothing reopens or writes the file.
+        self._closed = False
         self._failing = False
         self._retry_at = 0.0
         self._intervals = (batch_interval, sweep_interval, retry_interval)
@@ -243,6 +245,7 @@ class History:
         self._thread.join()
         with self._write_lock:
             self._commit()
+            self._closed = True
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -424,7 +427,7 @@ class History:
         memory = self._memory
         with self._lock:
             batch = list(memory.unsaved)
-        if not batch:
+        if not batch or self._closed:
             return
         if self._failing and time.monotonic() < self._retry_at:
             self._cap()
