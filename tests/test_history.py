@@ -18,6 +18,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from benchmarks import historybench
 from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
 from tests.support import WAIT, wait_until
 
@@ -362,6 +363,7 @@ def test_writes_failing_on_an_open_file_are_counted_and_memory_is_bounded(
 CHILD = """
 import sys, structlog
 from pathlib import Path
+from benchmarks import historybench
 from lanchatd.daemon.history import History, Kind
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 store = History(Path(sys.argv[1]), structlog.get_logger(), batch_interval=float(sys.argv[2]))
@@ -403,3 +405,9 @@ def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interv
     assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
     assert len(kept) >= 300
     assert f"{kept[299][0]}-{kept[299][1]}" == lines[-1].split()[1]
+
+
+def test_the_history_benchmark_runs() -> None:
+    figures = historybench.main(["--appends", "200", "--rounds", "5", "--reads", "2"])
+    assert set(figures) >= {"append_us", "round_of_1_us", "after_id_500_ms", "last_20_ms"}
+    assert all(value > 0 for value in figures.values())
