@@ -19,6 +19,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from benchmarks import historybench
+from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
 from tests.support import WAIT, wait_until
 
@@ -49,7 +50,7 @@ def stores(tmp_path: Path, logs: list[MutableMapping[str, Any]]) -> Iterator[Any
     opened: list[History] = []
 
     def open_store(**options: Any) -> History:
-        store = History(tmp_path / "history.db", structlog.get_logger(), **options)
+        store = History(tmp_path / HISTORY_FILE_NAME, structlog.get_logger(), **options)
         opened.append(store)
         return store
 
@@ -364,6 +365,7 @@ CHILD = """
 import sys, structlog
 from pathlib import Path
 from benchmarks import historybench
+from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.daemon.history import History, Kind
 structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 store = History(Path(sys.argv[1]), structlog.get_logger(), batch_interval=float(sys.argv[2]))

@@ -40,7 +40,6 @@ from typing import Final
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon.logs import Logger
 
-HISTORY_FILE_NAME: Final = "history.db"
 #: Most entries one ``/history N`` or on-join replay may ask for.
 MAX_READ: Final = 500
 #: How often the writer thread commits what was appended (seconds).
