@@ -16,6 +16,10 @@ Why it is shaped this way:
   the WAL, which survives the process dying (not a power cut).
 - **Reads see everything appended.** Entries not yet committed are read from memory, the
   rest from the file, so a client resuming right after a message misses nothing.
+- **One index.** Times are compared as the id's millisecond (the primary key), for
+  retention and ``--since`` alike; a nickname filter (purge, the admin query) scans the rows
+  kept. Each secondary index roughly doubled the cost of a commit, which the delivery thread
+  pays.
 - **Failures never reach the room.** A corrupt or unreadable file is set aside (renamed,
   never deleted) and the store starts empty; a file that cannot be written (full disk,
   read-only directory) leaves appends working in memory (the newest ``keep`` of them), the
@@ -63,8 +67,6 @@ CREATE TABLE IF NOT EXISTS entries (
     reason TEXT NOT NULL,
     PRIMARY KEY (ms, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_at ON entries (at);
-CREATE INDEX IF NOT EXISTS entries_nick ON entries (nick_key, at);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
@@ -214,7 +216,7 @@ class History:
         at = self.clock()
         memory = self._memory
         with self._lock:
-            entry = Entry(memory.last.following(int(at * 1000)), at, kind, nick, text, reason)
+            entry = Entry(memory.last.following(_ms(at)), at, kind, nick, text, reason)
             memory.last = entry.id
             if not memory.unsaved:
                 self._wake.set()
@@ -295,7 +297,8 @@ class History:
         unsaved = [
             entry
             for entry in self._unsaved()
-            if (since is None or entry.at >= since) and (key is None or nick_key(entry.nick) == key)
+            if (since is None or entry.id.ms >= _ms(since))
+            and (key is None or nick_key(entry.nick) == key)
         ]
         return _merge(reversed(rows), unsaved)[-count:] if count > 0 else []
 
@@ -311,7 +314,7 @@ class History:
             return (
                 entry.kind in (Kind.MESSAGE, Kind.ACTION)
                 and nick_key(entry.nick) == key
-                and (since is None or entry.at >= since)
+                and (since is None or entry.id.ms >= _ms(since))
             )
 
         with self._write_lock:
@@ -489,8 +492,8 @@ class History:
         ]
         args: list[object] = [limits.keep]
         if limits.keep_days > 0:
-            clauses.append("at < ?")
-            args.append(self.clock() - limits.keep_days * 86_400)
+            clauses.append("ms < ?")
+            args.append(_ms(self.clock() - limits.keep_days * 86_400))
         where = " OR ".join(clauses)
         try:
             with self._db:
@@ -538,12 +541,17 @@ def _filters(since: float | None, nick: str | None) -> tuple[str, tuple[object, 
     clauses: list[str] = ["1"]
     args: list[object] = []
     if since is not None:
-        clauses.append("at >= ?")
-        args.append(since)
+        clauses.append("ms >= ?")
+        args.append(_ms(since))
     if nick is not None:
         clauses.append("nick_key = ?")
         args.append(nick_key(nick))
     return "WHERE " + " AND ".join(clauses), tuple(args)
+
+
+def _ms(seconds: float) -> int:
+    """A time as an id's millisecond: times and ids are compared in one unit."""
+    return int(seconds * 1000)
 
 
 def _entry(row: tuple[int, int, float, str, str, str, str]) -> Entry:
