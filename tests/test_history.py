@@ -3,6 +3,7 @@ thread, and a real process killed with SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -413,3 +414,69 @@ def test_the_history_benchmark_runs() -> None:
     figures = historybench.main(["--appends", "200", "--rounds", "5", "--reads", "2"])
     assert set(figures) >= {"append_us", "round_of_1_us", "after_id_500_ms", "last_20_ms"}
     assert all(value > 0 for value in figures.values())
+
+
+UNSHARE = ["unshare", "--mount", "--propagation", "private"]
+FULL_DISK = """
+import json, os, subprocess, sys, time
+from pathlib import Path
+import structlog
+from structlog.testing import capture_logs
+from lanchatd.daemon.history import History, Kind
+directory = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], check=True)
+with capture_logs() as logs:
+    store = History(directory / "history.db", structlog.get_logger(), retry_interval=0.05)
+    said = [store.append(Kind.MESSAGE, "alice", "before") for _ in range(3)]
+    first = store.commit_through(said[-1].id)
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    os.close(fd)
+    said += [store.append(Kind.MESSAGE, "alice", "y" * 2000) for _ in range(100)]
+    full = store.commit_through(said[-1].id)
+    failed = store.counters.failed_writes >= 1
+    readable = store.last(500) == said
+    filler.unlink()
+    deadline = time.monotonic() + 10
+    while not store.commit_through(said[-1].id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store.close()
+    kept = History(directory / "history.db", structlog.get_logger())
+    again = kept.last(500) == said
+    kept.close()
+print(json.dumps({
+    "first": first, "full": full, "failed": failed, "readable": readable, "again": again,
+    "events": [e["event"] for e in logs if e["event"] != "history_opened"],
+}))
+"""
+
+
+def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path) -> None:
+    """A real ENOSPC: a 2 MiB tmpfs in a mount namespace of the test's own, filled up."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs privately")
+    done = subprocess.run(
+        [*UNSHARE, sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if done.returncode and "mount" in done.stderr and "permission" in done.stderr.lower():
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {
+        "first": True,
+        "full": False,
+        "failed": True,
+        "readable": True,
+        "again": True,
+        "events": ["history_unavailable", "history_writes_resumed"],
+    }
