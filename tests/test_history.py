@@ -337,7 +337,9 @@ def test_a_read_only_directory_keeps_history_in_memory_until_it_can_write(
     assert event["path"] == str(tmp_path / "history.db")
     assert not (tmp_path / "history.db").exists()
     subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    assert store.unsaved_count() == 5
     wait_until(lambda: store.commit_through(said[-1].id), what="the writes to resume")
+    assert store.unsaved_count() == 0
     assert stored(tmp_path / "history.db") == rows(said)
     assert len(events(logs, "history_unavailable")) == 1
     assert len(events(logs, "history_writes_resumed")) == 1
@@ -354,6 +356,7 @@ def test_writes_failing_on_an_open_file_are_counted_and_memory_is_bounded(
     assert not store.commit_through(rest[-1].id)
     assert store.counters.failed_writes == 1
     assert store.counters.lost == 5
+    assert store.unsaved_count() == 10
     assert store.last(100) == first + rest[5:]
     assert store.after(first[-1].id).too_old
     assert not store.commit_through(rest[-1].id), "no retry before retry_interval"

@@ -235,6 +235,11 @@ class History:
             self._commit()
         return last <= self._memory.committed_through
 
+    def unsaved_count(self) -> int:
+        """Entries held in memory only, for ``lanchatctl stats`` beside ``counters``."""
+        with self._lock:
+            return len(self._memory.unsaved)
+
     def configure(self, keep: int, keep_days: float) -> None:
         """New retention limits (reload); enforced by the next sweep."""
         self._limits = _Limits(keep, keep_days)
