@@ -483,3 +483,36 @@ def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path)
         "again": True,
         "events": ["history_unavailable", "history_writes_resumed"],
     }
+
+
+def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -> None:
+    """A row of an unknown kind is skipped; a bad retention mark makes the file damaged."""
+    store = stores()
+    said = say(store, 2)
+    store.close()
+    path = tmp_path / "history.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO entries VALUES (?, 0, 0.0, 'whisper', 'eve', 'eve', 'psst', '')",
+            (said[0].id.ms + 1,),
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("INSERT INTO entries VALUES ('x', 0, 0.0, 'join', 'e', 'e', '', '')")
+    again = stores()
+    assert again.last(10) == said
+    assert again.after(ORIGIN).entries == said
+    assert again.query(10) == said
+    again.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO meta VALUES ('trimmed_through', 'garbage')")
+    assert stores().last(10) == []
+    assert len(list(tmp_path.glob("history.db.corrupt-*[0-9]"))) == 1
+
+
+def test_two_damaged_files_in_one_second_are_both_kept(stores: Any, tmp_path: Path) -> None:
+    clock = Clock()
+    for content in (b"first garbage" * 100, b"second garbage" * 100):
+        (tmp_path / "history.db").write_bytes(content)
+        stores(clock=clock).close()
+    kept = sorted(p.read_bytes()[:6] for p in tmp_path.glob("history.db.corrupt-*[0-9]"))
+    assert kept == [b"first ", b"second"]

@@ -66,8 +66,8 @@ CREATE TABLE IF NOT EXISTS entries (
     text TEXT NOT NULL,
     reason TEXT NOT NULL,
     PRIMARY KEY (ms, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
 _COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
 
@@ -348,12 +348,20 @@ class History:
             return list(self._memory.unsaved)
 
     def _select(self, sql: str, args: tuple[object, ...]) -> list[Entry]:
-        """Rows from the file; none when there is no usable file (memory holds the rest)."""
+        """Rows from the file; none when there is no usable file (memory holds the rest).
+
+        A row this code did not write (an unknown kind) is skipped, never raised.
+        """
         try:
             with contextlib.closing(self._reader()) as db:
-                return [_entry(row) for row in db.execute(sql, args)]
+                rows = db.execute(sql, args).fetchall()
         except sqlite3.Error:
             return []
+        entries = []
+        for row in rows:
+            with contextlib.suppress(ValueError):
+                entries.append(_entry(row))
+        return entries
 
     def _reader(self) -> sqlite3.Connection:
         """A connection for one read: WAL lets it run beside the writer, in any thread."""
@@ -399,7 +407,12 @@ class History:
         db.isolation_level = "DEFERRED"
         memory = self._memory
         if mark is not None:
-            memory.trimmed_through = max(memory.trimmed_through, MessageId.parse(mark[0]))
+            try:
+                trimmed_through = MessageId.parse(mark[0])
+            except ValueError:
+                db.close()
+                raise _Damaged(f"bad trimmed_through {mark[0]!r}") from None
+            memory.trimmed_through = max(memory.trimmed_through, trimmed_through)
         stored = MessageId(*row) if row is not None else ORIGIN
         memory.last = max(memory.last, stored, memory.trimmed_through)
         memory.committed_through = max(memory.committed_through, stored)
@@ -408,6 +421,10 @@ class History:
 
     def _set_aside(self, error: str) -> None:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}.{number}")
         try:
             for suffix in ("-wal", "-shm"):
                 companion = self.path.with_name(self.path.name + suffix)
