@@ -516,3 +516,16 @@ def test_two_damaged_files_in_one_second_are_both_kept(stores: Any, tmp_path: Pa
         stores(clock=clock).close()
     kept = sorted(p.read_bytes()[:6] for p in tmp_path.glob("history.db.corrupt-*[0-9]"))
     assert kept == [b"first ", b"second"]
+
+
+def test_a_lone_surrogate_is_stored_replaced_and_blocks_nothing(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=NEVER)
+    odd = store.append(Kind.MESSAGE, "alice", "caf\udce9")
+    after = say(store, 2)
+    assert store.commit_through(after[-1].id)
+    assert stored(tmp_path / "history.db") == [
+        (odd.id.ms, odd.id.seq, "alice", "caf\ufffd"),
+        *rows(after),
+    ]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -70,6 +71,8 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
 _COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_INSERT: Final = "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -464,23 +467,7 @@ class History:
                 self._cap()
                 return
         try:
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.id.ms,
-                            e.id.seq,
-                            e.at,
-                            e.kind.value,
-                            e.nick,
-                            nick_key(e.nick),
-                            e.text,
-                            e.reason,
-                        )
-                        for e in batch
-                    ],
-                )
+            self._insert(self._db, batch)
         except sqlite3.Error as error:
             self._unavailable(str(error))
             self.counters.failed_writes += 1
@@ -493,6 +480,22 @@ class History:
         if self._failing:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
+        """One transaction for the batch.
+
+        Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
+        (clients' bytes are decoded strictly), but should it, that batch is stored with
+        U+FFFD in its place rather than blocking every later write.
+        """
+        rows = [_row(entry) for entry in batch]
+        try:
+            with db:
+                db.executemany(_INSERT, rows)
+        except UnicodeEncodeError:
+            with db:
+                db.executemany(_INSERT, [_row(entry, clean=True) for entry in batch])
 
     def _cap(self) -> None:
         """While nothing can be written, memory keeps the newest ``keep`` entries."""
@@ -569,6 +572,23 @@ def _filters(since: float | None, nick: str | None) -> tuple[str, tuple[object, 
         clauses.append("nick_key = ?")
         args.append(nick_key(nick))
     return "WHERE " + " AND ".join(clauses), tuple(args)
+
+
+def _row(entry: Entry, *, clean: bool = False) -> tuple[object, ...]:
+    """An entry as the entries table's columns; ``clean`` replaces lone surrogates."""
+    nick, text, reason = entry.nick, entry.text, entry.reason
+    if clean:
+        nick, text, reason = (_SURROGATE.sub("\ufffd", t) for t in (nick, text, reason))
+    return (
+        entry.id.ms,
+        entry.id.seq,
+        entry.at,
+        entry.kind.value,
+        nick,
+        nick_key(nick),
+        text,
+        reason,
+    )
 
 
 def _ms(seconds: float) -> int:
