@@ -529,3 +529,28 @@ def test_a_lone_surrogate_is_stored_replaced_and_blocks_nothing(
         (odd.id.ms, odd.id.seq, "alice", "caf\ufffd"),
         *rows(after),
     ]
+
+
+class BrokenClock(Clock):
+    """A clock that fails in the writer thread's hands (the retention sweep) once told to."""
+
+    broken = False
+
+    def __call__(self) -> float:
+        if self.broken and threading.current_thread().name == "history":
+            raise RuntimeError("clock broke")
+        return self.now
+
+
+def test_an_error_in_the_writer_thread_is_logged_and_it_goes_on(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    clock = BrokenClock()
+    clock.broken = True
+    store = stores(clock=clock, sweep_interval=0.01, retry_interval=0.01)
+    wait_until(lambda: len(events(logs, "history_error")) >= 2, what="the error, twice")
+    assert events(logs, "history_error")[0]["log_level"] == "error"
+    clock.broken = False
+    said = say(store, 3)
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 3, what="writes after it")
+    assert store.last(5) == said

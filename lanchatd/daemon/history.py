@@ -555,11 +555,16 @@ class History:
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
             if self._stop.wait(min(delay, max(batch, next_sweep - time.monotonic()))):
                 return
-            with self._write_lock:
-                self._commit()
-                if time.monotonic() >= next_sweep:
-                    self._sweep()
-                    next_sweep = time.monotonic() + sweep
+            try:
+                with self._write_lock:
+                    self._commit()
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + sweep
+                        self._sweep()
+            except Exception:
+                # A bug here must not end history for good: log it, try again later.
+                self.log.exception("history_error")
+                self._stop.wait(self._intervals[2])
 
 
 def _filters(since: float | None, nick: str | None) -> tuple[str, tuple[object, ...]]:
