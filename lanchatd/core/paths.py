@@ -10,9 +10,9 @@ has to pass a path for the usual setups:
 - run by anyone else, ``$XDG_RUNTIME_DIR/lanchatd/admin.sock``, or a private directory
   ``/tmp/lanchatd-UID`` when there is no ``XDG_RUNTIME_DIR``.
 
-State (the ban list) lives in ``$STATE_DIRECTORY``, else ``/var/lib/lanchatd`` for root, else
-``$XDG_STATE_HOME/lanchatd`` (``~/.local/state/lanchatd``), where systemd itself puts a user
-service's ``StateDirectory=``.
+State (the ban list, the room's history) lives in ``$STATE_DIRECTORY``, else
+``/var/lib/lanchatd`` for root, else ``$XDG_STATE_HOME/lanchatd`` (``~/.local/state/lanchatd``),
+where systemd itself puts a user service's ``StateDirectory=``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ ROOT_RUNTIME_DIR: Final = Path("/run/lanchatd")
 ROOT_STATE_DIR: Final = Path("/var/lib/lanchatd")
 ADMIN_SOCKET_NAME: Final = "admin.sock"
 BANS_FILE_NAME: Final = "bans.json"
+HISTORY_FILE_NAME: Final = "history.db"
 #: ``lanchatctl`` reads this variable (after ``--socket``) to find the admin socket.
 ADMIN_SOCKET_ENV: Final = "LANCHATD_ADMIN_SOCKET"
 #: Longest path an AF_UNIX socket can be bound to on Linux (sun_path is 108 bytes with a NUL).

@@ -1,0 +1,91 @@
+"""What the history store costs: the room's side of an append, commits, and the reads.
+
+Run ``python -m benchmarks.historybench`` (``--help`` for the sizes). It prints one JSON
+object; the figures for this machine are in the history branch's report. The store runs on
+a real SQLite file in a temporary directory, with its own writer thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from lanchatd.daemon.history import History, Kind
+
+TEXT = "x" * 80
+
+
+def _per_second(count: int, seconds: float) -> float:
+    return round(count / seconds) if seconds > 0 else 0.0
+
+
+def _timed(function: Callable[[], object], repeat: int) -> float:
+    """Mean milliseconds per call."""
+    start = time.perf_counter()
+    for _ in range(repeat):
+        function()
+    return round((time.perf_counter() - start) / repeat * 1000, 4)
+
+
+def measure(directory: Path, appends: int, rounds: int, reads: int) -> dict[str, Any]:
+    """Every figure, on a store in ``directory``."""
+    quiet = structlog.wrap_logger(
+        structlog.PrintLogger(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL),
+    )
+    store = History(directory / "history.db", quiet, keep=max(appends, 10_000))
+    room = threading.Lock()
+    figures: dict[str, Any] = {}
+    start = time.perf_counter()
+    for _ in range(appends):
+        with room:
+            store.append(Kind.MESSAGE, "alice", TEXT)
+    spent = time.perf_counter() - start
+    figures["appends_per_second"] = _per_second(appends, spent)
+    figures["append_us"] = round(spent / appends * 1e6, 3)
+    start = time.perf_counter()
+    store.commit_through(store.append(Kind.MESSAGE, "alice", TEXT).id)
+    figures["drain_after_appends_ms"] = round((time.perf_counter() - start) * 1000, 1)
+    for size in (1, 10, 100):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for _ in range(size):
+                last = store.append(Kind.MESSAGE, "bob", TEXT)
+            store.commit_through(last.id)
+        spent = time.perf_counter() - start
+        figures[f"round_of_{size}_us"] = round(spent / rounds * 1e6, 1)
+        figures[f"round_of_{size}_entries_per_second"] = _per_second(rounds * size, spent)
+    ids = [entry.id for entry in store.query(501)]
+    for count in (20, 500):
+        anchor = ids[-count - 1]
+        assert len(store.after(anchor).entries) == count
+        figures[f"after_id_{count}_ms"] = _timed(functools.partial(store.after, anchor), reads)
+        figures[f"last_{count}_ms"] = _timed(functools.partial(store.last, count), reads)
+    store.close()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.historybench")
+    parser.add_argument("--appends", type=int, default=100_000, help="appends timed in a row")
+    parser.add_argument("--rounds", type=int, default=1000, help="delivery rounds per size")
+    parser.add_argument("--reads", type=int, default=300, help="reads timed per kind")
+    options = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as directory:
+        figures = measure(Path(directory), options.appends, options.rounds, options.reads)
+    print(json.dumps(figures, indent=1))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,618 @@
+"""The room's history: every event the whole room sees, with an id, kept in SQLite.
+
+Why it is shaped this way:
+
+- **Ids.** A :class:`MessageId` is ``<ms>-<seq>``, exactly a Redis stream id: the
+  millisecond of the server clock, and a sequence within it. Ids only grow, also when the
+  clock steps back (the last id's millisecond is kept and ``seq`` counts on), and across
+  restarts (the newest id is read back from the file). A later issue puts the room's log in
+  a Redis stream whose entry ids take this place unchanged.
+- **Off the hot path.** :meth:`History.append` is called under the room lock: it assigns the
+  id and appends the entry to an in-memory list, nothing more. The store's writer thread
+  commits that list in one transaction every few milliseconds; :meth:`History.commit_through`
+  lets the delivery thread commit a round's entries itself before sending them (group commit:
+  one transaction for everything appended so far), so no client can receive an event that a
+  ``kill -9`` then loses. WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into
+  the WAL, which survives the process dying (not a power cut).
+- **Reads see everything appended.** Entries not yet committed are read from memory, the
+  rest from the file, so a client resuming right after a message misses nothing.
+- **One index.** Times are compared as the id's millisecond (the primary key), for
+  retention and ``--since`` alike; a nickname filter (purge, the admin query) scans the rows
+  kept. Each secondary index roughly doubled the cost of a commit, which the delivery thread
+  pays.
+- **Failures never reach the room.** A corrupt or unreadable file is set aside (renamed,
+  never deleted) and the store starts empty; a file that cannot be written (full disk,
+  read-only directory) leaves appends working in memory (the newest ``keep`` of them), the
+  failed writes counted and logged once per episode, and retried.
+
+Private messages are never stored: there is no kind for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from lanchatd.core.nicknames import nick_key
+from lanchatd.daemon.logs import Logger
+
+#: Most entries one ``/history N`` or on-join replay may ask for.
+MAX_READ: Final = 500
+#: How often the writer thread commits what was appended (seconds).
+BATCH_INTERVAL: Final = 0.005
+#: How often retention is enforced (seconds): well within the promised minute.
+SWEEP_INTERVAL: Final = 30.0
+#: How long after a failed write (or open) the writer tries again (seconds).
+RETRY_INTERVAL: Final = 5.0
+#: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
+_DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT})
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS entries (
+    ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    nick_key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (ms, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+"""
+_COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_INSERT: Final = "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class MessageId:
+    """A room event's identity: ordered, and written ``<ms>-<seq>`` like a Redis stream id."""
+
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> MessageId:
+        """The id written as ``text``; ValueError if it is not ``<ms>-<seq>`` in digits."""
+        ms, dash, seq = text.partition("-")
+        if not (dash and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
+            raise ValueError(f"not a message id: {text!r}")
+        return cls(int(ms), int(seq))
+
+    def following(self, ms: int) -> MessageId:
+        """The next id at clock millisecond ``ms``: never smaller than this one."""
+        if ms > self.ms:
+            return MessageId(ms, 0)
+        return MessageId(self.ms, self.seq + 1)
+
+
+#: Before every id: resuming after it replays everything kept.
+ORIGIN: Final = MessageId(0, 0)
+
+
+class HistoryError(Exception):
+    """A one-line reason an administrator's change to the history failed."""
+
+
+class _Damaged(Exception):
+    """The file opened but failed SQLite's integrity check."""
+
+
+class Kind(enum.StrEnum):
+    """What happened; only events the whole room sees."""
+
+    MESSAGE = "message"
+    ACTION = "action"
+    JOIN = "join"
+    LEAVE = "leave"
+    KICK = "kick"
+    NOTICE = "notice"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One room event as kept: ``at`` is the server's time (seconds since the epoch)."""
+
+    id: MessageId
+    at: float
+    kind: Kind
+    nick: str
+    text: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a client resuming after an id is owed.
+
+    ``entries`` are exactly the events after it, oldest first, unless ``too_old``: events
+    after it were already removed by retention, and ``missed`` (at least that many events
+    since) is all that can be said.
+    """
+
+    entries: list[Entry]
+    too_old: bool = False
+    missed: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    """For ``lanchatctl stats``: what could not be written, and what was lost for good."""
+
+    failed_writes: int = 0
+    lost: int = 0
+    committed: int = 0
+
+
+@dataclass(slots=True)
+class _Limits:
+    keep: int
+    keep_days: float
+
+
+@dataclass(slots=True)
+class _Memory:
+    """What the room appended that the file does not hold yet (guarded by History._lock)."""
+
+    unsaved: list[Entry] = field(default_factory=list)
+    last: MessageId = ORIGIN
+    committed_through: MessageId = ORIGIN
+    #: The newest id removed by retention: a resume from before it is too old.
+    trimmed_through: MessageId = ORIGIN
+
+
+class History:
+    """The store: append under the room lock, read from any thread, committed in batches."""
+
+    def __init__(
+        self,
+        path: Path,
+        log: Logger,
+        *,
+        keep: int = 10_000,
+        keep_days: float = 7.0,
+        clock: Callable[[], float] = time.time,
+        batch_interval: float = BATCH_INTERVAL,
+        sweep_interval: float = SWEEP_INTERVAL,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        self.path = path
+        self.log = log
+        self.clock = clock
+        self.counters = Counters()
+        self._limits = _Limits(keep, keep_days)
+        self._memory = _Memory()
+        self._lock = threading.Lock()
+        #: Held while writing the file: one writer at a time, whoever calls.
+        self._write_lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        #: After close(), nothing reopens or writes the file.
+        self._closed = False
+        self._failing = False
+        self._retry_at = 0.0
+        self._intervals = (batch_interval, sweep_interval, retry_interval)
+        self._stop = threading.Event()
+        #: Set by the first append after the writer emptied the list: an idle store sleeps.
+        self._wake = threading.Event()
+        self._open()
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+        self._thread.start()
+
+    # -- the room's side -------------------------------------------------------------
+
+    def append(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> Entry:
+        """Record an event and return it with its id; call it in the room's order."""
+        at = self.clock()
+        memory = self._memory
+        with self._lock:
+            entry = Entry(memory.last.following(_ms(at)), at, kind, nick, text, reason)
+            memory.last = entry.id
+            if not memory.unsaved:
+                self._wake.set()
+            memory.unsaved.append(entry)
+        return entry
+
+    def commit_through(self, last: MessageId) -> bool:
+        """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
+
+        The delivery thread calls it before sending a round, so what a client receives is
+        in the file. False when the file cannot be written (the entries stay in memory).
+        """
+        if last <= self._memory.committed_through:
+            return True
+        with self._write_lock:
+            self._commit()
+        return last <= self._memory.committed_through
+
+    def unsaved_count(self) -> int:
+        """Entries held in memory only, for ``lanchatctl stats`` beside ``counters``."""
+        with self._lock:
+            return len(self._memory.unsaved)
+
+    def configure(self, keep: int, keep_days: float) -> None:
+        """New retention limits (reload); enforced by the next sweep."""
+        self._limits = _Limits(keep, keep_days)
+
+    def close(self) -> None:
+        """Stop the writer and commit everything appended (SIGTERM path)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        with self._write_lock:
+            self._commit()
+            self._closed = True
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # -- reads -----------------------------------------------------------------------
+
+    def last(self, count: int) -> list[Entry]:
+        """The newest ``count`` events (at most MAX_READ), oldest first."""
+        count = max(0, min(count, MAX_READ))
+        if not count:
+            return []
+        unsaved = self._unsaved()
+        if len(unsaved) >= count:
+            return unsaved[-count:]
+        rows = self._select(
+            f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (count,)
+        )
+        return _merge(reversed(rows), unsaved)[-count:]
+
+    def after(self, last: MessageId, limit: int | None = None) -> Replay:
+        """Everything after ``last`` (a client's newest id), oldest first, or "too old".
+
+        The retention mark is read after the rows: a sweep raises it before deleting, so a
+        gap made meanwhile is always seen.
+        """
+        unsaved = self._unsaved()
+        rows = self._select(
+            f"SELECT {_COLUMNS} FROM entries WHERE (ms, seq) > (?, ?) ORDER BY ms, seq",
+            (last.ms, last.seq),
+        )
+        with self._lock:
+            trimmed = self._memory.trimmed_through
+        entries = [entry for entry in _merge(rows, unsaved) if entry.id > last]
+        if last < trimmed:
+            return Replay([], too_old=True, missed=len(entries))
+        return Replay(entries if limit is None else entries[:limit])
+
+    def query(
+        self, count: int, *, since: float | None = None, nick: str | None = None
+    ) -> list[Entry]:
+        """The newest ``count`` events, optionally since a time and by one nickname (admin)."""
+        where, args = _filters(since, nick)
+        rows = self._select(
+            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY ms DESC, seq DESC LIMIT ?",
+            (*args, count),
+        )
+        key = None if nick is None else nick_key(nick)
+        unsaved = [
+            entry
+            for entry in self._unsaved()
+            if (since is None or entry.id.ms >= _ms(since))
+            and (key is None or nick_key(entry.nick) == key)
+        ]
+        return _merge(reversed(rows), unsaved)[-count:] if count > 0 else []
+
+    def purge(self, nick: str, since: float | None = None) -> int:
+        """Delete what ``nick`` (as the room tells nicknames apart) said; how many went.
+
+        Only messages and actions: joins, leaves and kicks stay. Raises HistoryError when
+        the file cannot be changed (then nothing was deleted from it).
+        """
+        key = nick_key(nick)
+
+        def said(entry: Entry) -> bool:
+            return (
+                entry.kind in (Kind.MESSAGE, Kind.ACTION)
+                and nick_key(entry.nick) == key
+                and (since is None or entry.id.ms >= _ms(since))
+            )
+
+        with self._write_lock:
+            self._commit()
+            removed = 0
+            if self._db is not None:
+                where, args = _filters(since, nick)
+                try:
+                    with self._db:
+                        removed = self._db.execute(
+                            f"DELETE FROM entries {where} AND kind IN (?, ?)",
+                            (*args, Kind.MESSAGE.value, Kind.ACTION.value),
+                        ).rowcount
+                except sqlite3.Error as error:
+                    raise HistoryError(f"{self.path}: cannot purge: {error}") from None
+            with self._lock:
+                kept = [entry for entry in self._memory.unsaved if not said(entry)]
+                removed += len(self._memory.unsaved) - len(kept)
+                self._memory.unsaved = kept
+        return removed
+
+    # -- internals -------------------------------------------------------------------
+
+    def _unsaved(self) -> list[Entry]:
+        with self._lock:
+            return list(self._memory.unsaved)
+
+    def _select(self, sql: str, args: tuple[object, ...]) -> list[Entry]:
+        """Rows from the file; none when there is no usable file (memory holds the rest).
+
+        A row this code did not write (an unknown kind) is skipped, never raised.
+        """
+        try:
+            with contextlib.closing(self._reader()) as db:
+                rows = db.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            return []
+        entries = []
+        for row in rows:
+            with contextlib.suppress(ValueError):
+                entries.append(_entry(row))
+        return entries
+
+    def _reader(self) -> sqlite3.Connection:
+        """A connection for one read: WAL lets it run beside the writer, in any thread."""
+        if self._db is None:
+            raise sqlite3.OperationalError("no history file")
+        return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=1.0)
+
+    def _open(self) -> None:
+        """Open (or create) the file; a damaged one is set aside and replaced by an empty one."""
+        try:
+            self._db = self._connect()
+        except sqlite3.Error as error:
+            if error.sqlite_errorcode in _DAMAGED or not _readable(self.path):
+                self._set_aside(str(error))
+            else:
+                self._unavailable(str(error))
+        except _Damaged as error:
+            self._set_aside(str(error))
+        except OSError as error:
+            self._unavailable(error.strerror or str(error))
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        fresh = not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        os.close(fd)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if not fresh:
+                (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+                if verdict != "ok":
+                    raise _Damaged(f"quick_check: {verdict}")
+            db.executescript(_SCHEMA)
+            newest = db.execute("SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1")
+            row = newest.fetchone()
+            trimmed = db.execute("SELECT value FROM meta WHERE name = 'trimmed_through'")
+            mark = trimmed.fetchone()
+        except BaseException:
+            db.close()
+            raise
+        db.isolation_level = "DEFERRED"
+        memory = self._memory
+        if mark is not None:
+            try:
+                trimmed_through = MessageId.parse(mark[0])
+            except ValueError:
+                db.close()
+                raise _Damaged(f"bad trimmed_through {mark[0]!r}") from None
+            memory.trimmed_through = max(memory.trimmed_through, trimmed_through)
+        stored = MessageId(*row) if row is not None else ORIGIN
+        memory.last = max(memory.last, stored, memory.trimmed_through)
+        memory.committed_through = max(memory.committed_through, stored)
+        self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
+        return db
+
+    def _set_aside(self, error: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
+        number = 1
+        while aside.exists():
+            number += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}.{number}")
+        try:
+            for suffix in ("-wal", "-shm"):
+                companion = self.path.with_name(self.path.name + suffix)
+                if companion.exists():
+                    companion.rename(aside.with_name(aside.name + suffix))
+            self.path.rename(aside)
+        except OSError as failure:
+            self._unavailable(f"{error}; cannot set it aside: {failure.strerror}")
+            return
+        self.log.error("history_corrupt", path=str(self.path), moved_to=str(aside), error=error)
+        try:
+            self._db = self._connect()
+        except (sqlite3.Error, OSError) as failure:
+            self._unavailable(str(failure))
+
+    def _unavailable(self, error: str) -> None:
+        self._retry_at = time.monotonic() + self._intervals[2]
+        if not self._failing:
+            self._failing = True
+            self.log.error("history_unavailable", path=str(self.path), error=error)
+
+    def _commit(self) -> None:
+        """Write what is unsaved in one transaction (the caller holds the write lock)."""
+        memory = self._memory
+        with self._lock:
+            batch = list(memory.unsaved)
+        if not batch or self._closed:
+            return
+        if self._failing and time.monotonic() < self._retry_at:
+            self._cap()
+            return
+        if self._db is None:
+            if time.monotonic() >= self._retry_at:
+                self._open()
+            if self._db is None:
+                self.counters.failed_writes += 1
+                self._cap()
+                return
+        try:
+            self._insert(self._db, batch)
+        except sqlite3.Error as error:
+            self._unavailable(str(error))
+            self.counters.failed_writes += 1
+            self._cap()
+            return
+        with self._lock:
+            del memory.unsaved[: len(batch)]
+            memory.committed_through = batch[-1].id
+        self.counters.committed += len(batch)
+        if self._failing:
+            self._failing = False
+            self.log.info("history_writes_resumed", path=str(self.path))
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
+        """One transaction for the batch.
+
+        Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
+        (clients' bytes are decoded strictly), but should it, that batch is stored with
+        U+FFFD in its place rather than blocking every later write.
+        """
+        rows = [_row(entry) for entry in batch]
+        try:
+            with db:
+                db.executemany(_INSERT, rows)
+        except UnicodeEncodeError:
+            with db:
+                db.executemany(_INSERT, [_row(entry, clean=True) for entry in batch])
+
+    def _cap(self) -> None:
+        """While nothing can be written, memory keeps the newest ``keep`` entries."""
+        with self._lock:
+            unsaved = self._memory.unsaved
+            excess = len(unsaved) - self._limits.keep
+            if excess > 0:
+                self._memory.trimmed_through = unsaved[excess - 1].id
+                del unsaved[:excess]
+                self.counters.lost += excess
+
+    def _sweep(self) -> None:
+        """Enforce ``keep`` and ``keep_days`` on the file (the caller holds the write lock)."""
+        if self._db is None:
+            return
+        limits = self._limits
+        clauses = [
+            "(ms, seq) <= (SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?)"
+        ]
+        args: list[object] = [limits.keep]
+        if limits.keep_days > 0:
+            clauses.append("ms < ?")
+            args.append(_ms(self.clock() - limits.keep_days * 86_400))
+        where = " OR ".join(clauses)
+        try:
+            with self._db:
+                newest = self._db.execute(
+                    f"SELECT ms, seq FROM entries WHERE {where} ORDER BY ms DESC, seq DESC LIMIT 1",
+                    args,
+                ).fetchone()
+                if newest is None:
+                    return
+                mark = MessageId(*newest)
+                with self._lock:
+                    self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
+                self._db.execute(f"DELETE FROM entries WHERE {where}", args)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
+                )
+        except sqlite3.Error as error:
+            self._unavailable(str(error))
+
+    def _run(self) -> None:
+        """The writer thread: a batch every few ms, a retention sweep every so often.
+
+        It sleeps while nothing is unsaved (woken by the next append), then waits one batch
+        interval for more to gather; while writes fail, it waits for the next retry.
+        """
+        batch, sweep, _ = self._intervals
+        next_sweep = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                pending = bool(self._memory.unsaved)
+            if not pending:
+                self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+                self._wake.clear()
+            delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
+            if self._stop.wait(min(delay, max(batch, next_sweep - time.monotonic()))):
+                return
+            try:
+                with self._write_lock:
+                    self._commit()
+                    if time.monotonic() >= next_sweep:
+                        next_sweep = time.monotonic() + sweep
+                        self._sweep()
+            except Exception:
+                # A bug here must not end history for good: log it, try again later.
+                self.log.exception("history_error")
+                self._stop.wait(self._intervals[2])
+
+
+def _filters(since: float | None, nick: str | None) -> tuple[str, tuple[object, ...]]:
+    clauses: list[str] = ["1"]
+    args: list[object] = []
+    if since is not None:
+        clauses.append("ms >= ?")
+        args.append(_ms(since))
+    if nick is not None:
+        clauses.append("nick_key = ?")
+        args.append(nick_key(nick))
+    return "WHERE " + " AND ".join(clauses), tuple(args)
+
+
+def _row(entry: Entry, *, clean: bool = False) -> tuple[object, ...]:
+    """An entry as the entries table's columns; ``clean`` replaces lone surrogates."""
+    nick, text, reason = entry.nick, entry.text, entry.reason
+    if clean:
+        nick, text, reason = (_SURROGATE.sub("\ufffd", t) for t in (nick, text, reason))
+    return (
+        entry.id.ms,
+        entry.id.seq,
+        entry.at,
+        entry.kind.value,
+        nick,
+        nick_key(nick),
+        text,
+        reason,
+    )
+
+
+def _ms(seconds: float) -> int:
+    """A time as an id's millisecond: times and ids are compared in one unit."""
+    return int(seconds * 1000)
+
+
+def _entry(row: tuple[int, int, float, str, str, str, str]) -> Entry:
+    ms, seq, at, kind, nick, text, reason = row
+    return Entry(MessageId(ms, seq), at, Kind(kind), nick, text, reason)
+
+
+def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:
+    """File rows then memory, in id order, each id once (a batch may be in both)."""
+    entries = list(stored)
+    newest = entries[-1].id if entries else ORIGIN
+    return entries + [entry for entry in unsaved if entry.id > newest]
+
+
+def _readable(path: Path) -> bool:
+    """False for a file that exists but this process may not read and write."""
+    return not path.exists() or os.access(path, os.R_OK | os.W_OK)

@@ -1,0 +1,556 @@
+"""The history store in process: real SQLite files in temporary directories, its real writer
+thread, and a real process killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from benchmarks import historybench
+from lanchatd.core.paths import HISTORY_FILE_NAME
+from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
+from tests.support import WAIT, wait_until
+
+DAY = 86_400.0
+#: Long enough that the writer thread never commits on its own during a test.
+NEVER = 3600.0
+
+
+class Clock:
+    """The store's wall clock, moved by the test."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    with capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def stores(tmp_path: Path, logs: list[MutableMapping[str, Any]]) -> Iterator[Any]:
+    """Open History stores on ``tmp_path/history.db``; every one is closed at the end."""
+    opened: list[History] = []
+
+    def open_store(**options: Any) -> History:
+        store = History(tmp_path / HISTORY_FILE_NAME, structlog.get_logger(), **options)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+def stored(path: Path) -> list[tuple[int, int, str, str]]:
+    """What the file holds, read with sqlite3 directly: (ms, seq, nick, text) in id order."""
+    with sqlite3.connect(path) as db:
+        return list(db.execute("SELECT ms, seq, nick, text FROM entries ORDER BY ms, seq"))
+
+
+def rows(entries: list[Entry]) -> list[tuple[int, int, str, str]]:
+    return [(e.id.ms, e.id.seq, e.nick, e.text) for e in entries]
+
+
+def say(store: History, count: int, nick: str = "alice", start: int = 0) -> list[Entry]:
+    return [store.append(Kind.MESSAGE, nick, f"line {i}") for i in range(start, start + count)]
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    return [event for event in logs if event["event"] == name]
+
+
+def test_message_id_text_form_is_a_redis_stream_id() -> None:
+    assert str(MessageId(1700000000123, 7)) == "1700000000123-7"
+    assert MessageId.parse("1700000000123-7") == MessageId(1700000000123, 7)
+    assert MessageId(5, 10) > MessageId(5, 9) > MessageId(4, 99) > ORIGIN
+    for bad in ("", "1", "1-", "-1", "a-b", "1-2-3", "1 -2", "\u0661-\u0662", "+1-2"):
+        with pytest.raises(ValueError, match="not a message id"):
+            MessageId.parse(bad)
+
+
+def test_ids_increase_strictly_in_append_order_even_when_the_clock_steps_back(
+    stores: Any, tmp_path: Path
+) -> None:
+    clock = Clock(1000.0)
+    store = stores(clock=clock, batch_interval=NEVER)
+    first = store.append(Kind.JOIN, "alice")
+    clock.now = 999.0
+    second = store.append(Kind.MESSAGE, "alice", "hi")
+    clock.now = 1000.5
+    third = store.append(Kind.ACTION, "alice", "waves")
+    assert [str(e.id) for e in (first, second, third)] == ["1000000-0", "1000000-1", "1000500-0"]
+    assert second.at == 999.0
+    store.close()
+    # After a restart with the clock further back, ids still go on from the newest.
+    clock.now = 10.0
+    again = stores(clock=clock)
+    assert str(again.append(Kind.LEAVE, "alice", reason="quit").id) == "1000500-1"
+
+
+def test_concurrent_appends_under_the_room_lock_are_stored_in_that_order(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=0.001)
+    room = threading.Lock()
+    appended: list[Entry] = []
+
+    def speak(nick: str) -> None:
+        for i in range(300):
+            with room:
+                appended.append(store.append(Kind.MESSAGE, nick, str(i)))
+
+    threads = [threading.Thread(target=speak, args=(f"n{k}",)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(appended) == 1200
+    assert [e.id for e in appended] == sorted({e.id for e in appended})
+    assert store.commit_through(appended[-1].id)
+    assert stored(tmp_path / "history.db") == rows(appended)
+    assert store.last(500) == appended[-500:]
+
+
+def test_the_writer_thread_commits_in_batches_without_being_asked(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=0.005)
+    said = say(store, 50)
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 50, what="the batch commit")
+    assert stored(tmp_path / "history.db") == rows(said)
+    assert store.counters.committed == 50
+
+
+def test_reads_see_what_is_appended_but_not_yet_committed(stores: Any, tmp_path: Path) -> None:
+    store = stores(batch_interval=NEVER)
+    older = say(store, 3)
+    assert store.commit_through(older[-1].id)
+    newer = say(store, 2, start=3)
+    assert len(stored(tmp_path / "history.db")) == 3
+    assert store.last(4) == older[1:] + newer
+    assert store.last(2) == newer
+    assert store.after(older[-1].id).entries == newer
+    assert store.after(older[0].id).entries == older[1:] + newer
+    assert store.after(newer[-1].id).entries == []
+    assert store.query(10, nick="ALICE") == older + newer
+    assert store.commit_through(older[0].id)
+    assert len(stored(tmp_path / "history.db")) == 3, "already committed: nothing to do"
+    assert store.commit_through(newer[-1].id)
+    assert stored(tmp_path / "history.db") == rows(older + newer)
+
+
+def test_last_is_bounded_and_oldest_first(stores: Any) -> None:
+    store = stores()
+    said = say(store, 600)
+    assert store.last(20) == said[-20:]
+    assert store.last(10_000) == said[-500:]
+    assert store.last(0) == []
+    assert store.last(-3) == []
+
+
+def test_resume_after_an_id_gets_exactly_what_was_missed(stores: Any) -> None:
+    store = stores()
+    seen = say(store, 10)
+    store.commit_through(seen[-1].id)
+    missed = say(store, 200, nick="bob")
+    replay = store.after(seen[-1].id)
+    assert (replay.too_old, replay.missed) == (False, 0)
+    assert replay.entries == missed
+    assert store.after(seen[-1].id, limit=5).entries == missed[:5]
+    assert store.after(ORIGIN).entries == seen + missed
+
+
+def test_retention_by_count_and_a_resume_from_before_it(stores: Any, tmp_path: Path) -> None:
+    store = stores(keep=5, sweep_interval=0.01)
+    said = say(store, 8)
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 5, what="retention by count")
+    assert stored(tmp_path / "history.db") == rows(said[3:])
+    too_old = store.after(said[1].id)
+    assert (too_old.too_old, too_old.missed, too_old.entries) == (True, 5, [])
+    # The newest removed one is the client's own: it missed nothing that is gone.
+    assert store.after(said[2].id).entries == said[3:]
+    # A lower limit on reload applies to the next sweep.
+    store.configure(keep=2, keep_days=7)
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 2, what="the new limit")
+    assert store.last(10) == said[6:]
+    # What was removed is remembered across a restart.
+    store.close()
+    assert stores().after(said[4].id).too_old
+
+
+def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:
+    clock = Clock()
+    store = stores(clock=clock, keep_days=1, sweep_interval=0.01)
+    old = say(store, 2)
+    clock.now += DAY - 1
+    recent = say(store, 1, start=2)
+    store.commit_through(recent[-1].id)
+    assert len(stored(tmp_path / "history.db")) == 3
+    clock.now += 2
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 1, what="retention by age")
+    assert store.last(10) == recent
+    assert store.after(old[0].id).too_old
+    store.configure(keep=10_000, keep_days=0)
+    clock.now += 100 * DAY
+    newest = say(store, 1, start=3)
+    store.commit_through(newest[-1].id)
+    assert store.last(10) == recent + newest
+
+
+def test_purge_removes_what_a_nickname_said_by_the_rooms_identity(stores: Any) -> None:
+    clock = Clock()
+    store = stores(clock=clock, batch_interval=NEVER)
+    joined = store.append(Kind.JOIN, "alice")
+    early = store.append(Kind.MESSAGE, "alice", "one")
+    store.commit_through(early.id)
+    clock.now += 60
+    other = store.append(Kind.MESSAGE, "bob", "two")
+    store.append(Kind.MESSAGE, "ALICE", "three")
+    store.append(Kind.ACTION, "\uff41\uff4c\uff49\uff43\uff45", "four")  # fullwidth alice
+    assert store.purge("Alice", since=clock.now) == 2
+    assert store.last(10) == [joined, early, other]
+    assert store.purge("alice") == 1
+    assert store.last(10) == [joined, other]
+    assert store.purge("nobody") == 0
+
+
+def test_the_admin_query_filters_by_time_and_nickname(stores: Any) -> None:
+    clock = Clock()
+    store = stores(clock=clock)
+    first = say(store, 3)
+    clock.now += 10
+    second = say(store, 2, nick="bob") + say(store, 2, start=3)
+    store.commit_through(second[-1].id)
+    third = say(store, 1, nick="Bob", start=9)
+    assert store.query(100) == first + second + third
+    assert store.query(3) == second[2:] + third
+    assert store.query(100, since=clock.now) == second + third
+    assert store.query(100, nick="BOB") == second[:2] + third
+    assert store.query(1, since=clock.now, nick="alice") == second[-1:]
+    assert store.query(0) == []
+
+
+def test_close_commits_everything(stores: Any, tmp_path: Path) -> None:
+    store = stores(batch_interval=NEVER)
+    said = say(store, 20)
+    store.close()
+    assert stored(tmp_path / "history.db") == rows(said)
+    late = store.append(Kind.NOTICE, "", "after close")
+    assert not store.commit_through(late.id), "a closed store writes nothing"
+    store.close()
+    assert stored(tmp_path / "history.db") == rows(said)
+    assert stores().last(50) == said
+
+
+def test_the_file_is_not_readable_by_others(stores: Any, tmp_path: Path) -> None:
+    store = stores()
+    store.commit_through(say(store, 1)[0].id)
+    for path in tmp_path.iterdir():
+        assert path.stat().st_mode & 0o137 == 0, path
+
+
+def test_a_corrupt_file_is_set_aside_and_the_store_starts_empty(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    garbage = b"this is not a database\n" * 500
+    (tmp_path / "history.db").write_bytes(garbage)
+    store = stores()
+    assert store.last(10) == []
+    (event,) = events(logs, "history_corrupt")
+    assert event["path"] == str(tmp_path / "history.db")
+    assert event["log_level"] == "error"
+    aside = Path(event["moved_to"])
+    assert aside.parent == tmp_path
+    assert aside.name.startswith("history.db.corrupt-")
+    assert aside.read_bytes() == garbage
+    said = say(store, 3)
+    assert store.commit_through(said[-1].id)
+    assert stored(tmp_path / "history.db") == rows(said)
+    assert events(logs, "history_unavailable") == []
+
+
+def test_a_damaged_page_is_noticed_too(stores: Any, tmp_path: Path) -> None:
+    store = stores()
+    store.commit_through(say(store, 2000)[-1].id)
+    store.close()
+    path = tmp_path / "history.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[8192:12288] = b"\xff" * 4096  # the third page
+    path.write_bytes(bytes(data))
+    assert stores().last(10) == []
+    (aside,) = tmp_path.glob("history.db.corrupt-[0-9]*[0-9]")
+    assert aside.read_bytes() == bytes(data)
+
+
+@pytest.fixture
+def immutable() -> Iterator[Any]:
+    """``chattr +i``: unwritable even for root; undone at the end."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a file unwritable even for root")
+    made: list[Path] = []
+
+    def freeze(path: Path) -> None:
+        done = subprocess.run(
+            ["chattr", "+i", str(path)], check=False, capture_output=True, text=True
+        )
+        if done.returncode:
+            pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+        made.append(path)
+
+    yield freeze
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_directory_keeps_history_in_memory_until_it_can_write(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    immutable(tmp_path)
+    store = stores(batch_interval=0.005, retry_interval=0.05)
+    said = say(store, 5)
+    assert not store.commit_through(said[-1].id)
+    assert store.last(10) == said
+    assert store.after(said[1].id).entries == said[2:]
+    wait_until(lambda: store.counters.failed_writes >= 2, what="retries")
+    (event,) = events(logs, "history_unavailable")
+    assert event["path"] == str(tmp_path / "history.db")
+    assert not (tmp_path / "history.db").exists()
+    subprocess.run(["chattr", "-i", str(tmp_path)], check=True)
+    assert store.unsaved_count() == 5
+    wait_until(lambda: store.commit_through(said[-1].id), what="the writes to resume")
+    assert store.unsaved_count() == 0
+    assert stored(tmp_path / "history.db") == rows(said)
+    assert len(events(logs, "history_unavailable")) == 1
+    assert len(events(logs, "history_writes_resumed")) == 1
+
+
+def test_writes_failing_on_an_open_file_are_counted_and_memory_is_bounded(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    store = stores(keep=10, batch_interval=NEVER, retry_interval=NEVER)
+    first = say(store, 2)
+    assert store.commit_through(first[-1].id)
+    immutable(tmp_path / "history.db-wal")
+    rest = say(store, 15, start=2)
+    assert not store.commit_through(rest[-1].id)
+    assert store.counters.failed_writes == 1
+    assert store.counters.lost == 5
+    assert store.unsaved_count() == 10
+    assert store.last(100) == first + rest[5:]
+    assert store.after(first[-1].id).too_old
+    assert not store.commit_through(rest[-1].id), "no retry before retry_interval"
+    assert store.counters.failed_writes == 1
+    (event,) = events(logs, "history_unavailable")
+    assert "readonly" in event["error"] or "disk I/O" in event["error"], event
+
+
+CHILD = """
+import sys, structlog
+from pathlib import Path
+from benchmarks import historybench
+from lanchatd.core.paths import HISTORY_FILE_NAME
+from lanchatd.daemon.history import History, Kind
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+store = History(Path(sys.argv[1]), structlog.get_logger(), batch_interval=float(sys.argv[2]))
+for i in range(300):
+    entry = store.append(Kind.MESSAGE, "alice", str(i))
+    if i % 10 == 9:
+        store.commit_through(entry.id)
+        print("delivered", entry.id, flush=True)
+if sys.argv[2] != "3600":
+    while store.counters.committed < 300:
+        pass
+    print("committed", flush=True)
+for i in range(300, 10**9):
+    store.append(Kind.MESSAGE, "alice", str(i))
+"""
+
+
+@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
+def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interval: str) -> None:
+    """What commit_through returned for was delivered; a SIGKILL afterwards loses none of it."""
+    path = tmp_path / "history.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), batch_interval],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert child.stdout is not None
+    try:
+        lines = [child.stdout.readline() for _ in range(30)]
+        if batch_interval != "3600":
+            assert child.stdout.readline() == "committed\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+    assert lines[-1].startswith("delivered ")
+    kept = stored(path)
+    assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
+    assert len(kept) >= 300
+    assert f"{kept[299][0]}-{kept[299][1]}" == lines[-1].split()[1]
+
+
+def test_the_history_benchmark_runs() -> None:
+    figures = historybench.main(["--appends", "200", "--rounds", "5", "--reads", "2"])
+    assert set(figures) >= {"append_us", "round_of_1_us", "after_id_500_ms", "last_20_ms"}
+    assert all(value > 0 for value in figures.values())
+
+
+UNSHARE = ["unshare", "--mount", "--propagation", "private"]
+FULL_DISK = """
+import json, os, subprocess, sys, time
+from pathlib import Path
+import structlog
+from structlog.testing import capture_logs
+from lanchatd.daemon.history import History, Kind
+directory = Path(sys.argv[1])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], check=True)
+with capture_logs() as logs:
+    store = History(directory / "history.db", structlog.get_logger(), retry_interval=0.05)
+    said = [store.append(Kind.MESSAGE, "alice", "before") for _ in range(3)]
+    first = store.commit_through(said[-1].id)
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    os.close(fd)
+    said += [store.append(Kind.MESSAGE, "alice", "y" * 2000) for _ in range(100)]
+    full = store.commit_through(said[-1].id)
+    failed = store.counters.failed_writes >= 1
+    readable = store.last(500) == said
+    filler.unlink()
+    deadline = time.monotonic() + 10
+    while not store.commit_through(said[-1].id) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    store.close()
+    kept = History(directory / "history.db", structlog.get_logger())
+    again = kept.last(500) == said
+    kept.close()
+print(json.dumps({
+    "first": first, "full": full, "failed": failed, "readable": readable, "again": again,
+    "events": [e["event"] for e in logs if e["event"] != "history_opened"],
+}))
+"""
+
+
+def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path) -> None:
+    """A real ENOSPC: a 2 MiB tmpfs in a mount namespace of the test's own, filled up."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a small tmpfs privately")
+    done = subprocess.run(
+        [*UNSHARE, sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 3,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if done.returncode and "mount" in done.stderr and "permission" in done.stderr.lower():
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result == {
+        "first": True,
+        "full": False,
+        "failed": True,
+        "readable": True,
+        "again": True,
+        "events": ["history_unavailable", "history_writes_resumed"],
+    }
+
+
+def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -> None:
+    """A row of an unknown kind is skipped; a bad retention mark makes the file damaged."""
+    store = stores()
+    said = say(store, 2)
+    store.close()
+    path = tmp_path / "history.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO entries VALUES (?, 0, 0.0, 'whisper', 'eve', 'eve', 'psst', '')",
+            (said[0].id.ms + 1,),
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute("INSERT INTO entries VALUES ('x', 0, 0.0, 'join', 'e', 'e', '', '')")
+    again = stores()
+    assert again.last(10) == said
+    assert again.after(ORIGIN).entries == said
+    assert again.query(10) == said
+    again.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO meta VALUES ('trimmed_through', 'garbage')")
+    assert stores().last(10) == []
+    assert len(list(tmp_path.glob("history.db.corrupt-*[0-9]"))) == 1
+
+
+def test_two_damaged_files_in_one_second_are_both_kept(stores: Any, tmp_path: Path) -> None:
+    clock = Clock()
+    for content in (b"first garbage" * 100, b"second garbage" * 100):
+        (tmp_path / "history.db").write_bytes(content)
+        stores(clock=clock).close()
+    kept = sorted(p.read_bytes()[:6] for p in tmp_path.glob("history.db.corrupt-*[0-9]"))
+    assert kept == [b"first ", b"second"]
+
+
+def test_a_lone_surrogate_is_stored_replaced_and_blocks_nothing(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=NEVER)
+    odd = store.append(Kind.MESSAGE, "alice", "caf\udce9")
+    after = say(store, 2)
+    assert store.commit_through(after[-1].id)
+    assert stored(tmp_path / "history.db") == [
+        (odd.id.ms, odd.id.seq, "alice", "caf\ufffd"),
+        *rows(after),
+    ]
+
+
+class BrokenClock(Clock):
+    """A clock that fails in the writer thread's hands (the retention sweep) once told to."""
+
+    broken = False
+
+    def __call__(self) -> float:
+        if self.broken and threading.current_thread().name == "history":
+            raise RuntimeError("clock broke")
+        return self.now
+
+
+def test_an_error_in_the_writer_thread_is_logged_and_it_goes_on(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    clock = BrokenClock()
+    clock.broken = True
+    store = stores(clock=clock, sweep_interval=0.01, retry_interval=0.01)
+    wait_until(lambda: len(events(logs, "history_error")) >= 2, what="the error, twice")
+    assert events(logs, "history_error")[0]["log_level"] == "error"
+    clock.broken = False
+    said = say(store, 3)
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 3, what="writes after it")
+    assert store.last(5) == said
