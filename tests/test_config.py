@@ -50,12 +50,22 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             "colour = 1\n[server]\n",
             "colour: a key outside any section; keys go under a "
-            "section: [server], [limits], [admin], [log], [tls]",
+            "section: [server], [limits], [admin], [log], [tls], [history]",
         ),
         ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
         (
             "[server]\nhandshake_timeout = 0\n",
             "[server] handshake_timeout: must be above 0 and at most 3600, got 0",
+        ),
+        ("[history]\nkeep = 0\n", "[history] keep: must be between 1 and 10000000, got 0"),
+        ("[history]\non_join = 501\n", "[history] on_join: must be between 0 and 500, got 501"),
+        (
+            "[history]\nkeep_days = -1\n",
+            "[history] keep_days: must be between 0 and 36500, got -1",
+        ),
+        (
+            '[history]\nenabled = "no"\n',
+            "[history] enabled: expected true or false, got str 'no'",
         ),
     ],
 )
@@ -72,3 +82,16 @@ def test_the_log_level_loads(tmp_path: Path) -> None:
     path.write_text('[log]\nlevel = "debug"\n')
     assert config.load(path, {}).log_level == "debug"
     assert config.Settings().log_level == "info"
+
+
+def test_the_history_section_loads(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text("[history]\nenabled = false\nkeep = 50\nkeep_days = 0.5\non_join = 0\n")
+    loaded = config.load(path, {})
+    assert (loaded.history, loaded.history_keep) == (False, 50)
+    assert (loaded.history_keep_days, loaded.history_on_join) == (0.5, 0)
+    defaults = config.Settings()
+    assert (defaults.history, defaults.history_keep) == (True, 10_000)
+    assert (defaults.history_keep_days, defaults.history_on_join) == (7.0, 20)
+    assert "history_keep" not in config.RESTART_ONLY
+    assert "history" in config.RESTART_ONLY

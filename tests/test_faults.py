@@ -781,7 +781,9 @@ def test_kill_9_under_load_keeps_bans_intact_and_restarts_at_once(
             assert server.port == port
             check_restarted(server, model)
         litter = sorted(
-            p.name for p in state.iterdir() if p.name not in ("bans.json", "lanchatd.lock")
+            p.name
+            for p in state.iterdir()
+            if p.name not in ("bans.json", "lanchatd.lock") and not p.name.startswith("history.db")
         )
     finally:
         for server in daemons:

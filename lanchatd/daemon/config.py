@@ -44,11 +44,15 @@ class Settings:
     log_message_text: bool = True
     tls_cert: str | None = None
     tls_key: str | None = None
+    history: bool = True
+    history_keep: int = 10_000
+    history_keep_days: float = 7.0
+    history_on_join: int = 20
 
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
 RESTART_ONLY: Final = frozenset(
-    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key"}
+    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history"}
 )
 
 
@@ -144,6 +148,12 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
     "tls": {
         "cert": Key("tls_cert", _text),
         "key": Key("tls_key", _text),
+    },
+    "history": {
+        "enabled": Key("history", _boolean),
+        "keep": Key("history_keep", _integer(1, 10_000_000)),
+        "keep_days": Key("history_keep_days", _number(0, 36_500)),
+        "on_join": Key("history_on_join", _integer(0, 500)),
     },
 }
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from lanchatd.core.framing import Framing
+from lanchatd.daemon.history import MessageId
 from lanchatd.daemon.journal import Journal, Outbox
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.tls import TlsError
@@ -60,14 +61,19 @@ class Delivery:
         send_buffer_bytes: int,
         on_slow: Callable[[Peer], object],
         on_error: Callable[[Peer], object],
+        commit: Callable[[MessageId], bool] | None = None,
     ) -> None:
         """Deliver under ``lock``; tell the room through ``on_slow``/``on_error`` why a client
         is dropped (called by the delivery thread without the lock; the result is ignored).
+        ``commit`` makes history durable through an id before a round carrying it is sent.
         """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
         self._on_slow = on_slow
         self._on_error = on_error
+        self._commit = commit
+        #: The newest history id the room handed over since the last round (room lock).
+        self.recorded: MessageId | None = None
         self.journals = {framing: Journal(framing) for framing in Framing}
         self._changes: list[tuple[int, Peer, int, memoryview | None]] = []
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -171,6 +177,11 @@ class Delivery:
                     fresh = journal.seal() or fresh
                 changes, self._changes = self._changes, []
                 stopping = self._stopping
+                recorded, self.recorded = self.recorded, None
+            if recorded is not None and self._commit is not None:
+                # What a client receives survives kill -9; if the file cannot be written,
+                # history counts and logs it and the round is delivered all the same.
+                self._commit(recorded)
             touched = self._apply(changes)
             for peer in writable:
                 outbox = self._outboxes.get(peer)

@@ -120,6 +120,7 @@ class Kind(enum.StrEnum):
     JOIN = "join"
     LEAVE = "leave"
     KICK = "kick"
+    BAN = "ban"
     NOTICE = "notice"
 
 

@@ -21,6 +21,7 @@ from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon import logs
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
+from lanchatd.daemon.history import History, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
 
@@ -44,7 +45,7 @@ class Stats:
 class Room:
     """The chat room shared by every connection."""
 
-    def __init__(self, settings: Settings, log: Logger) -> None:
+    def __init__(self, settings: Settings, log: Logger, history: History | None = None) -> None:
         self.lock = threading.Lock()
         self.settings = settings
         self.catalog = Catalog(settings.lang)
@@ -54,11 +55,14 @@ class Room:
         #: ``lanchatctl watch`` callbacks, called under the lock (they must only enqueue).
         #: Empty unless someone watches, so the hooks below cost one truth test.
         self.watchers: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        #: Every event the whole room sees, in the order it is broadcast (None: disabled).
+        self.history = history
         self.delivery = Delivery(
             self.lock,
             settings.send_buffer_bytes,
             on_slow=lambda peer: self.leave(peer, "slow_consumer"),
             on_error=lambda peer: self.leave(peer, "disconnect"),
+            commit=None if history is None else history.commit_through,
         )
 
     def reconfigure(self, settings: Settings) -> None:
@@ -67,6 +71,8 @@ class Room:
             self.settings = settings
             self.catalog = Catalog(settings.lang)
             self.delivery.send_buffer_bytes = settings.send_buffer_bytes
+        if self.history is not None:
+            self.history.configure(settings.history_keep, settings.history_keep_days)
 
     def __len__(self) -> int:
         return len(self._members)
@@ -92,6 +98,7 @@ class Room:
             delivery = self.delivery
             delivery.attach_locked(peer)
             delivery.broadcast_locked(self.catalog("joined", nick=nick))
+            self._record_locked(Kind.JOIN, nick)
             delivery.unicast_locked(peer, self.catalog("welcome"))
             if self.watchers:
                 self._emit_locked(
@@ -109,6 +116,7 @@ class Room:
             broadcast = self.delivery.broadcast_locked
             for text in texts:
                 broadcast(prefix + text)
+                self._record_locked(Kind.MESSAGE, peer.nick, text)
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
             log_text = self.settings.log_message_text
@@ -135,6 +143,7 @@ class Room:
                         self.delivery.broadcast_locked(
                             catalog("action", nick=peer.nick, text=action)
                         )
+                        self._record_locked(Kind.ACTION, peer.nick, action)
                         if self.watchers:
                             self._emit_locked("action", nick=peer.nick, text=action)
             case commands.PrivateMessage():
@@ -209,6 +218,7 @@ class Room:
             self.stats.kicks += 1
             if self.watchers:
                 self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
+            self._record_locked(Kind.KICK, peer.nick, reason=reason)
             self._exit_locked(
                 peer,
                 "kicked",
@@ -230,6 +240,7 @@ class Room:
             catalog = self.catalog
             for peer in [member for member in self._members.values() if member in wanted]:
                 announcement = catalog("banned", nick=peer.nick, reason=reason)
+                self._record_locked(Kind.BAN, peer.nick, reason=reason)
                 self._exit_locked(peer, "banned", farewell, announcement)
                 expelled.append(peer)
         for peer in expelled:
@@ -240,6 +251,7 @@ class Room:
         """Broadcast a server notice; return how many clients it went to."""
         with self.lock:
             self.delivery.broadcast_locked(self.catalog("notice", text=text))
+            self._record_locked(Kind.NOTICE, "", text)
             recipients = len(self._members)
             if self.watchers:
                 self._emit_locked("notice", text=text, admin_uid=admin_uid)
@@ -263,15 +275,22 @@ class Room:
             delivery.detach_locked(peer, graceful=True)
             delivery.broadcast_locked(announcement)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+            self._record_locked(Kind.LEAVE, peer.nick)
         elif reason == "shutdown":
             delivery.detach_locked(peer, graceful=True)
         else:
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
+            self._record_locked(Kind.LEAVE, peer.nick)
             delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
         if reason == "slow_consumer":
             self.stats.slow_consumer_drops += 1
         if self.watchers:
             self._emit_locked("leave", nick=peer.nick, reason=reason)
+
+    def _record_locked(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> None:
+        """Keep an event the whole room was just sent; delivery commits it before sending."""
+        if self.history is not None:
+            self.delivery.recorded = self.history.append(kind, nick, text, reason).id
 
     @staticmethod
     def _exited(peer: Peer, reason: str) -> None:

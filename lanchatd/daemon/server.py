@@ -29,6 +29,7 @@ from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
 from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
+from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import Moderation
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.reader import configure_socket, serve
@@ -98,7 +99,7 @@ class Server:
         self._notifier = notifier
         self._tls = tls
         self.log = logs.get_logger()
-        self.room = Room(settings, self.log)
+        self.room = Room(settings, self.log, self._history(settings))
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
@@ -117,6 +118,15 @@ class Server:
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
+
+    def _history(self, settings: Settings) -> History | None:
+        """The room's history in the state directory, unless ``[history] enabled`` is off."""
+        if not settings.history:
+            return None
+        path = paths.state_dir() / paths.HISTORY_FILE_NAME
+        return History(
+            path, self.log, keep=settings.history_keep, keep_days=settings.history_keep_days
+        )
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; return the exit status."""
@@ -360,6 +370,8 @@ class Server:
             if not peer.nick:
                 peer.shutdown()
         self.room.delivery.join(CLOSE_GRACE + 1.0)
+        if self.room.history is not None:
+            self.room.history.close()
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
         self.log.info("server_stopped", log_events_lost=logs.lost())

@@ -1,0 +1,108 @@
+"""History in the real daemon: what the room records, and that what clients received survives.
+
+``history.db`` is read here with the standard library's sqlite3, as a separate process
+would: that is what a restart finds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support import Daemon
+
+Row = tuple[str, str, str, str]
+
+
+def stored(state_dir: Path) -> list[Row]:
+    """Every entry in the daemon's history file, oldest first: (kind, nick, text, reason)."""
+    with contextlib.closing(sqlite3.connect(state_dir / "history.db")) as db:
+        return db.execute(
+            "SELECT kind, nick, text, reason FROM entries ORDER BY ms, seq"
+        ).fetchall()
+
+
+def test_every_event_the_room_sees_is_recorded_in_order_and_private_messages_never(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--lang", "en", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    bob = server.chat("bob")
+    carol = server.chat("carol", source="127.0.0.2")
+    alice.send("hello")
+    bob.expect("alice: hello")
+    bob.send("/me waves")
+    alice.expect("* bob waves")
+    alice.send("/msg bob a secret")
+    bob.expect("*alice* a secret")
+    admin = server.admin()
+    assert admin.request("broadcast", text="lunch")["ok"]
+    assert admin.request("kick", nick="bob", reason="spam")["ok"]
+    banned = admin.request("ban", target="carol", reason="rude")
+    assert banned["ok"], banned
+    assert carol.rest_until_closed()[-1] == "*** You are banned from this server: rude"
+    alice.expect("carol left!")
+    alice.send("/quit")
+    alice.rest_until_closed()
+    assert server.stop() == 0
+    assert stored(server.state_dir) == [
+        ("join", "alice", "", ""),
+        ("join", "bob", "", ""),
+        ("join", "carol", "", ""),
+        ("message", "alice", "hello", ""),
+        ("action", "bob", "waves", ""),
+        ("notice", "", "lunch", ""),
+        ("kick", "bob", "", "spam"),
+        ("leave", "bob", "", ""),
+        ("ban", "carol", "", "rude"),
+        ("leave", "carol", "", ""),
+        ("leave", "alice", "", ""),
+    ]
+    assert [event["path"] for event in server.find("history_opened")] == [
+        str(server.state_dir / "history.db")
+    ]
+
+
+def test_every_line_a_client_received_is_in_history_after_kill_9(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon(state_dir=tmp_path / "state")
+    talker = server.chat("talker")
+    listener = server.chat("listener")
+    talker.expect_start("listener ")
+    for number in range(300):
+        talker.send(f"line {number}")
+    first = listener.expect_start("talker: line ")
+    server.signal(signal.SIGKILL)
+    server.process.wait(10)
+    lines = [first, *listener.rest_until_closed()]
+    received = [line.removeprefix("talker: ") for line in lines]
+    assert received[0] == "line 0"
+    said = [text for kind, _, text, _ in stored(server.state_dir) if kind == "message"]
+    assert said[: len(received)] == received
+
+
+def test_disabled_history_opens_no_file(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon(config="[history]\nenabled = false\n", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    alice.send("hello")
+    alice.expect("alice: hello")
+    assert server.stop() == 0
+    assert not (server.state_dir / "history.db").exists()
+    assert server.find("history_opened") == []
+
+
+def test_sigterm_commits_what_was_said_last(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon(state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    alice.send("goodnight")
+    alice.expect("alice: goodnight")
+    assert server.stop() == 0
+    assert stored(server.state_dir)[-1] == ("message", "alice", "goodnight", "")
