@@ -108,7 +108,9 @@ class Daemon(LoggedProcess):
         the admin socket. ``workdir`` holds the admin socket and the state directory (by default
         a temporary directory, removed when the daemon ends). The environment is this one (only
         ``env`` with ``clean_env``) without LANCHATD_ADMIN_SOCKET, plus ``env``. ``wait=False``
-        returns before the daemon has started (``port`` stays 0).
+        returns before the daemon has started (``port`` stays 0). Newcomers are shown no
+        history unless ``--history-on-join`` is among ``args`` (tests/test_history_daemon.py),
+        so every other test reads the greeting and live lines alone.
         """
         self._cleanup: Callable[[], None] = lambda: None
         if workdir is None:
@@ -124,6 +126,8 @@ class Daemon(LoggedProcess):
             argv += ["--config", str(config)]
         if "--port" not in args:
             argv += ["--port", "0"]
+        if "--history-on-join" not in args:
+            argv += ["--history-on-join", "0"]
         if admin_flag and "--admin-socket" not in args:
             argv += ["--admin-socket", str(self.admin_socket)]
         base_env = {} if clean_env else {**os.environ}

@@ -49,6 +49,8 @@ FIELDS = {
     "rate": 2.0,
     "burst": 5,
     "count": 2,
+    "time": "09:15",
+    "line": "bob: hi",
     "nicks": "alice, bob",
     "command": "/x",
     "example": "bob",

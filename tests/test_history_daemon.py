@@ -7,12 +7,13 @@ would: that is what a restart finds.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support import Daemon
+from tests.support import Daemon, LineClient, TutorialClient
 
 Row = tuple[str, str, str, str]
 
@@ -106,3 +107,85 @@ def test_sigterm_commits_what_was_said_last(
     alice.expect("alice: goodnight")
     assert server.stop() == 0
     assert stored(server.state_dir)[-1] == ("message", "alice", "goodnight", "")
+
+
+ENTRY = re.compile(r"\*\*\* \[(?:[01]\d|2[0-3]):[0-5]\d\] (.*)")
+
+
+def shown(lines: list[str]) -> list[str]:
+    """History entry lines as the events they show, each checked to carry an HH:MM time."""
+    events = []
+    for line in lines:
+        match = ENTRY.fullmatch(line)
+        assert match, line
+        events.append(match[1])
+    return events
+
+
+def test_a_line_client_is_shown_the_last_events_after_the_welcome(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--history-on-join", "3", state_dir=tmp_path / "state")
+    alice = LineClient(server.port, "alice")
+    assert alice.lines(2) == ["alice Bergabung!", "Terkoneksi dengan Server!"]
+    alice.send("/who")  # the first one in is shown nothing: there is nothing yet
+    assert alice.line() == "*** Online (1): alice"
+    bob = server.chat("bob")
+    alice.expect("bob Bergabung!")
+    alice.send("halo")
+    alice.send("/msg bob rahasia")
+    alice.send("/me melambai")
+    bob.expect("* alice melambai")
+    carol = LineClient(server.port, "carol")
+    assert carol.lines(2) == ["carol Bergabung!", "Terkoneksi dengan Server!"]
+    assert carol.line() == "*** Riwayat: 3 kejadian terakhir (waktu server)"
+    assert shown(carol.lines(3)) == ["bob Bergabung!", "alice: halo", "* alice melambai"]
+    assert carol.line() == "*** Akhir riwayat"
+    alice.send("selamat datang")
+    assert carol.line() == "alice: selamat datang"
+
+
+def test_history_on_demand_also_for_the_tutorial_client_whose_greeting_is_unchanged(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--history-on-join", "20", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    alice.send("café ☕")
+    alice.expect("alice: café ☕")
+    tutorial = TutorialClient(server.port, "tutor")
+    assert (
+        tutorial.until("Terkoneksi dengan Server!") == "tutor Bergabung!Terkoneksi dengan Server!"
+    )
+    alice.expect("tutor Bergabung!")
+    tutorial.write("/history 2")
+    received = tutorial.until("*** Akhir riwayat")
+    after_greeting = received.removeprefix("tutor Bergabung!Terkoneksi dengan Server!")
+    assert after_greeting.startswith("*** Riwayat: 2 kejadian terakhir (waktu server)*** [")
+    assert "] alice: cafe ?*** [" in after_greeting
+    assert after_greeting.endswith("] tutor Bergabung!*** Akhir riwayat")
+
+
+def test_history_command_shows_the_last_n_and_says_when_off(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--lang", "en", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    for number in range(3):
+        alice.send(f"m{number}")
+    alice.expect("alice: m2")
+    alice.send("/history 2")
+    assert alice.line() == "*** History: the last 2 events (server time)"
+    assert shown(alice.lines(2)) == ["alice: m1", "alice: m2"]
+    assert alice.line() == "*** End of history"
+    alice.send("/history")
+    assert alice.line() == "*** History: the last 4 events (server time)"
+    assert shown(alice.lines(4)) == ["alice joined!", "alice: m0", "alice: m1", "alice: m2"]
+    assert alice.line() == "*** End of history"
+    alice.send("/history -1")
+    assert alice.line() == "*** Usage: /history [N] (N from 1 to 500)"
+    off = start_daemon("--lang", "en", config="[history]\nenabled = false\n")
+    bob = off.chat("bob")
+    bob.send("/history")
+    assert bob.line() == "*** History is turned off on this server"
+    bob.send("/help")
+    assert "/history [N]" in bob.line()

@@ -111,6 +111,7 @@ def _logging_to_a_pipe(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes]
         [
             *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", "--log-format"),
             *("json", "--admin-socket", str(tmp_path / "admin.sock"), "--config", str(config)),
+            *("--history-on-join", "0"),  # as tests.support.Daemon: live lines only
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

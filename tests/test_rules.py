@@ -128,6 +128,12 @@ def test_ordinary_names_are_accepted(nick: str) -> None:
         ("/quit", commands.Quit()),
         ("/help", commands.Help()),
         ("/dance now", commands.Unknown("/dance")),
+        ("/history", commands.History(20)),
+        ("/HISTORY 5", commands.History(5)),
+        ("/history 900", commands.History(500)),
+        ("/history 0", commands.Usage("usage_history")),
+        ("/history five", commands.Usage("usage_history")),
+        ("/history \u0665", commands.Usage("usage_history")),
     ],
 )
 def test_parse_command(text: str, command: commands.Command | None) -> None:

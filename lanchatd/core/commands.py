@@ -46,6 +46,13 @@ class Help:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """``/history [N]``: the room's last ``count`` events, to the sender only."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """A command the server does not know; ``name`` as typed."""
 
@@ -59,7 +66,11 @@ class Usage:
     key: str
 
 
-Command = Who | Me | PrivateMessage | Quit | Help | Unknown | Usage
+Command = Who | Me | PrivateMessage | Quit | Help | History | Unknown | Usage
+
+#: What ``/history`` alone shows, and the most one ``/history N`` shows.
+HISTORY_DEFAULT = 20
+HISTORY_MAX = 500
 
 
 def parse_command(text: str) -> Command | None:
@@ -77,10 +88,21 @@ def parse_command(text: str) -> Command | None:
             return Help()
         case "/me":
             return Me(argument) if argument else Usage("usage_me")
+        case "/history":
+            return _history(argument)
         case "/msg":
             return _private_message(argument) if " " in argument else Usage("usage_msg")
         case _:
             return Unknown(name)
+
+
+def _history(argument: str) -> History | Usage:
+    """``/history`` shows HISTORY_DEFAULT events, ``/history N`` N of them (at most HISTORY_MAX)."""
+    if not argument:
+        return History(HISTORY_DEFAULT)
+    if not (argument.isascii() and argument.isdigit()) or int(argument) == 0:
+        return Usage("usage_history")
+    return History(min(int(argument), HISTORY_MAX))
 
 
 def _private_message(argument: str) -> PrivateMessage:

@@ -66,6 +66,11 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
 @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of server messages. [id]")
 @click.option("--tls-cert", help="PEM certificate (chain): the chat port then speaks TLS.")
 @click.option("--tls-key", help="PEM private key for --tls-cert.")
+@click.option(
+    "--history-on-join",
+    type=click.IntRange(0, 500),
+    help="Events a line-mode client is shown when it joins; 0 none. [20]",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="lanchatd")
 def main(
     config_path: Path | None,
@@ -77,6 +82,7 @@ def main(
     lang: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    history_on_join: int | None,
 ) -> None:
     """Run the lanchat daemon in the foreground.
 
@@ -92,6 +98,7 @@ def main(
         "lang": lang,
         "tls_cert": tls_cert,
         "tls_key": tls_key,
+        "history_on_join": history_on_join,
     }
     if config_path is None and paths.SYSTEM_CONFIG.exists():
         config_path = paths.SYSTEM_CONFIG

@@ -16,6 +16,7 @@ from typing import Any
 
 from lanchatd.core import commands
 from lanchatd.core.catalog import Catalog
+from lanchatd.core.framing import Framing
 from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon import logs
@@ -24,6 +25,7 @@ from lanchatd.daemon.delivery import Delivery
 from lanchatd.daemon.history import History, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
+from lanchatd.daemon.recall import replay_lines
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
 #: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.
@@ -98,8 +100,11 @@ class Room:
             delivery = self.delivery
             delivery.attach_locked(peer)
             delivery.broadcast_locked(self.catalog("joined", nick=nick))
+            earlier = self._on_join_locked(peer)
             self._record_locked(Kind.JOIN, nick)
             delivery.unicast_locked(peer, self.catalog("welcome"))
+            for line in earlier:
+                delivery.unicast_locked(peer, line)
             if self.watchers:
                 self._emit_locked(
                     "join", nick=nick, host=peer.host, port=peer.port, mode=peer.framing.value
@@ -137,6 +142,8 @@ class Room:
                 self.tell(peer, catalog("who", count=len(nicks), nicks=", ".join(nicks)))
             case commands.Help():
                 self.tell(peer, catalog("help"))
+            case commands.History(count):
+                self._show_history(peer, count)
             case commands.Me(action):
                 with self.lock:
                     if not peer.left:
@@ -153,6 +160,31 @@ class Room:
             case commands.Unknown(name):
                 self.tell(peer, catalog("unknown_command", command=name))
         return True
+
+    def _on_join_locked(self, peer: Peer) -> list[str]:
+        """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events.
+
+        Read under the lock, before the newcomer's own join is recorded, so history and the
+        live lines that follow meet without a gap or a repeat. Classic clients get none: the
+        original tutorial client's first lines stay as they always were.
+        """
+        count = self.settings.history_on_join
+        if self.history is None or not count or peer.framing is not Framing.LINE:
+            return []
+        earlier = self.history.last(count)
+        return replay_lines(earlier, self.catalog) if earlier else []
+
+    def _show_history(self, peer: Peer, count: int) -> None:
+        """``/history N``: read outside the lock (up to 500 rows), then queued to ``peer``."""
+        catalog = self.catalog
+        if self.history is None:
+            lines = [catalog("history_off")]
+        else:
+            lines = replay_lines(self.history.last(count), catalog)
+        with self.lock:
+            if not peer.left:
+                for line in lines:
+                    self.delivery.unicast_locked(peer, line)
 
     def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
         """Deliver ``/msg`` if exactly one reading names someone online; else say why not."""

@@ -1,0 +1,52 @@
+"""History shown to a person: stored events as the lines the room sent, each with its time.
+
+Entries are rendered in the room's current language from what was stored (kind, nickname,
+text, reason), so a replay reads like the live chat did; the ``*** ...`` lines around them and
+the ``*** [HH:MM]`` before each (server local time) tell a person they are not live. The lines
+then go through the peer's framing like any other (sanitised, ASCII for classic clients).
+"""
+
+from __future__ import annotations
+
+import time
+
+from lanchatd.core.catalog import Catalog
+from lanchatd.core.lines import chat_prefix
+from lanchatd.daemon.history import Entry, Kind
+
+
+def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:
+    """The framed replay of ``entries``: a header, one line per entry, a footer."""
+    if not entries:
+        return [catalog("history_empty")]
+    return [
+        catalog("history_begin", count=len(entries)),
+        *(
+            catalog(
+                "history_entry",
+                time=time.strftime("%H:%M", time.localtime(entry.at)),
+                line=event_line(entry, catalog),
+            )
+            for entry in entries
+        ),
+        catalog("history_end"),
+    ]
+
+
+def event_line(entry: Entry, catalog: Catalog) -> str:
+    """The line the room broadcast for ``entry``."""
+    match entry.kind:
+        case Kind.MESSAGE:
+            return chat_prefix(entry.nick) + entry.text
+        case Kind.ACTION:
+            return catalog("action", nick=entry.nick, text=entry.text)
+        case Kind.JOIN:
+            return catalog("joined", nick=entry.nick)
+        case Kind.LEAVE:
+            return catalog("left", nick=entry.nick)
+        case Kind.KICK:
+            return catalog("kicked", nick=entry.nick, reason=entry.reason)
+        case Kind.BAN:
+            return catalog("banned", nick=entry.nick, reason=entry.reason)
+        case Kind.NOTICE:
+            return catalog("notice", text=entry.text)
