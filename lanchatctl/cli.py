@@ -162,6 +162,32 @@ class Duration(_FloatType):
         return seconds
 
 
+class Since(_FloatType):
+    """A moment as seconds since the epoch: a time ago (``30m``, ``2d``), or a local date and
+    time (``2026-12-05``, ``2026-12-05 14:30``), or a time today (``14:30``)."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip()
+        with contextlib.suppress(ValueError):
+            clock = dt.time.fromisoformat(text)
+            return dt.datetime.combine(dt.date.today(), clock).timestamp()
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(text).timestamp()
+        try:
+            ago = Duration().convert(text, param, ctx)
+        except click.BadParameter:
+            self.fail(
+                f"{value!r} is not a time like 30m, 2d, 14:30 or 2026-12-05 14:30", param, ctx
+            )
+        return dt.datetime.now().timestamp() - ago
+
+
 def _complete_nicks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Nicknames online, asked from the daemon (quietly nothing if it cannot be reached)."""
     try:
@@ -287,14 +313,15 @@ def broadcast(ctx: click.Context, text: tuple[str, ...], as_json: bool) -> None:
     _echo(f"Notice sent to {count} client{'' if count == 1 else 's'}.")
 
 
-@cli.command(short_help="Uptime, clients, traffic, drops, kicks, version.")
+@cli.command(short_help="Uptime, clients, traffic, drops, kicks, history, version.")
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Uptime, clients (now and peak), traffic, slow-consumer drops, kicks, version.
 
     "log events lost" counts events the daemon could not write to its log (a broken pipe, a
-    full disk); chat goes on regardless.
+    full disk); chat goes on regardless. "history" counts events saved to history.db, failed
+    writes, events held in memory only, and events lost while writes failed.
     """
     with _daemon(ctx) as daemon:
         result = daemon.request("stats")
@@ -313,10 +340,20 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("kicks", str(result["kicks"])),
         ("bans", str(result["bans"])),
         ("log events lost", str(result.get("log_events_lost", "?"))),
+        ("history", _history_counters(result)),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         _echo(f"{name.ljust(width)}  {value}")
+
+
+def _history_counters(result: dict[str, Any]) -> str:
+    if result.get("history_committed") is None:
+        return "off"
+    return (
+        f"{result['history_committed']} saved, {result['history_failed_writes']} failed writes, "
+        f"{result['history_unsaved']} unsaved, {result['history_lost']} lost"
+    )
 
 
 @cli.command(short_help="Ban an IP address, or the address of NICK.")
@@ -390,6 +427,67 @@ def bans(ctx: click.Context, as_json: bool) -> None:
         for b in result
     ]
     _table(("ADDRESS", "EXPIRES", "SINCE", "BY UID", "REASON"), rows, right=set())
+
+
+@cli.command(short_help="The room's recent events, as kept in history.")
+@click.option(
+    "-n", "count", type=click.IntRange(1, 500), default=20, show_default=True, help="How many."
+)
+@click.option("--since", type=Since(), metavar="TIME", help="Only from TIME: 30m, 2d, 14:30...")
+@click.option("--nick", metavar="NICK", help="Only NICK's (joins, leaves and what they said).")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts: a list of entries.")
+@click.pass_context
+def history(
+    ctx: click.Context, count: int, since: float | None, nick: str | None, as_json: bool
+) -> None:
+    """The room's last events, oldest first: messages, actions, joins, leaves, kicks, bans and
+    notices (never private messages), with the time each happened and its id.
+
+    --json prints, per entry: id, time (ISO 8601 UTC), kind, nick, text and reason.
+    """
+    with _daemon(ctx) as daemon:
+        entries = daemon.request("history", count=count, since=since, nick=nick)["entries"]
+    if as_json:
+        _echo_json(entries)
+        return
+    if not entries:
+        click.echo("No history.")
+        return
+    rows = [
+        (
+            _local_time(e["time"]),
+            e["kind"],
+            e["nick"] or "-",
+            e["text"] or e["reason"] or "",
+            e["id"],
+        )
+        for e in entries
+    ]
+    _table(("TIME", "KIND", "NICK", "TEXT", "ID"), rows, right=set())
+
+
+@cli.command(short_help="Delete what NICK said from history.")
+@click.argument("nick", shell_complete=_complete_nicks)
+@click.option("--since", type=Since(), metavar="TIME", help="Only from TIME: 30m, 2d, 14:30...")
+@_json_answer
+@click.pass_context
+def purge(ctx: click.Context, nick: str, since: float | None, as_json: bool) -> None:
+    """Delete NICK's messages and actions from history (all, or those since TIME).
+
+    Their joins and leaves stay, and so does the daemon's own event log. The purge is logged
+    with your uid.
+    """
+    if not nick.strip():
+        raise click.BadParameter("the nickname is empty", ctx, param_hint="NICK")
+    with _daemon(ctx) as daemon:
+        result = daemon.request("purge", nick=nick, since=since)
+    if as_json:
+        _echo_json(result)
+        return
+    removed = result["removed"]
+    _echo(
+        f"Purged {removed} entr{'y' if removed == 1 else 'ies'} by {result['nick']} from history."
+    )
 
 
 def _describe(event: dict[str, Any]) -> str:

@@ -7,6 +7,8 @@ would: that is what a restart finds.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import signal
 import sqlite3
@@ -189,3 +191,80 @@ def test_history_command_shows_the_last_n_and_says_when_off(
     assert bob.line() == "*** History is turned off on this server"
     bob.send("/help")
     assert "/history [N]" in bob.line()
+
+
+def test_lanchatctl_history_lists_filters_and_shows_ids_in_order(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--lang", "en", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    alice.send("hi")
+    alice.send("/me waves")
+    bob = server.chat("bob")
+    alice.send("/msg bob psst")
+    bob.expect("*alice* psst")
+    entries = json.loads(server.ctl("history", "--json").stdout)
+    assert [(e["kind"], e["nick"], e["text"]) for e in entries] == [
+        ("join", "alice", ""),
+        ("message", "alice", "hi"),
+        ("action", "alice", "waves"),
+        ("join", "bob", ""),
+    ]
+    ids = [tuple(map(int, e["id"].split("-"))) for e in entries]
+    assert ids == sorted(set(ids))
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["time"]) for e in entries)
+    by_bob = json.loads(server.ctl("history", "--nick", "BOB", "--json").stdout)
+    assert [e["kind"] for e in by_bob] == ["join"]
+    last_two = server.ctl("history", "-n", "2").stdout.splitlines()
+    assert last_two[0].split() == ["TIME", "KIND", "NICK", "TEXT", "ID"]
+    assert [line.split()[2:4] for line in last_two[1:]] == [["action", "alice"], ["join", "bob"]]
+    assert server.ctl("history", "--since", "2099-01-01").stdout == "No history.\n"
+    assert len(json.loads(server.ctl("history", "--since", "1h", "--json").stdout)) == 4
+    refused = server.ctl("history", "--since", "soon")
+    assert refused.returncode == 2
+    assert "'soon' is not a time like 30m, 2d, 14:30" in refused.stderr
+
+
+def test_lanchatctl_purge_deletes_what_a_nick_said_and_is_logged_with_the_admin(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon("--lang", "en", state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    bob = server.chat("bob")
+    alice.send("something regrettable")
+    alice.send("/me shouts")
+    bob.expect("* alice shouts")
+    bob.send("calm down")
+    bob.expect("bob: calm down")
+    purged = server.ctl("purge", "Alice", "--json")
+    assert json.loads(purged.stdout) == {"nick": "Alice", "since": None, "removed": 2}
+    assert server.ctl("purge", "alice").stdout == "Purged 0 entries by alice from history.\n"
+    event = server.wait_event("history_purged", removed=2)
+    assert (event["nick"], event["admin_uid"]) == ("Alice", os.getuid())
+    bob.send("/history")
+    assert bob.line() == "*** History: the last 3 events (server time)"
+    assert shown(bob.lines(3)) == ["alice joined!", "bob joined!", "bob: calm down"]
+    assert server.stop() == 0
+    assert ("message", "alice", "something regrettable", "") not in stored(server.state_dir)
+
+
+def test_stats_show_history_counters_and_history_off_is_refused(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon(state_dir=tmp_path / "state")
+    alice = server.chat("alice")
+    alice.send("hi")
+    alice.expect("alice: hi")
+    stats = json.loads(server.ctl("stats", "--json").stdout)
+    assert (stats["history_committed"], stats["history_failed_writes"]) == (2, 0)
+    assert (stats["history_unsaved"], stats["history_lost"]) == (0, 0)
+    assert "history                 2 saved, 0 failed writes, 0 unsaved, 0 lost" in (
+        server.ctl("stats").stdout
+    )
+    off = start_daemon(config="[history]\nenabled = false\n")
+    assert "history                 off" in off.ctl("stats").stdout
+    refused = off.ctl("history")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "lanchatctl: error: history is turned off ([history] enabled = false)\n"
+    )

@@ -35,6 +35,8 @@ class Code(enum.StrEnum):
     NOT_SAVED = "not_saved"
     RELOAD_FAILED = "reload_failed"
     WATCH_OVERFLOW = "watch_overflow"
+    HISTORY_OFF = "history_off"
+    HISTORY_FAILED = "history_failed"
     INTERNAL_ERROR = "internal_error"
 
 

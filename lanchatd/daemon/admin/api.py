@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from lanchatd.core.adminwire import Code, CommandError
 from lanchatd.daemon.bans import MAX_REASON_CHARS, Ban
+from lanchatd.daemon.history import History
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.moderation import BanOutcome
 from lanchatd.daemon.peer import Peer
@@ -65,6 +66,10 @@ class Operations(Protocol):
 
     def reload(self, timeout: float) -> dict[str, Any] | None:
         """Reload the configuration as SIGHUP does; None if it did not finish in time."""
+        ...
+
+    def history(self) -> History | None:
+        """The room's history store; None when ``[history] enabled`` is off."""
         ...
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from lanchatd.core.adminwire import Code, CommandError
-from lanchatd.daemon.admin import ban_commands, daemon_commands, room_commands
+from lanchatd.daemon.admin import ban_commands, daemon_commands, history_commands, room_commands
 from lanchatd.daemon.admin.api import Command
 
 TABLE: Final = {
@@ -27,6 +27,13 @@ TABLE: Final = {
         Command("bans", ban_commands.bans),
         Command("watch", room_commands.watch, streams=True),
         Command("reload", daemon_commands.reload),
+        Command(
+            "history",
+            history_commands.history,
+            {},
+            {"count": int, "since": (int, float), "nick": str},
+        ),
+        Command("purge", history_commands.purge, {"nick": str}, {"since": (int, float)}),
     )
 }
 NAMES: Final = list(TABLE)

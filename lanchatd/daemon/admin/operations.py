@@ -10,6 +10,7 @@ from lanchatd import __version__
 from lanchatd.daemon import logs
 from lanchatd.daemon.admin.api import Watcher
 from lanchatd.daemon.bans import Ban, iso
+from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import BanOutcome, Moderation
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.room import Room
@@ -69,6 +70,22 @@ class DaemonOperations:
             "admin_connections": admin_connections,
             "watchers": len(room.watchers),
             "log_events_lost": logs.lost(),
+            **self._history_stats(),
+        }
+
+    def _history_stats(self) -> dict[str, Any]:
+        """History's counters; null when history is turned off."""
+        history = self._room.history
+        if history is None:
+            return dict.fromkeys(
+                ("history_committed", "history_failed_writes", "history_unsaved", "history_lost")
+            )
+        counters = history.counters
+        return {
+            "history_committed": counters.committed,
+            "history_failed_writes": counters.failed_writes,
+            "history_unsaved": history.unsaved_count(),
+            "history_lost": counters.lost,
         }
 
     def watch(self, watcher: Watcher) -> None:
@@ -79,3 +96,6 @@ class DaemonOperations:
 
     def reload(self, timeout: float) -> dict[str, Any] | None:
         return self._request_reload(timeout)
+
+    def history(self) -> History | None:
+        return self._room.history
