@@ -10,12 +10,18 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from tests.support import Daemon, LineClient, TutorialClient
+import pytest
+
+from tests.support import LANCHATD, Daemon, LineClient, TutorialClient, wait_until
+
+UNSHARE = ["unshare", "--mount", "--propagation", "private"]
 
 Row = tuple[str, str, str, str]
 
@@ -268,3 +274,80 @@ def test_stats_show_history_counters_and_history_off_is_refused(
     assert refused.stderr == (
         "lanchatctl: error: history is turned off ([history] enabled = false)\n"
     )
+
+
+def test_a_corrupt_history_file_is_set_aside_with_one_error_and_chat_goes_on(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    garbage = b"this is not a database\0" * 500
+    (state / "history.db").write_bytes(garbage)
+    server = start_daemon("--lang", "en", state_dir=state)
+    alice = server.chat("alice")
+    alice.send("still here")
+    alice.expect("alice: still here")
+    (corrupt,) = server.find("history_corrupt")
+    assert (corrupt["level"], corrupt["path"]) == ("error", str(state / "history.db"))
+    aside = Path(corrupt["moved_to"])
+    assert aside.parent == state
+    assert aside.name.startswith("history.db.corrupt-")
+    assert aside.read_bytes() == garbage
+    assert [e["event"] for e in server.events if e.get("level") == "error"] == ["history_corrupt"]
+    assert server.stop() == 0
+    assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
+
+
+needs_mount_namespace = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare to mount the state directory read-only privately",
+)
+
+
+@needs_mount_namespace
+def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_in_stats(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    read_only = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
+    server = start_daemon(
+        "--lang",
+        "en",
+        state_dir=state,
+        command=[*UNSHARE, "sh", "-c", f'{read_only} && exec "$0" "$@"', str(LANCHATD)],
+    )
+    alice = server.chat("alice")
+    alice.send("hi")
+    alice.expect("alice: hi")
+    unavailable = server.wait_event("history_unavailable")
+    assert unavailable["path"] == str(state / "history.db")
+
+    def stats() -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(server.ctl("stats", "--json").stdout)
+        return answer
+
+    # The store retries a file it cannot open every few seconds; each retry is a failed write.
+    wait_until(lambda: stats()["history_failed_writes"] >= 1, what="a failed history write")
+    assert (stats()["history_committed"], stats()["history_unsaved"]) == (0, 2)
+    alice.send("/history")
+    assert alice.line() == "*** History: the last 2 events (server time)"
+    assert shown(alice.lines(2)) == ["alice joined!", "alice: hi"]
+    assert alice.line() == "*** End of history"
+    assert len(server.find("history_unavailable")) == 1
+    assert server.stop() == 0
+    assert not (state / "history.db").exists()
+
+
+def test_reload_applies_history_settings_but_enabled_waits_for_a_restart(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    server = start_daemon(config="[history]\nkeep = 100\n", state_dir=tmp_path / "state")
+    (tmp_path / "lanchatd-0.toml").write_text(
+        "[history]\nenabled = false\nkeep = 50\nkeep_days = 0\n"
+    )
+    result = json.loads(server.ctl("reload", "--json").stdout)
+    assert result == {
+        "changed": {"history_keep": [100, 50], "history_keep_days": [7.0, 0.0]},
+        "needs_restart": ["history"],
+    }
