@@ -13,13 +13,14 @@ import re
 import shutil
 import signal
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import LANCHATD, Daemon, LineClient, TutorialClient, wait_until
+from tests.support import LANCHATD, WAIT, Daemon, LineClient, TutorialClient, wait_until
 
 UNSHARE = ["unshare", "--mount", "--propagation", "private"]
 
@@ -351,3 +352,44 @@ def test_reload_applies_history_settings_but_enabled_waits_for_a_restart(
         "changed": {"history_keep": [100, 50], "history_keep_days": [7.0, 0.0]},
         "needs_restart": ["history"],
     }
+
+
+def test_newcomers_joining_during_chat_see_every_line_once_between_history_and_live(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """The history a newcomer is shown and the live lines after it meet exactly, however the
+    join falls among the messages (the talker paces itself on its own echo)."""
+    server = start_daemon(
+        "--history-on-join", "500", config="[limits]\nrate = 0\n", state_dir=tmp_path / "state"
+    )
+    talker = server.chat("talker")
+    total = 300
+    said = [f"n{number}" for number in range(total)]
+
+    def talk() -> None:
+        for text in said:
+            talker.send(text)
+            talker.expect(f"talker: {text}")
+
+    thread = threading.Thread(target=talk, daemon=True)
+    thread.start()
+    newcomers = []
+    for index in range(8):
+        newcomer = LineClient(server.port, f"newcomer{index}")
+        assert newcomer.lines(2) == [f"newcomer{index} Bergabung!", "Terkoneksi dengan Server!"]
+        newcomers.append(newcomer)
+    thread.join(WAIT)
+    replayed = []
+    for newcomer in newcomers:
+        seen: list[str] = []
+        from_history = 0
+        while not seen or seen[-1] != said[-1]:
+            line = newcomer.line()
+            if line.startswith("*** [") and "] talker: " in line:
+                seen.append(line.partition("] talker: ")[2])
+                from_history += 1
+            elif line.startswith("talker: "):
+                seen.append(line.removeprefix("talker: "))
+        assert seen == said
+        replayed.append(from_history)
+    assert replayed == sorted(replayed)

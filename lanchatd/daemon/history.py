@@ -239,6 +239,12 @@ class History:
             self._commit()
         return last <= self._memory.committed_through
 
+    def newest(self) -> MessageId:
+        """The id of the last event appended (or the newest kept), for a reader to tell
+        whether what it read is still the latest."""
+        with self._lock:
+            return self._memory.last
+
     def unsaved_count(self) -> int:
         """Entries held in memory only, for ``lanchatctl stats`` beside ``counters``."""
         with self._lock:

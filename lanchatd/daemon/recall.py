@@ -9,10 +9,32 @@ then go through the peer's framing like any other (sanitised, ASCII for classic 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import chat_prefix
-from lanchatd.daemon.history import Entry, Kind
+from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """What a newcomer is shown: the last ``count`` events up to ``newest``, as lines."""
+
+    count: int
+    newest: MessageId
+    lines: list[str]
+
+
+def earlier(history: History, count: int, catalog: Catalog) -> Earlier:
+    """Read and render the last ``count`` events (none at all: no lines, not even a frame).
+
+    The room calls it before taking its lock, and again under the lock only if an event
+    came meanwhile (``newest`` is no longer the history's newest), so a join storm does not
+    hold up the chat with reads.
+    """
+    entries = history.last(count)
+    lines = replay_lines(entries, catalog) if entries else []
+    return Earlier(count, entries[-1].id if entries else ORIGIN, lines)
 
 
 def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:

@@ -25,7 +25,7 @@ from lanchatd.daemon.delivery import Delivery
 from lanchatd.daemon.history import History, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
-from lanchatd.daemon.recall import replay_lines
+from lanchatd.daemon.recall import Earlier, earlier, replay_lines
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
 #: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.
@@ -87,6 +87,7 @@ class Room:
     def join(self, peer: Peer, nick: str) -> str | None:
         """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, look-alike, full)."""
         key = nick_key(nick)
+        shown = self._earlier(peer)
         with self.lock:
             if (holder := self._members.get(key)) is not None:
                 return (
@@ -100,10 +101,10 @@ class Room:
             delivery = self.delivery
             delivery.attach_locked(peer)
             delivery.broadcast_locked(self.catalog("joined", nick=nick))
-            earlier = self._on_join_locked(peer)
+            shown = self._still_earlier_locked(shown)
             self._record_locked(Kind.JOIN, nick)
             delivery.unicast_locked(peer, self.catalog("welcome"))
-            for line in earlier:
+            for line in shown.lines if shown is not None else ():
                 delivery.unicast_locked(peer, line)
             if self.watchers:
                 self._emit_locked(
@@ -161,18 +162,24 @@ class Room:
                 self.tell(peer, catalog("unknown_command", command=name))
         return True
 
-    def _on_join_locked(self, peer: Peer) -> list[str]:
+    def _earlier(self, peer: Peer) -> Earlier | None:
         """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events.
 
-        Read under the lock, before the newcomer's own join is recorded, so history and the
-        live lines that follow meet without a gap or a repeat. Classic clients get none: the
-        original tutorial client's first lines stay as they always were.
+        Classic clients get none: the original tutorial client's first lines stay as they
+        always were.
         """
         count = self.settings.history_on_join
         if self.history is None or not count or peer.framing is not Framing.LINE:
-            return []
-        earlier = self.history.last(count)
-        return replay_lines(earlier, self.catalog) if earlier else []
+            return None
+        return earlier(self.history, count, self.catalog)
+
+    def _still_earlier_locked(self, shown: Earlier | None) -> Earlier | None:
+        """``shown``, read again if an event came since: under the lock, before the
+        newcomer's own join is recorded, history and the live lines after it meet without a
+        gap or a repeat."""
+        if shown is None or self.history is None or shown.newest == self.history.newest():
+            return shown
+        return earlier(self.history, shown.count, self.catalog)
 
     def _show_history(self, peer: Peer, count: int) -> None:
         """``/history N``: read outside the lock (up to 500 rows), then queued to ``peer``."""
