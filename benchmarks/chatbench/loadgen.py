@@ -106,9 +106,8 @@ class Client(asyncio.BufferedProtocol):
         self.window = 0
         self.running = False
         self.head = records.head(cid)
-        # Observer state: the senders (of every process) whose messages this client counts,
-        # each with the sender itself if it is local.
-        self.watch: list[tuple[bytes, int, Client | None]] = []
+        # Observer state: the senders (of every process) whose messages this client counts.
+        self.watch: list[tuple[bytes, int]] = []
         self.scanned = 0
         # Latency mode: a duplicate of the socket, read with recvmsg (see _read_raw).
         self.raw: socket.socket | None = None
@@ -266,12 +265,16 @@ class Client(asyncio.BufferedProtocol):
         start = max(0, self.scanned - 7)
         self.scanned = end
         add = self.worker.progress.add
-        for marker, cid, sender in self.watch:
+        progressed = False
+        for marker, cid in self.watch:
             seen = buf.count(marker, start, end)
             if seen:
                 add(cid, seen)
-                if sender is not None and sender.running and sender.window:
-                    sender.fill()
+                progressed = True
+        if progressed:
+            # The other processes read this stream too: their progress may make room for
+            # any local sender, not only for those whose records arrived here just now.
+            self.worker.fill()
 
     def discard(self, nbytes: int) -> None:
         self.inbox.end = 0
@@ -326,7 +329,7 @@ class Worker:
         self.progress = Progress(spec.progress_fd, spec.processes, spec.senders, spec.index)
         for cid in spec.senders:
             observer = self.clients[spec.observers[cid]]
-            observer.watch.append((records.head(cid), cid, self.clients.get(cid)))
+            observer.watch.append((records.head(cid), cid))
         self.verifier = Verifier(
             [c.cid for c in self.readers],
             spec.senders,
@@ -469,11 +472,17 @@ class Worker:
     def _window_tick(self) -> None:
         """Fill every window, then again every ``WINDOW_POLL`` until the senders stop: what
         other processes read makes room without an event in this one."""
-        running = [sender for sender in self.senders if sender.running]
-        for sender in running:
-            sender.fill()
-        if running:
+        if self.fill():
             self.loop.call_later(WINDOW_POLL, self._window_tick)
+
+    def fill(self) -> bool:
+        """Top up the window of every running sender; False once none runs."""
+        running = False
+        for sender in self.senders:
+            if sender.running and sender.window:
+                sender.fill()
+                running = True
+        return running
 
     def _pace(self, plan: dict[str, Any]) -> None:
         """Open loop: the run's messages are spread evenly over time and over the senders."""
