@@ -102,13 +102,14 @@ class Room:
     def say(self, peer: Peer, texts: list[str]) -> None:
         """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
         prefix = chat_prefix(peer.nick)
-        sizes = [len(text.encode()) for text in texts]
+        if all(map(str.isascii, texts)):  # a character a byte: no encoding to count them
+            sizes = list(map(len, texts))
+        else:
+            sizes = [len(text.encode()) for text in texts]
         with self.lock:
             if peer.left:
                 return
-            broadcast = self.delivery.broadcast_locked
-            for text in texts:
-                broadcast(prefix + text)
+            self.delivery.broadcast_many_locked(prefix, texts)
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
             log_text = self.settings.log_message_text
