@@ -8,6 +8,7 @@ duplicated, reordered and corrupted nothing. Figures are never asserted against 
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import time
@@ -17,7 +18,7 @@ import pytest
 
 np = pytest.importorskip("numpy", reason="the benchmark needs numpy (pip install -e '.[bench]')")
 
-from benchmarks.chatbench import records, report  # noqa: E402
+from benchmarks.chatbench import progress, records, report  # noqa: E402
 from benchmarks.chatbench.__main__ import main  # noqa: E402
 from benchmarks.chatbench.runner import RunPlan, layout  # noqa: E402
 from benchmarks.chatbench.servers import (  # noqa: E402
@@ -261,20 +262,47 @@ def test_lanchatd_settings_override_and_extend_the_benchmark_config() -> None:
     assert exit_info.value.code == 2
 
 
-def test_layout_gives_every_sender_an_observer_in_its_process() -> None:
+def test_layout_gives_every_process_an_observer_of_every_sender() -> None:
     plan = RunPlan(server="lanchatd", mode="throughput", clients=10, stalled=0, workers=2)
     groups, senders, stalled, observers = layout(plan)
     assert sorted(c for g in groups for c in g) == list(range(10))
     assert senders == list(range(10))
     assert not stalled
-    for sender, observer in observers.items():
-        assert sender != observer
-        assert any(sender in g and observer in g for g in groups)
+    assert len(observers) == len(groups)
+    for group, watching in zip(groups, observers, strict=True):
+        assert sorted(watching) == senders
+        for sender, observer in watching.items():
+            assert sender != observer
+            assert observer in group
     plan = RunPlan(server="ncat", mode="throughput", clients=100, stalled=10, workers=3)
     groups, senders, stalled, observers = layout(plan)
     assert stalled == list(range(90, 100))
-    assert not set(observers.values()) & set(stalled)
-    assert not set(observers.values()) & set(senders)
+    for watching in observers:
+        assert sorted(watching) == senders
+        assert not set(watching.values()) & set(stalled)
+        assert not set(watching.values()) & set(senders)
+
+
+def test_the_window_waits_for_the_process_that_read_least() -> None:
+    fd = progress.create(processes=2, senders=2)
+    try:
+        first = progress.Progress(fd, 2, [0, 5], index=0)
+        second = progress.Progress(fd, 2, [0, 5], index=1)
+    finally:
+        os.close(fd)
+    try:
+        first.add(5, 30)
+        assert (first.slowest(5), second.slowest(5)) == (0, 0)
+        second.add(5, 12)
+        second.add(5, 8)
+        second.add(0, 3)
+        assert (first.slowest(5), second.slowest(5)) == (20, 20)
+        assert first.slowest(0) == 0
+        first.add(0, 7)
+        assert second.slowest(0) == 3
+    finally:
+        first.close()
+        second.close()
 
 
 def tiny_run(tmp_path: Path, servers: str, stalled: str) -> dict:

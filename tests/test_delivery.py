@@ -134,6 +134,21 @@ def test_each_client_gets_broadcasts_and_its_unicasts_in_one_order_in_its_framin
     assert delivery.lines_out == 5 + 3
 
 
+def test_a_batch_reaches_each_framing_as_its_lines_would_one_by_one(harness: Harness) -> None:
+    delivery, lock = harness.delivery, harness.lock
+    alice, alice_far = harness.attach(Framing.LINE)
+    _, bob_far = harness.attach(Framing.CLASSIC)
+    with lock:
+        delivery.broadcast_many_locked("bob: ", ["hi", "\x1b[2J caf\u00e9"])
+        delivery.unicast_locked(alice, "welcome")
+        delivery.broadcast_many_locked("alice: ", ["yo"])
+    expected_alice = b"bob: hi\nbob: ^[[2J caf\xc3\xa9\nwelcome\nalice: yo\n"
+    assert receive(alice_far, len(expected_alice)) == expected_alice
+    expected_bob = b"bob: hibob: ^[[2J cafealice: yo"
+    assert receive(bob_far, len(expected_bob)) == expected_bob
+    assert delivery.lines_out == 3 * 2 + 1
+
+
 def test_a_client_that_does_not_read_is_dropped_and_was_sent_what_the_kernel_took() -> None:
     harness = Harness(send_buffer_bytes=10_000)
     try:

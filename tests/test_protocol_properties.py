@@ -131,3 +131,19 @@ def test_client_after_answering_never_raises_and_is_refused_at_most_once(
         assert isinstance(event, Line | Refusal | Removal)
         assert len(event.text.encode()) <= 3 * LIMIT  # U+FFFD may stand for one byte
         assert not isinstance(event, Removal) or event.key in REMOVALS
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)),
+    st.sampled_from(list(Framing)),
+)
+def test_a_batch_is_encoded_as_its_lines_one_by_one(texts: list[str], framing: Framing) -> None:
+    assert framing.encode_safe_many(texts) == b"".join(map(framing.encode_safe, texts))
+
+
+def test_a_batch_of_ascii_and_of_unsafe_lines_is_encoded_exactly() -> None:
+    texts = ["a: hi", "a: \x1b[2J", "a: caf\u00e9 \u202e"]
+    assert Framing.LINE.encode_safe_many(texts[:1]) == b"a: hi\n"
+    assert Framing.LINE.encode_safe_many(texts) == (b"a: hi\na: ^[[2J\na: caf\xc3\xa9 <U+202E>\n")
+    assert Framing.CLASSIC.encode_safe_many(texts) == b"a: hia: ^[[2Ja: cafe <U+202E>"

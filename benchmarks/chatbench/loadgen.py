@@ -9,8 +9,9 @@ read with ``recvmsg`` instead, so that each read carries the kernel's receive ti
 Roles (decided by the runner, see runner.py): every client reads everything (except the
 stalled ones, which stop reading when the measurement starts); S clients also send; in
 throughput mode a sender keeps at most ``window`` messages in flight, where a message stops
-being in flight once the *observer* of its sender (another client in the same process) has
-received it. One scheme for both servers keeps the comparison fair (ncat does not echo).
+being in flight once every process's *observer* of its sender (a reading client there, never
+the sender) has received it: the slowest process sets the pace (see progress.py). One scheme
+for all servers keeps the comparison fair (ncat does not echo).
 
 The process obeys commands from the runner (pickled tuples over a socketpair, see
 ``main``) and answers each. Every wait is bounded; the process exits when the pipe closes.
@@ -31,10 +32,14 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from benchmarks.chatbench import records
+from benchmarks.chatbench.progress import Progress
 from benchmarks.chatbench.verify import RELAYS, Inbox, Verifier
 
 VERIFY_INTERVAL: Final = 0.1
 DRAIN_INTERVAL: Final = 0.05
+#: How often senders look whether other processes have read far enough to send more: their
+#: progress is not an event here.
+WINDOW_POLL: Final = 0.001
 #: Linux: SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), receive times as a struct timespec.
 SO_TIMESTAMPNS: Final = 35
 _TIMESPEC: Final = struct.Struct("@qq")
@@ -59,7 +64,9 @@ class WorkerSpec:
     port: int
     clients: list[int]  # client ids (nick c%04d) this process opens
     senders: list[int]  # every sender in the run (all processes)
-    observers: dict[int, int]  # local sender id -> observer client id (local)
+    observers: dict[int, int]  # every sender id (all processes) -> local observer client id
+    progress_fd: int  # the shared counts (progress.py), passed to the process
+    processes: int
     stalled: list[int]  # local client ids that stop reading when the measurement starts
     echo: bool
     epoch_ns: int
@@ -96,12 +103,11 @@ class Client(asyncio.BufferedProtocol):
         self.command = b"PRIVMSG " + IRC_CHANNEL + b" :" if self.protocol == "ngircd" else b""
         # Sender state.
         self.seq = 0
-        self.in_flight = 0
         self.window = 0
         self.running = False
         self.head = records.head(cid)
-        # Observer state: local senders whose messages this client counts.
-        self.watch: list[tuple[bytes, Client]] = []
+        # Observer state: the senders (of every process) whose messages this client counts.
+        self.watch: list[tuple[bytes, int]] = []
         self.scanned = 0
         # Latency mode: a duplicate of the socket, read with recvmsg (see _read_raw).
         self.raw: socket.socket | None = None
@@ -258,10 +264,17 @@ class Client(asyncio.BufferedProtocol):
         # A marker is 8 bytes: count those ending in the new bytes (none twice, none missed).
         start = max(0, self.scanned - 7)
         self.scanned = end
-        for marker, sender in self.watch:
+        add = self.worker.progress.add
+        progressed = False
+        for marker, cid in self.watch:
             seen = buf.count(marker, start, end)
             if seen:
-                sender.seen(seen)
+                add(cid, seen)
+                progressed = True
+        if progressed:
+            # The other processes read this stream too: their progress may make room for
+            # any local sender, not only for those whose records arrived here just now.
+            self.worker.fill()
 
     def discard(self, nbytes: int) -> None:
         self.inbox.end = 0
@@ -269,13 +282,8 @@ class Client(asyncio.BufferedProtocol):
     def compacted(self, consumed: int) -> None:
         self.scanned = max(0, self.scanned - consumed)
 
-    def seen(self, count: int) -> None:
-        self.in_flight -= count
-        if self.running and self.window:
-            self.fill()
-
     def fill(self) -> None:
-        room = self.window - self.in_flight
+        room = self.window - self.seq + self.worker.progress.slowest(self.cid)
         if room <= 0 or self.transport is None:
             return
         stamp = time.monotonic_ns() // 1000 - self.worker.epoch_us
@@ -283,7 +291,6 @@ class Client(asyncio.BufferedProtocol):
             records.encode_many(self.head, self.cid, self.seq, room, stamp, self.command)
         )
         self.seq += room
-        self.in_flight += room
 
     def send_one(self) -> None:
         if not self.running or self.transport is None:
@@ -319,9 +326,10 @@ class Worker:
         self.stalled = [self.clients[c] for c in spec.stalled]
         self.readers = [c for c in self.clients.values() if c.cid not in spec.stalled]
         self.senders = [self.clients[s] for s in spec.senders if s in self.clients]
-        for sender in self.senders:
-            observer = self.clients[spec.observers[sender.cid]]
-            observer.watch.append((sender.head, sender))
+        self.progress = Progress(spec.progress_fd, spec.processes, spec.senders, spec.index)
+        for cid in spec.senders:
+            observer = self.clients[spec.observers[cid]]
+            observer.watch.append((records.head(cid), cid))
         self.verifier = Verifier(
             [c.cid for c in self.readers],
             spec.senders,
@@ -452,7 +460,7 @@ class Worker:
             for sender in self.senders:
                 sender.window = plan["window"]
                 sender.running = True
-            self.handles.append(at(plan["start_ns"], self._fill_all))
+            self.handles.append(at(plan["start_ns"], self._window_tick))
         else:
             self._pace(plan)
         self.handles.append(self.loop.call_later(VERIFY_INTERVAL, self._verify_tick))
@@ -461,9 +469,20 @@ class Worker:
         delay = (when_ns - time.monotonic_ns()) / 1e9
         return self.loop.call_at(self.loop.time() + max(0.0, delay), callback, *args)
 
-    def _fill_all(self) -> None:
+    def _window_tick(self) -> None:
+        """Fill every window, then again every ``WINDOW_POLL`` until the senders stop: what
+        other processes read makes room without an event in this one."""
+        if self.fill():
+            self.loop.call_later(WINDOW_POLL, self._window_tick)
+
+    def fill(self) -> bool:
+        """Top up the window of every running sender; False once none runs."""
+        running = False
         for sender in self.senders:
-            sender.fill()
+            if sender.running and sender.window:
+                sender.fill()
+                running = True
+        return running
 
     def _pace(self, plan: dict[str, Any]) -> None:
         """Open loop: the run's messages are spread evenly over time and over the senders."""

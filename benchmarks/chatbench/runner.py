@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks.chatbench import records
+from benchmarks.chatbench import progress, records
 from benchmarks.chatbench.loadgen import WorkerSpec
 from benchmarks.chatbench.servers import (
     HOST,
@@ -91,30 +91,27 @@ class RunPlan:
             raise ValueError(f"warmup + duration must stay under {records.MAX_RUN_SECONDS - 2}s")
 
 
-def layout(plan: RunPlan) -> tuple[list[list[int]], list[int], list[int], dict[int, int]]:
-    """Clients per process, senders, stalled readers, and each sender's observer.
+def layout(plan: RunPlan) -> tuple[list[list[int]], list[int], list[int], list[dict[int, int]]]:
+    """Clients per process, senders, stalled readers, and each process's observer of each sender.
 
     Client ``i`` lives in process ``i % P``; senders are clients 0..S-1 (so they spread over
-    the processes), stalled readers the last ones. A sender's observer is a reading client
-    of its own process: the first one that does not send if there is one, and never itself.
+    the processes), stalled readers the last ones. Every process counts every sender's
+    messages (the window waits for the slowest process, see progress.py) with one reading
+    client: the first one that does not send if there is one, and never the sender itself.
     """
     processes = max(1, min(plan.workers, (plan.clients - plan.stalled) // 2))
     groups = [list(range(w, plan.clients, processes)) for w in range(processes)]
     senders = list(range(plan.senders))
     stalled = list(range(plan.clients - plan.stalled, plan.clients))
-    observers: dict[int, int] = {}
+    observers: list[dict[int, int]] = []
     for group in groups:
         readers = [c for c in group if c not in stalled]
         quiet = [c for c in readers if c not in senders]
         primary = quiet[0] if quiet else readers[0]
-        for sender in (c for c in group if c in senders):
-            if sender != primary:
-                observers[sender] = primary
-            else:
-                others = [c for c in readers if c != primary]
-                if not others:
-                    raise ValueError("a process with senders needs two reading clients")
-                observers[sender] = others[0]
+        others = [c for c in readers if c != primary]
+        if primary in senders and not others:
+            raise ValueError("a process with senders needs two reading clients")
+        observers.append({s: primary if s != primary else others[0] for s in senders})
     return groups, senders, stalled, observers
 
 
@@ -145,7 +142,7 @@ class _Generators:
             try:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "benchmarks.chatbench.loadgen", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),),
+                    pass_fds=(theirs.fileno(), spec.progress_fd),
                     stdin=subprocess.DEVNULL,
                     env=env,
                 )
@@ -265,6 +262,7 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
     groups, senders, stalled, observers = layout(plan)
     gate = connect_gate(plan, server)
     epoch_ns = time.monotonic_ns()
+    progress_fd = progress.create(len(groups), len(senders))
     specs = [
         WorkerSpec(
             index=index,
@@ -273,7 +271,9 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
             port=server.port,
             clients=group,
             senders=senders,
-            observers={s: o for s, o in observers.items() if s in group},
+            observers=observers[index],
+            progress_fd=progress_fd,
+            processes=len(groups),
             stalled=[c for c in group if c in stalled],
             echo=server.echo,
             epoch_ns=epoch_ns,
@@ -282,7 +282,10 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
         )
         for index, group in enumerate(groups)
     ]
-    generators.start(specs)
+    try:
+        generators.start(specs)
+    finally:
+        os.close(progress_fd)  # the generators hold their own copies
     return gate
 
 

@@ -38,6 +38,18 @@ class Framing(enum.Enum):
             return sanitize(text).encode() + b"\n"
         return to_ascii(text).encode("ascii")
 
+    def encode_safe_many(self, texts: list[str]) -> bytes:
+        """``encode_safe`` of each line, joined: lines of printable ASCII (the common case,
+        which sanitising leaves as they are) are encoded in one call, not one per line."""
+        joined = "".join(texts)
+        if not texts:
+            return b""
+        if not (joined.isascii() and joined.isprintable()):
+            return b"".join(map(self.encode_safe, texts))
+        if self is Framing.LINE:
+            return ("\n".join(texts) + "\n").encode()
+        return joined.encode()
+
     def splitter(self, limit: int) -> Splitter:
         """A fresh splitter of received bytes into this framing's messages."""
         return LineSplitter(limit) if self is Framing.LINE else ClassicSplitter(limit)

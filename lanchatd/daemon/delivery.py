@@ -110,6 +110,18 @@ class Delivery:
                 self.lines_out += journal.readers
         self._wake_locked()
 
+    def broadcast_many_locked(self, prefix: str, texts: list[str]) -> None:
+        """Queue ``prefix + text`` for every text as ``broadcast_locked`` would, line after
+        line, but encoded as one append per framing in use and with one wake-up."""
+        lines: list[str] | None = None
+        for journal in self.journals.values():
+            if journal.readers:
+                if lines is None:
+                    lines = [prefix + text for text in texts]
+                journal.append(journal.framing.encode_safe_many(lines))
+                self.lines_out += journal.readers * len(lines)
+        self._wake_locked()
+
     def unicast_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
         data = memoryview(peer.framing.encode_safe(text))

@@ -275,6 +275,9 @@ class _Reader:
         """
         peer, room, bucket = self.peer, self.room, self.bucket
         prefix = chat_prefix(peer.nick)  # own_words, hoisted out of the per-message loop
+        limited = bucket.rate != 0  # flood control off: no token to take per line
+        if not limited:
+            bucket.throttled = False
         batch: list[str] = []
         for event in events:
             text = ""
@@ -284,37 +287,42 @@ class _Reader:
                     continue
             elif isinstance(event, EndOfStream):
                 break
-            if bucket.take():
-                if batch:
-                    room.say(peer, batch)
-                    batch = []
-                if not self._pause():
-                    return False
-            else:
-                bucket.throttled = False
+            if limited:
+                if bucket.take():
+                    batch = self._say(batch)
+                    if not self._pause():
+                        return False
+                else:
+                    bucket.throttled = False
             if isinstance(event, LineTooLong):
                 room.tell(peer, room.catalog("line_too_long", limit=event.limit))
                 continue
             if isinstance(event, InvalidUtf8):
                 room.tell(peer, room.catalog("bad_utf8"))
                 continue
-            peer.last_active = time.monotonic()
             peer.messages += 1
             command = commands.parse_command(text)
             if command is not None:
-                if batch:
-                    room.say(peer, batch)
-                    batch = []
+                batch = self._say(batch)
+                peer.last_active = time.monotonic()
                 if not room.command(peer, command):
                     return False
                 continue
             batch.append(text)
             if len(batch) >= _BATCH_LINES:
-                room.say(peer, batch)
-                batch = []
-        if batch:
-            room.say(peer, batch)
+                batch = self._say(batch)
+        self._say(batch)
         return not peer.left
+
+    def _say(self, batch: list[str]) -> list[str]:
+        """Broadcast ``batch`` if any; a fresh empty one to fill next.
+
+        The sender counts as active from here: once per batch, not per line.
+        """
+        if batch:
+            self.peer.last_active = time.monotonic()
+            self.room.say(self.peer, batch)
+        return []
 
     def _pause(self) -> bool:
         """Stop reading until the bucket allows the next message; False if the client went.

@@ -115,13 +115,15 @@ class Room:
     def say(self, peer: Peer, texts: list[str]) -> None:
         """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
         prefix = chat_prefix(peer.nick)
-        sizes = [len(text.encode()) for text in texts]
+        if all(map(str.isascii, texts)):  # a character a byte: no encoding to count them
+            sizes = list(map(len, texts))
+        else:
+            sizes = [len(text.encode()) for text in texts]
         with self.lock:
             if peer.left:
                 return
-            broadcast = self.delivery.broadcast_locked
+            self.delivery.broadcast_many_locked(prefix, texts)
             for text in texts:
-                broadcast(prefix + text)
                 self._record_locked(Kind.MESSAGE, peer.nick, text)
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
