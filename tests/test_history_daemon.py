@@ -207,6 +207,7 @@ def test_lanchatctl_history_lists_filters_and_shows_ids_in_order(
     alice = server.chat("alice")
     alice.send("hi")
     alice.send("/me waves")
+    alice.expect("* alice waves")
     bob = server.chat("bob")
     alice.send("/msg bob psst")
     bob.expect("*alice* psst")
