@@ -494,7 +494,7 @@ def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -
     with sqlite3.connect(path) as db:
         db.execute(
             "INSERT INTO entries VALUES (?, 0, 0.0, 'whisper', 'eve', 'eve', 'psst', '')",
-            (said[0].id.ms + 1,),
+            (said[-1].id.ms + 1,),
         )
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("INSERT INTO entries VALUES ('x', 0, 0.0, 'join', 'e', 'e', '', '')")
