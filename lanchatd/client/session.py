@@ -114,6 +114,7 @@ class Session:
         *,
         on_line: Callable[[str], None],
         on_status: Callable[[Status], None],
+        on_history: Callable[[str, str], None] | None = None,
         give_up_after: float | None = None,
         backoff: Backoff = Backoff(),
         echo_timeout: float = ECHO_TIMEOUT,
@@ -123,6 +124,10 @@ class Session:
         self.nick = nick
         self._conn: Connection | None = connection
         self._on_line = on_line
+        #: Shows a replayed line (local ``HH:MM``, the line); by default marked in text.
+        self._on_history = on_history or (
+            lambda clock, raw: on_line(f"{say('history_mark', time=clock)} {raw}")
+        )
         self._on_status = on_status
         self._give_up_after = give_up_after
         self._backoff = backoff
@@ -272,7 +277,7 @@ class Session:
                 self.newest = event.id
             if event.history:
                 self._in_history = True
-                self._on_line(say("history_entry", time=_clock(event.time), line=event.text))
+                self._on_history(_clock(event.time), event.text)
                 return
         self._end_history()
         raw = event.text
