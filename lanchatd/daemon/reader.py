@@ -153,7 +153,7 @@ def _negotiate(
         return None
     peer.tagged = connection.tagged
     if cap.bad_after is not None:
-        told.append(catalog("cap_bad_after", value=repr(cap.bad_after)))
+        told.append(catalog("cap_bad_after", text=repr(cap.bad_after)))
     return cap.after
 
 
