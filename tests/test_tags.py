@@ -87,3 +87,13 @@ def test_after_cap_the_nickname_never_counts_as_classic() -> None:
     assert server.receive_data(b"/cap ids\nbob") == [CapRequest(True)]
     assert not server.awaiting_grace
     assert server.receive_data(b"\n") == [NickReply(b"bob", Framing.LINE)]
+
+
+def test_a_cap_line_cut_across_reads_ends_the_grace_it_started() -> None:
+    server = ServerConnection(1024)
+    assert server.receive_data(b"/ca") == []
+    assert server.awaiting_grace
+    assert server.receive_data(b"p ids\n") == [CapRequest(True)]
+    assert not server.awaiting_grace
+    assert server.grace_expired() == []
+    assert server.receive_data(b"ann\n") == [NickReply(b"ann", Framing.LINE)]

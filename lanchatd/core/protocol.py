@@ -243,8 +243,9 @@ class ServerConnection:
         if len(joined) > MAX_NICK_REPLY:
             framing = Framing.LINE if self.tagged else Framing.CLASSIC
             return [*events, *self._open(NickReply(joined, framing), b"")]
-        if joined and not self.tagged:  # after /cap the nickname is a line: never classic
-            self.state = HandshakeState.GRACE
+        # After /cap the nickname is a line, never classic: no grace timer for it.
+        grace = joined and not self.tagged
+        self.state = HandshakeState.GRACE if grace else HandshakeState.AWAIT_NICK
         return events
 
     def grace_expired(self) -> list[ServerEvent]:
