@@ -167,6 +167,26 @@ def test_last_is_bounded_and_oldest_first(stores: Any) -> None:
     assert store.last(-3) == []
 
 
+def test_reads_beyond_the_newest_kept_in_memory_are_exact(stores: Any) -> None:
+    """The newest MAX_READ entries are served from memory, older ones from the file: the
+    answers meet without a gap or a repeat, after a restart and a purge too."""
+    store = stores()
+    said = say(store, 550) + say(store, 100, nick="bob", start=550)
+    store.close()
+    again = stores(batch_interval=NEVER)
+    newer = say(again, 3, start=650)
+    everything = said + newer
+    assert again.last(500) == everything[-500:]
+    assert again.after(said[100].id).entries == everything[101:]
+    assert again.after(said[200].id).entries == everything[201:]
+    assert again.after(ORIGIN).entries == everything
+    assert again.purge("bob") == 100
+    kept = said[:550] + newer
+    assert again.last(500) == kept[-500:]
+    assert again.after(said[100].id).entries == kept[101:]
+    assert again.after(said[540].id, limit=4).entries == kept[541:545]
+
+
 def test_resume_after_an_id_gets_exactly_what_was_missed(stores: Any) -> None:
     store = stores()
     seen = say(store, 10)

@@ -14,8 +14,13 @@ Why it is shaped this way:
   one transaction for everything appended so far), so no client can receive an event that a
   ``kill -9`` then loses. WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into
   the WAL, which survives the process dying (not a power cut).
-- **Reads see everything appended.** Entries not yet committed are read from memory, the
-  rest from the file, so a client resuming right after a message misses nothing.
+- **Reads see everything appended, mostly without the file.** The newest ``MAX_READ``
+  entries (committed or not) are also kept in memory, and a read whose answer lies within
+  them (every on-join replay, ``/history``, a resume from a recent id) is served from there:
+  opening a connection and querying per join made 1000 joins take twice as long. Retention,
+  purges and lost writes change that copy with the file. Older reads go to the file, with
+  the uncommitted entries from memory, so a client resuming right after a message misses
+  nothing.
 - **One index.** Times are compared as the id's millisecond (the primary key), for
   retention and ``--since`` alike; a nickname filter (purge, the admin query) scans the rows
   kept. Each secondary index roughly doubled the cost of a commit, which the delivery thread
@@ -30,6 +35,7 @@ Private messages are never stored: there is no kind for them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import os
@@ -174,6 +180,12 @@ class _Memory:
     committed_through: MessageId = ORIGIN
     #: The newest id removed by retention: a resume from before it is too old.
     trimmed_through: MessageId = ORIGIN
+    #: The newest entries kept (file and unsaved), at most MAX_READ, oldest first.
+    recent: collections.deque[Entry] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_READ)
+    )
+    #: Whether ``recent`` holds every entry kept, not only the newest.
+    complete: bool = True
 
 
 class History:
@@ -225,6 +237,9 @@ class History:
             if not memory.unsaved:
                 self._wake.set()
             memory.unsaved.append(entry)
+            if len(memory.recent) == MAX_READ:
+                memory.complete = False
+            memory.recent.append(entry)
         return entry
 
     def commit_through(self, last: MessageId) -> bool:
@@ -273,6 +288,10 @@ class History:
         count = max(0, min(count, MAX_READ))
         if not count:
             return []
+        memory = self._memory
+        with self._lock:
+            if count <= len(memory.recent) or memory.complete:
+                return list(memory.recent)[-count:]
         unsaved = self._unsaved()
         if len(unsaved) >= count:
             return unsaved[-count:]
@@ -287,17 +306,21 @@ class History:
         The retention mark is read after the rows: a sweep raises it before deleting, so a
         gap made meanwhile is always seen.
         """
+        memory = self._memory
+        with self._lock:
+            recent = memory.recent
+            if memory.complete or (recent and last >= recent[0].id):
+                entries = [entry for entry in recent if entry.id > last]
+                return _replay(entries, last, memory.trimmed_through, limit)
         unsaved = self._unsaved()
         rows = self._select(
             f"SELECT {_COLUMNS} FROM entries WHERE (ms, seq) > (?, ?) ORDER BY ms, seq",
             (last.ms, last.seq),
         )
         with self._lock:
-            trimmed = self._memory.trimmed_through
+            trimmed = memory.trimmed_through
         entries = [entry for entry in _merge(rows, unsaved) if entry.id > last]
-        if last < trimmed:
-            return Replay([], too_old=True, missed=len(entries))
-        return Replay(entries if limit is None else entries[:limit])
+        return _replay(entries, last, trimmed, limit)
 
     def query(
         self, count: int, *, since: float | None = None, nick: str | None = None
@@ -346,9 +369,13 @@ class History:
                 except sqlite3.Error as error:
                     raise HistoryError(f"{self.path}: cannot purge: {error}") from None
             with self._lock:
-                kept = [entry for entry in self._memory.unsaved if not said(entry)]
-                removed += len(self._memory.unsaved) - len(kept)
-                self._memory.unsaved = kept
+                memory = self._memory
+                kept = [entry for entry in memory.unsaved if not said(entry)]
+                removed += len(memory.unsaved) - len(kept)
+                memory.unsaved = kept
+                memory.recent = collections.deque(
+                    (entry for entry in memory.recent if not said(entry)), MAX_READ
+                )
         return removed
 
     # -- internals -------------------------------------------------------------------
@@ -367,11 +394,7 @@ class History:
                 rows = db.execute(sql, args).fetchall()
         except sqlite3.Error:
             return []
-        entries = []
-        for row in rows:
-            with contextlib.suppress(ValueError):
-                entries.append(_entry(row))
-        return entries
+        return _entries(rows)
 
     def _reader(self) -> sqlite3.Connection:
         """A connection for one read: WAL lets it run beside the writer, in any thread."""
@@ -411,6 +434,9 @@ class History:
             row = newest.fetchone()
             trimmed = db.execute("SELECT value FROM meta WHERE name = 'trimmed_through'")
             mark = trimmed.fetchone()
+            recent = db.execute(
+                f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (MAX_READ,)
+            ).fetchall()
         except BaseException:
             db.close()
             raise
@@ -426,8 +452,17 @@ class History:
         stored = MessageId(*row) if row is not None else ORIGIN
         memory.last = max(memory.last, stored, memory.trimmed_through)
         memory.committed_through = max(memory.committed_through, stored)
+        self._remember(_entries(reversed(recent)), complete=len(recent) < MAX_READ)
         self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
         return db
+
+    def _remember(self, stored: list[Entry], *, complete: bool) -> None:
+        """Fill the in-memory copy of the newest entries from the file's newest ``stored``."""
+        with self._lock:
+            memory = self._memory
+            kept = _merge(stored, memory.unsaved)
+            memory.recent = collections.deque(kept, MAX_READ)
+            memory.complete = complete and len(kept) <= MAX_READ
 
     def _set_aside(self, error: str) -> None:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
@@ -510,8 +545,13 @@ class History:
             unsaved = self._memory.unsaved
             excess = len(unsaved) - self._limits.keep
             if excess > 0:
-                self._memory.trimmed_through = unsaved[excess - 1].id
+                first, lost = unsaved[0].id, unsaved[excess - 1].id
+                self._memory.trimmed_through = lost
                 del unsaved[:excess]
+                self._memory.recent = collections.deque(
+                    (entry for entry in self._memory.recent if not first <= entry.id <= lost),
+                    MAX_READ,
+                )
                 self.counters.lost += excess
 
     def _sweep(self) -> None:
@@ -544,6 +584,11 @@ class History:
                 )
         except sqlite3.Error as error:
             self._unavailable(str(error))
+            return
+        with self._lock:
+            recent = self._memory.recent
+            while recent and recent[0].id <= mark:
+                recent.popleft()
 
     def _run(self) -> None:
         """The writer thread: a batch every few ms, a retention sweep every so often.
@@ -611,6 +656,22 @@ def _ms(seconds: float) -> int:
 def _entry(row: tuple[int, int, float, str, str, str, str]) -> Entry:
     ms, seq, at, kind, nick, text, reason = row
     return Entry(MessageId(ms, seq), at, Kind(kind), nick, text, reason)
+
+
+def _entries(rows: Iterable[tuple[int, int, float, str, str, str, str]]) -> list[Entry]:
+    """Rows as entries; a row this code did not write (an unknown kind) is skipped."""
+    entries = []
+    for row in rows:
+        with contextlib.suppress(ValueError):
+            entries.append(_entry(row))
+    return entries
+
+
+def _replay(entries: list[Entry], last: MessageId, trimmed: MessageId, limit: int | None) -> Replay:
+    """What a resume after ``last`` gets, given every entry kept after it."""
+    if last < trimmed:
+        return Replay([], too_old=True, missed=len(entries))
+    return Replay(entries if limit is None else entries[:limit])
 
 
 def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:
