@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import math
 import os
 import re
 import sqlite3
@@ -57,6 +58,9 @@ MAX_READ: Final = 500
 BATCH_INTERVAL: Final = 0.005
 #: How often retention is enforced (seconds): well within the promised minute.
 SWEEP_INTERVAL: Final = 30.0
+#: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
+#: least time between two such sweeps, so a full store costs one delete a second at most.
+PROMPT_SWEEP: Final = 1.0
 #: How long after a failed write (or open) the writer tries again (seconds).
 RETRY_INTERVAL: Final = 5.0
 #: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
@@ -208,6 +212,10 @@ class History:
         self.clock = clock
         self.counters = Counters()
         self._limits = _Limits(keep, keep_days)
+        #: Set by configure(): the next sweep comes promptly.
+        self._limits_changed = False
+        #: Rows in the file, counted at open and kept by whoever writes (under the write lock).
+        self._stored = 0
         self._memory = _Memory()
         self._lock = threading.Lock()
         #: Held while writing the file: one writer at a time, whoever calls.
@@ -266,8 +274,10 @@ class History:
             return len(self._memory.unsaved)
 
     def configure(self, keep: int, keep_days: float) -> None:
-        """New retention limits (reload); enforced by the next sweep."""
+        """New retention limits (reload); a sweep enforces them within PROMPT_SWEEP."""
         self._limits = _Limits(keep, keep_days)
+        self._limits_changed = True
+        self._wake.set()
 
     def close(self) -> None:
         """Stop the writer and commit everything appended (SIGTERM path)."""
@@ -368,6 +378,7 @@ class History:
                         ).rowcount
                 except sqlite3.Error as error:
                     raise HistoryError(f"{self.path}: cannot purge: {error}") from None
+                self._stored -= removed
             with self._lock:
                 memory = self._memory
                 kept = [entry for entry in memory.unsaved if not said(entry)]
@@ -437,6 +448,7 @@ class History:
             recent = db.execute(
                 f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (MAX_READ,)
             ).fetchall()
+            (count,) = db.execute("SELECT count(*) FROM entries").fetchone()
         except BaseException:
             db.close()
             raise
@@ -453,6 +465,7 @@ class History:
         memory.last = max(memory.last, stored, memory.trimmed_through)
         memory.committed_through = max(memory.committed_through, stored)
         self._remember(_entries(reversed(recent)), complete=len(recent) < MAX_READ)
+        self._stored = count
         self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
         return db
 
@@ -519,6 +532,7 @@ class History:
             del memory.unsaved[: len(batch)]
             memory.committed_through = batch[-1].id
         self.counters.committed += len(batch)
+        self._stored += len(batch)
         if self._failing:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
@@ -556,6 +570,7 @@ class History:
 
     def _sweep(self) -> None:
         """Enforce ``keep`` and ``keep_days`` on the file (the caller holds the write lock)."""
+        self._limits_changed = False
         if self._db is None:
             return
         limits = self._limits
@@ -578,40 +593,51 @@ class History:
                 mark = MessageId(*newest)
                 with self._lock:
                     self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
-                self._db.execute(f"DELETE FROM entries WHERE {where}", args)
+                deleted = self._db.execute(f"DELETE FROM entries WHERE {where}", args).rowcount
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
         except sqlite3.Error as error:
             self._unavailable(str(error))
             return
+        self._stored -= deleted
         with self._lock:
             recent = self._memory.recent
             while recent and recent[0].id <= mark:
                 recent.popleft()
 
+    def _sweep_due(self, swept: float) -> float:
+        """When the next sweep is due (monotonic), the last one having run at ``swept``: every
+        sweep interval, and promptly once the file holds more than ``keep`` or the limits
+        changed. Nothing is counted per message: commits keep ``_stored`` per batch."""
+        sweep = self._intervals[1]
+        if self._stored > self._limits.keep or self._limits_changed:
+            return swept + min(sweep, PROMPT_SWEEP)
+        return swept + sweep
+
     def _run(self) -> None:
-        """The writer thread: a batch every few ms, a retention sweep every so often.
+        """The writer thread: a batch every few ms, a retention sweep when due.
 
         It sleeps while nothing is unsaved (woken by the next append), then waits one batch
         interval for more to gather; while writes fail, it waits for the next retry.
         """
-        batch, sweep, _ = self._intervals
-        next_sweep = time.monotonic()
+        batch = self._intervals[0]
+        swept = -math.inf
         while not self._stop.is_set():
             with self._lock:
                 pending = bool(self._memory.unsaved)
             if not pending:
-                self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+                self._wake.wait(max(0.0, self._sweep_due(swept) - time.monotonic()))
                 self._wake.clear()
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
-            if self._stop.wait(min(delay, max(batch, next_sweep - time.monotonic()))):
+            due = self._sweep_due(swept)
+            if self._stop.wait(min(delay, max(batch, due - time.monotonic()))):
                 return
             try:
                 with self._write_lock:
                     self._commit()
-                    if time.monotonic() >= next_sweep:
-                        next_sweep = time.monotonic() + sweep
+                    if time.monotonic() >= self._sweep_due(swept):
+                        swept = time.monotonic()
                         self._sweep()
             except Exception:
                 # A bug here must not end history for good: log it, try again later.
