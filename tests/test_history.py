@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
-from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
+from lanchatd.daemon.history import ORIGIN, SWEEP_CHUNK, Entry, History, Kind, MessageId
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0
@@ -215,6 +215,21 @@ def test_retention_by_count_and_a_resume_from_before_it(stores: Any, tmp_path: P
     # What was removed is remembered across a restart.
     store.close()
     assert stores().after(said[4].id).too_old
+
+
+def test_a_sweep_of_many_rows_goes_in_chunks_and_leaves_exactly_the_newest(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(keep=10, sweep_interval=NEVER)
+    said = say(store, SWEEP_CHUNK * 2 + 500)
+    assert store.commit_through(said[-1].id)
+    store.configure(keep=5, keep_days=7)  # a reload: the next sweep comes promptly
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 5, what="a chunked sweep")
+    assert stored(tmp_path / "history.db") == rows(said[-5:])
+    assert store.last(500) == said[-5:]
+    replay = store.after(said[-7].id)
+    assert (replay.too_old, replay.missed) == (True, 5)
+    assert store.after(said[-6].id).entries == said[-5:]
 
 
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:

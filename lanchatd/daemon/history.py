@@ -61,6 +61,8 @@ SWEEP_INTERVAL: Final = 30.0
 #: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
 #: least time between two such sweeps, so a full store costs one delete a second at most.
 PROMPT_SWEEP: Final = 1.0
+#: Rows a sweep deletes per transaction (a few ms of work).
+SWEEP_CHUNK: Final = 1000
 #: How long after a failed write (or open) the writer tries again (seconds).
 RETRY_INTERVAL: Final = 5.0
 #: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
@@ -569,10 +571,27 @@ class History:
                 self.counters.lost += excess
 
     def _sweep(self) -> None:
-        """Enforce ``keep`` and ``keep_days`` on the file (the caller holds the write lock)."""
+        """Enforce ``keep`` and ``keep_days`` on the file.
+
+        The mark (the newest id to remove) is set first, then rows go SWEEP_CHUNK at a time,
+        one transaction each with the write lock released between: deleting costs about as
+        much as inserting, and the delivery thread's commit before a round waits behind one
+        chunk at most, not behind a whole sweep.
+        """
+        with self._write_lock:
+            mark = self._mark()
+        done = mark is None
+        while not done and not self._stop.is_set():
+            with self._write_lock:
+                done = self._delete_chunk(mark)
+
+    def _mark(self) -> MessageId | None:
+        """Find and record what the limits remove (None: nothing); the caller holds the
+        write lock. The mark is raised before anything is deleted, so a resume from before
+        it is told it is too old even while a sweep is under way."""
         self._limits_changed = False
         if self._db is None:
-            return
+            return None
         limits = self._limits
         clauses = [
             "(ms, seq) <= (SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?)"
@@ -589,22 +608,43 @@ class History:
                     args,
                 ).fetchone()
                 if newest is None:
-                    return
+                    return None
                 mark = MessageId(*newest)
                 with self._lock:
                     self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
-                deleted = self._db.execute(f"DELETE FROM entries WHERE {where}", args).rowcount
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
         except sqlite3.Error as error:
             self._unavailable(str(error))
-            return
+            return None
+        return mark
+
+    def _delete_chunk(self, mark: MessageId | None) -> bool:
+        """Delete the oldest SWEEP_CHUNK rows up to ``mark``; True once none are left (or the
+        file cannot be changed). The caller holds the write lock."""
+        if self._db is None or mark is None:
+            return True
+        try:
+            with self._db:
+                row = self._db.execute(
+                    "SELECT ms, seq FROM entries WHERE (ms, seq) <= (?, ?) "
+                    "ORDER BY ms, seq LIMIT 1 OFFSET ?",
+                    (mark.ms, mark.seq, SWEEP_CHUNK - 1),
+                ).fetchone()
+                through = mark if row is None else MessageId(*row)
+                deleted = self._db.execute(
+                    "DELETE FROM entries WHERE (ms, seq) <= (?, ?)", (through.ms, through.seq)
+                ).rowcount
+        except sqlite3.Error as error:
+            self._unavailable(str(error))
+            return True
         self._stored -= deleted
         with self._lock:
             recent = self._memory.recent
-            while recent and recent[0].id <= mark:
+            while recent and recent[0].id <= through:
                 recent.popleft()
+        return through == mark
 
     def _sweep_due(self, swept: float) -> float:
         """When the next sweep is due (monotonic), the last one having run at ``swept``: every
@@ -636,9 +676,9 @@ class History:
             try:
                 with self._write_lock:
                     self._commit()
-                    if time.monotonic() >= self._sweep_due(swept):
-                        swept = time.monotonic()
-                        self._sweep()
+                if time.monotonic() >= self._sweep_due(swept):
+                    swept = time.monotonic()
+                    self._sweep()
             except Exception:
                 # A bug here must not end history for good: log it, try again later.
                 self.log.exception("history_error")
