@@ -240,17 +240,22 @@ class History:
     def append(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> Entry:
         """Record an event and return it with its id; call it in the room's order."""
         at = self.clock()
-        memory = self._memory
         with self._lock:
-            entry = Entry(memory.last.following(_ms(at)), at, kind, nick, text, reason)
-            memory.last = entry.id
-            if not memory.unsaved:
-                self._wake.set()
-            memory.unsaved.append(entry)
-            if len(memory.recent) == MAX_READ:
-                memory.complete = False
-            memory.recent.append(entry)
+            entry = Entry(self._memory.last.following(_ms(at)), at, kind, nick, text, reason)
+            self._add_locked(entry)
         return entry
+
+    def _add_locked(self, entry: Entry) -> None:
+        """Keep ``entry``, the newest: to be committed, and among the reads' recent entries.
+        Every way an entry comes in goes through here (the caller holds ``_lock``)."""
+        memory = self._memory
+        memory.last = entry.id
+        if not memory.unsaved:
+            self._wake.set()
+        memory.unsaved.append(entry)
+        if len(memory.recent) == MAX_READ:
+            memory.complete = False
+        memory.recent.append(entry)
 
     def commit_through(self, last: MessageId) -> bool:
         """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
