@@ -613,6 +613,10 @@ class History:
                     args,
                 ).fetchone()
                 if newest is None:
+                    # The file holds at most ``keep`` rows: a count that drifted above
+                    # (rows counted but ignored as already there) must not keep the
+                    # prompt sweep coming every second.
+                    self._stored = min(self._stored, limits.keep)
                     return None
                 mark = MessageId(*newest)
                 with self._lock:
