@@ -194,6 +194,13 @@ def test_a_newline_in_the_nick_is_refused_before_connecting() -> None:
     assert "control characters" in result.stderr
 
 
+def test_a_nick_that_reads_as_a_command_is_refused_before_connecting() -> None:
+    result = run_client(free_port(), "--nick", "/capfoo")
+    assert result.returncode == 2
+    assert "a nickname cannot start with '/' (it would read as a command)" in result.stderr
+    assert "Connection refused" not in result.stderr
+
+
 def test_closed_stdout_does_not_stop_the_post(daemon: Daemon, bob: LineClient) -> None:
     client = subprocess.Popen(
         [*CLIENT, "127.0.0.1", "--port", str(daemon.port), "--nick", "ci"],

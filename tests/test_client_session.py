@@ -88,7 +88,15 @@ def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
 
 @pytest.mark.parametrize(
     ("nick", "problem"),
-    [("alice", None), ("user1 pc", None), ("", "empty"), ("  ", "empty"), ("a\nb", "control")],
+    [
+        ("alice", None),
+        ("user1 pc", None),
+        ("", "empty"),
+        ("  ", "empty"),
+        ("a\nb", "control"),
+        ("/cap ids", "start with '/'"),  # would be read as the /cap line, not a nickname
+        (" /capfoo", "start with '/'"),
+    ],
 )
 def test_nick_problem_only_guards_the_framing(nick: str, problem: str | None) -> None:
     found = nick_problem(nick)
