@@ -27,6 +27,7 @@ from lanchatd.client.link import (
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import REMOVALS, refusal_key
+from tests.client_helpers import ScriptedPeer
 from tests.support import Daemon, free_port
 from tests.support import join as join_line
 
@@ -48,33 +49,6 @@ async def started_session(
     )
     session.start()
     return session
-
-
-class ScriptedPeer:
-    """A TCP server on 127.0.0.1 that runs ``script`` for every connection it accepts."""
-
-    def __init__(self, script: Callable[[socket.socket], None]) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self._script = script
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn: socket.socket) -> None:
-        with conn:
-            self._script(conn)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
