@@ -27,6 +27,7 @@ from lanchatd.client.link import (
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import REMOVALS, refusal_key
+from lanchatd.core.tags import MessageId, event_tags, format_tags
 from tests.client_helpers import ScriptedPeer
 from tests.support import Daemon, free_port
 from tests.support import join as join_line
@@ -278,3 +279,78 @@ def test_a_line_the_server_shows_escaped_is_still_confirmed(daemon: Daemon) -> N
         assert unsent.unconfirmed == []
 
     asyncio.run(scenario())
+
+
+class TaggedWire:
+    """The server's side of one scripted connection that negotiated ids: the lines the
+    client sent are kept in ``received``; what it is sent is tagged as the daemon tags it."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.received: list[str] = []
+        self._buffer = b""
+
+    def line(self) -> str:
+        while b"\n" not in self._buffer:
+            chunk = self.conn.recv(1000)
+            if not chunk:
+                raise ConnectionError("closed")
+            self._buffer += chunk
+        text, _, self._buffer = self._buffer.partition(b"\n")
+        self.received.append(text.decode())
+        return self.received[-1]
+
+    def send(self, text: str, message_id: MessageId | None = None) -> None:
+        self.conn.sendall((format_tags(event_tags(message_id, 0.0)) + text + "\n").encode())
+
+
+def test_a_connection_lost_before_the_replay_ends_resends_on_the_next_one_once() -> None:
+    """After a reconnect the line that may not have arrived waits for the answer to the
+    private probe (the end of the replay). The second connection dies before answering: the
+    line is not sent there, and goes out once on the third, after its probe is answered."""
+    wires: list[TaggedWire] = []
+
+    def server(conn: socket.socket) -> None:
+        wire = TaggedWire(conn)
+        wires.append(wire)
+        number = len(wires)
+        conn.sendall(b"NICK")
+        wire.line(), wire.line()  # /cap ids [after=...], the nickname
+        wire.send("alice Bergabung!", MessageId(number, 0))
+        wire.send("Terkoneksi dengan Server!")
+        first = wire.line()
+        if number < 3:
+            return  # gone without a word: no echo (1), no answer to the probe (2)
+        wire.send(f"*alice* {first.split()[-1]}")
+        wire.send(f"alice: {wire.line()}", MessageId(number, 1))
+        conn.recv(100)
+
+    peer = ScriptedPeer(server)
+    statuses: list[Status] = []
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        session = await started_session(
+            peer.port, "alice", lines.append, statuses.append, backoff=Backoff(first=0.1)
+        )
+        await session.send("x")
+        async with asyncio.timeout(15):
+            while "alice: x" not in lines:
+                await asyncio.sleep(0.02)
+        unsent = await session.close(timeout=1.0)
+        assert unsent.unconfirmed == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        peer.close()
+    first, second, third = (wire.received for wire in wires)
+    assert first == ["/cap ids", "alice", "x"]
+    assert second[:2] == ["/cap ids after=1-0", "alice"]
+    assert third[:2] == ["/cap ids after=2-0", "alice"]
+    assert second[2].startswith("/msg alice lanchat-sync-")
+    assert third[2].startswith("/msg alice lanchat-sync-")
+    assert second[3:] == []
+    assert third[3:] == ["x"]
+    texts = [status.text for status in statuses]
+    assert sum("sent again 1 message whose delivery" in text for text in texts) == 1

@@ -308,10 +308,9 @@ class Session:
                     break
             if raw in self._sync_echoes:
                 self._sync_echoes.discard(raw)
-                probe = self._probe
-                if probe is not None and raw == probe.echo and self._conn is not None:
+                if self._probe is not None and raw == self._probe.echo:
                     self._probe = None
-                    self._resend(self._conn)
+                    self._resend()
                 return
         self._on_line(raw)
 
@@ -395,9 +394,9 @@ class Session:
         self._conn = None
         self._connected.clear()
         self._settled.clear()
-        if self._probe is not None:  # the next rejoin sends its own
-            self._unconfirmed.remove(self._probe)
-            self._sync_echoes.discard(self._probe.echo or "")
+        if (probe := self._probe) is not None:  # the next rejoin sends its own
+            self._unconfirmed = deque(item for item in self._unconfirmed if item is not probe)
+            self._sync_echoes.discard(probe.echo or "")
             self._probe = None
         if self._unconfirmed:
             self._held.extendleft(reversed(self._unconfirmed))
@@ -459,7 +458,7 @@ class Session:
             self._receive(event)
         conn.pending = []
         if self._probe is None:
-            self._resend(conn)
+            self._resend()
 
     def _delivered(self, raw: str) -> None:
         """A replayed line: if it is the echo of a line held for resending, the server had
@@ -472,8 +471,11 @@ class Session:
                     self._held.popleft()
                 return
 
-    def _resend(self, conn: Connection) -> None:
+    def _resend(self) -> None:
         """Send what is held: lines that may not have arrived, then lines typed meanwhile."""
+        conn = self._conn
+        if conn is None:
+            return
         held, self._held = self._held, deque()
         resent = sum(1 for item in held if item.tried and not self._is_sync(item))
         for item in held:
