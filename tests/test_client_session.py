@@ -52,6 +52,27 @@ async def started_session(
     return session
 
 
+def echoed_after_reconnects(port: int, text: str, **options: Any) -> list[str]:
+    """As alice: send ``text``, wait (bounded) for its echo across reconnects and leave, with
+    nothing left unconfirmed; the texts of the status notices."""
+    statuses: list[Status] = []
+    lines: list[str] = []
+
+    async def scenario() -> None:
+        session = await started_session(
+            port, "alice", lines.append, statuses.append, backoff=Backoff(first=0.1), **options
+        )
+        await session.send(text)
+        async with asyncio.timeout(15):
+            while f"alice: {text}" not in lines:
+                await asyncio.sleep(0.02)
+        unsent = await session.close(timeout=1.0)
+        assert unsent.unconfirmed == []
+
+    asyncio.run(scenario())
+    return [status.text for status in statuses]
+
+
 def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
     backoff = Backoff(first=0.5, cap=15.0, jitter=0.2)
     middle = [backoff.delay(n, lambda: 0.5) for n in range(8)]
@@ -234,32 +255,12 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
         conn.recv(100)
 
     peer = ScriptedPeer(server)
-    statuses: list[Status] = []
-    lines: list[str] = []
-
-    async def scenario() -> None:
-        session = await started_session(
-            peer.port,
-            "alice",
-            lines.append,
-            statuses.append,
-            echo_timeout=1.0,
-            backoff=Backoff(first=0.1),
-        )
-        await session.send("do not lose me")
-        async with asyncio.timeout(15):
-            while "alice: do not lose me" not in lines:
-                await asyncio.sleep(0.02)
-        unsent = await session.close(timeout=1.0)
-        assert unsent.unconfirmed == []
-
     try:
-        asyncio.run(scenario())
+        texts = echoed_after_reconnects(peer.port, "do not lose me", echo_timeout=1.0)
     finally:
         hang.set()
         peer.close()
     assert received[:2] == [["do not lose me"], ["do not lose me"]]
-    texts = [status.text for status in statuses]
     assert any("no answer" in text for text in texts)
     assert any("sent again 1 message whose delivery was not confirmed" in text for text in texts)
 
@@ -326,22 +327,8 @@ def test_a_connection_lost_before_the_replay_ends_resends_on_the_next_one_once()
         conn.recv(100)
 
     peer = ScriptedPeer(server)
-    statuses: list[Status] = []
-    lines: list[str] = []
-
-    async def scenario() -> None:
-        session = await started_session(
-            peer.port, "alice", lines.append, statuses.append, backoff=Backoff(first=0.1)
-        )
-        await session.send("x")
-        async with asyncio.timeout(15):
-            while "alice: x" not in lines:
-                await asyncio.sleep(0.02)
-        unsent = await session.close(timeout=1.0)
-        assert unsent.unconfirmed == []
-
     try:
-        asyncio.run(scenario())
+        texts = echoed_after_reconnects(peer.port, "x")
     finally:
         peer.close()
     first, second, third = (wire.received for wire in wires)
@@ -352,5 +339,4 @@ def test_a_connection_lost_before_the_replay_ends_resends_on_the_next_one_once()
     assert third[2].startswith("/msg alice lanchat-sync-")
     assert second[3:] == []
     assert third[3:] == ["x"]
-    texts = [status.text for status in statuses]
     assert sum("sent again 1 message whose delivery" in text for text in texts) == 1
