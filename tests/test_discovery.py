@@ -306,6 +306,8 @@ def test_it_works_beside_a_running_avahi_daemon(lan: Lan, tmp_path: Path) -> Non
     )
     deadline = time.monotonic() + FIND_WITHIN
     while "Server startup complete" not in (line := started.line(deadline, "avahi")):
+        if "already running" in line:  # one pid file for the machine: .ci/run stops the service
+            pytest.skip(f"another avahi-daemon runs on this machine: {line}")
         assert "conflict" not in line.lower(), line
     with lan.daemon("", tmp_path / "lanchatd.toml") as daemon:
         daemon.wait_event("discovery_announced", timeout=FIND_WITHIN)
