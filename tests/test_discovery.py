@@ -26,6 +26,7 @@ import pytest
 
 from tests.client_helpers import CLIENT, client_env
 from tests.support import LANCHATD, WAIT, Daemon, wait_until, write_config
+from tests.tls_support import make_certificate
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "10.231.78.1"
@@ -104,9 +105,10 @@ class Lan:
         self.processes.append(process)
         return Background(process)
 
-    def daemon(self, config: str, path: Path) -> Daemon:
+    def daemon(self, config: str, path: Path, *args: str) -> Daemon:
         """lanchatd in the server namespace on every address, discovery as ``config`` says."""
         return Daemon(
+            *args,
             config=write_config(path.parent, config, path.name),
             host=None,
             discovery=True,
@@ -225,6 +227,18 @@ def test_lanchat_without_host_connects_to_the_one_server_found(lan: Lan, tmp_pat
         daemon.wait_event("client_joined", host=NEIGHBOUR)
 
 
+def test_a_tls_server_says_so_and_is_joined_with_tls(lan: Lan, tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    with lan.daemon("", tmp_path / "lanchatd.toml", *tls) as daemon:
+        daemon.wait_event("discovery_announced", timeout=FIND_WITHIN)
+        assert lan.listed() == [{**expected(daemon, default_name()), "tls": True}]
+        # Its certificate names 127.0.0.1 only: unverified, but encrypted without --tls.
+        result = lan.lanchat("--insecure", "--nick", "bob", stdin="secret\n")
+        assert result.returncode == 0, result.stderr
+        assert "bob: secret" in result.stdout.splitlines()
+
+
 def test_a_reload_announces_the_new_name(lan: Lan, tmp_path: Path) -> None:
     with lan.daemon('[discovery]\nname = "before"\n', tmp_path / "lanchatd.toml") as daemon:
         watcher = lan.watch(daemon, "before._lanchat._tcp.local.")
@@ -274,7 +288,9 @@ def test_chat_is_served_when_port_5353_cannot_be_bound(lan: Lan, tmp_path: Path)
     with lan.daemon("", tmp_path / "lanchatd.toml") as daemon:
         failed = daemon.wait_event("discovery_failed", timeout=FIND_WITHIN)
         assert failed["level"] == "warning"
-        assert failed["error"] == "Address already in use (UDP port 5353, mDNS)"
+        assert failed["error"] == (
+            "UDP port 5353 is taken by a program that does not share it (SO_REUSEPORT)"
+        )
         result = lan.lanchat(f"{SERVER}:{daemon.port}", "--nick", "bob", stdin="still here\n")
         assert result.returncode == 0, result.stderr
         assert "bob: still here" in result.stdout.splitlines()

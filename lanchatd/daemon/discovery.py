@@ -15,6 +15,7 @@ not ``HOST.local``, so that an avahi-daemon on the same machine keeps its own na
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import queue
@@ -158,8 +159,10 @@ def start(
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return "UDP port 5353 is taken by a program that does not share it (SO_REUSEPORT)"
     if isinstance(error, OSError) and error.strerror:
-        return f"{error.strerror} (UDP port 5353, mDNS)"
+        return error.strerror
     return str(error) or type(error).__name__
 
 
