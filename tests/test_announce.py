@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lanchatd.core.announce import (
@@ -101,6 +101,7 @@ def test_an_unsafe_path_becomes_the_root_of_the_web_page() -> None:
     st.integers(),
     st.dictionaries(st.binary(max_size=300), st.none() | st.binary(max_size=300), max_size=20),
 )
+@example("a\tb", [], 0, {b"lang": b"\t\x1b"})  # tabs would break the list's columns
 def test_nothing_a_neighbour_sends_raises_or_reaches_the_terminal(
     instance: str, addresses: list[str], port: int, properties: dict[bytes, bytes | None]
 ) -> None:

@@ -132,7 +132,8 @@ def _decode(raw: bytes) -> str:
 
 
 def _shown(text: str) -> str:
-    return sanitize(text[:SHOWN_CHARS]).strip()
+    """One cell of a list: sanitised, and tabs (which the sanitiser keeps) as spaces."""
+    return sanitize(text[:SHOWN_CHARS]).replace("\t", " ").strip()
 
 
 def _text(raw: object) -> str | None:
