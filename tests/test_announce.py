@@ -39,7 +39,7 @@ def test_the_announced_record_reads_back_as_announced() -> None:
         web_path="/chat",
     )
     assert server.address == "192.168.1.2"
-    assert server.web_url == "http://192.168.1.2:8080/chat"
+    assert server.web_url == "https://192.168.1.2:8080/chat"
     assert server.as_json() == {
         "name": "lanchat on lab-1",
         "addresses": ["fd00::2", "192.168.1.2"],
@@ -47,7 +47,7 @@ def test_the_announced_record_reads_back_as_announced() -> None:
         "tls": True,
         "lang": "en",
         "proto": 1,
-        "web": "http://192.168.1.2:8080/chat",
+        "web": "https://192.168.1.2:8080/chat",
     }
 
 

@@ -22,7 +22,8 @@ from typing import Any, Final
 from lanchatd.core.text import sanitize
 
 SERVICE_TYPE: Final = "_lanchat._tcp.local."
-WEB_SERVICE_TYPE: Final = "_http._tcp.local."
+#: The web page's own service: with ``[tls]`` the web port speaks HTTPS, as the chat port TLS.
+WEB_SERVICE_TYPES: Final = {False: "_http._tcp.local.", True: "_https._tcp.local."}
 #: The chat protocol's revision, announced so that a later incompatible one can be told apart.
 PROTOCOL: Final = 1
 #: A DNS label (the instance name) holds at most 63 bytes.
@@ -92,7 +93,8 @@ class Found:
         if self.web_port is None or self.address is None:
             return None
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.web_port}{self.web_path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.web_port}{self.web_path}"
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from lanchatd.core.announce import (
     SERVICE_TYPE,
-    WEB_SERVICE_TYPE,
+    WEB_SERVICE_TYPES,
     Announcement,
     default_name,
     instance_label,
@@ -137,7 +137,8 @@ class Announcer:
 
         services = [service(SERVICE_TYPE, wanted.port, wanted.properties())]
         if wanted.web_port is not None:
-            services.append(service(WEB_SERVICE_TYPE, wanted.web_port, {"path": wanted.web_path}))
+            web_type = WEB_SERVICE_TYPES[wanted.tls]
+            services.append(service(web_type, wanted.web_port, {"path": wanted.web_path}))
         return services
 
 
