@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
-from lanchatd.daemon.history import SWEEP_CHUNK, Entry, History, Kind
+from lanchatd.daemon.history import COMMIT_BATCH, SWEEP_CHUNK, Entry, History, Kind
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0
@@ -139,6 +139,16 @@ def test_the_writer_thread_commits_in_batches_without_being_asked(
     wait_until(lambda: len(stored(tmp_path / "history.db")) == 50, what="the batch commit")
     assert stored(tmp_path / "history.db") == rows(said)
     assert store.counters.committed == 50
+
+
+def test_the_writer_commits_at_once_when_a_full_batch_waits(stores: Any, tmp_path: Path) -> None:
+    """Under load the writer commits beside the delivery rounds, not only every interval."""
+    store = stores(batch_interval=NEVER)
+    said = say(store, COMMIT_BATCH - 1)
+    assert store.unsaved_count() == COMMIT_BATCH - 1
+    said += say(store, 1, start=COMMIT_BATCH - 1)
+    wait_until(lambda: store.unsaved_count() == 0, what="the full batch's commit")
+    assert stored(tmp_path / "history.db") == rows(said)
 
 
 def test_reads_see_what_is_appended_but_not_yet_committed(stores: Any, tmp_path: Path) -> None:

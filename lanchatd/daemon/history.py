@@ -9,11 +9,14 @@ Why it is shaped this way:
   a Redis stream whose entry ids take this place unchanged.
 - **Off the hot path.** :meth:`History.append` is called under the room lock: it assigns the
   id and appends the entry to an in-memory list, nothing more. The store's writer thread
-  commits that list in one transaction every few milliseconds; :meth:`History.commit_through`
-  lets the delivery thread commit a round's entries itself before sending them (group commit:
-  one transaction for everything appended so far), so no client can receive an event that a
-  ``kill -9`` then loses. WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into
-  the WAL, which survives the process dying (not a power cut).
+  commits that list in one transaction every few milliseconds, or as soon as
+  ``COMMIT_BATCH`` entries wait; :meth:`History.commit_through` lets the delivery thread
+  commit a round's entries itself before sending them (group commit: one transaction for
+  everything appended so far), so no client can receive an event that a ``kill -9`` then
+  loses. Under load the writer thus commits while the delivery thread sends the previous
+  round (SQLite releases the GIL while it works), and the round only commits the rest.
+  WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into the WAL, which survives
+  the process dying (not a power cut).
 - **Reads see everything appended, mostly without the file.** The newest ``MAX_READ``
   entries (committed or not) are also kept in memory, and a read whose answer lies within
   them (every on-join replay, ``/history``, a resume from a recent id) is served from there:
@@ -58,6 +61,10 @@ from lanchatd.daemon.logs import Logger
 MAX_READ: Final = 500
 #: How often the writer thread commits what was appended (seconds).
 BATCH_INTERVAL: Final = 0.005
+#: Entries waiting that make the writer commit at once, not after BATCH_INTERVAL: enough
+#: that a transaction's fixed cost is small per row, few enough that the writer commits
+#: during a delivery round rather than leaving it all to the round's commit.
+COMMIT_BATCH: Final = 64
 #: How often retention is enforced (seconds): well within the promised minute.
 SWEEP_INTERVAL: Final = 30.0
 #: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
@@ -207,6 +214,8 @@ class History:
         self._stop = threading.Event()
         #: Set by the first append after the writer emptied the list: an idle store sleeps.
         self._wake = threading.Event()
+        #: Set when COMMIT_BATCH entries wait: the writer stops gathering and commits.
+        self._full = threading.Event()
         self._open()
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
@@ -229,6 +238,8 @@ class History:
         if not memory.unsaved:
             self._wake.set()
         memory.unsaved.append(entry)
+        if len(memory.unsaved) == COMMIT_BATCH:
+            self._full.set()
         if len(memory.recent) == MAX_READ:
             memory.complete = False
         memory.recent.append(entry)
@@ -266,6 +277,7 @@ class History:
         """Stop the writer and commit everything appended (SIGTERM path)."""
         self._stop.set()
         self._wake.set()
+        self._full.set()
         self._thread.join()
         with self._write_lock:
             self._commit()
@@ -643,7 +655,8 @@ class History:
         """The writer thread: a batch every few ms, a retention sweep when due.
 
         It sleeps while nothing is unsaved (woken by the next append), then waits one batch
-        interval for more to gather; while writes fail, it waits for the next retry.
+        interval for more to gather, or less once COMMIT_BATCH wait; while writes fail, it
+        waits for the next retry.
         """
         batch = self._intervals[0]
         swept = -math.inf
@@ -655,8 +668,12 @@ class History:
                 self._wake.clear()
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
             due = self._sweep_due(swept)
-            if self._stop.wait(min(delay, max(batch, due - time.monotonic()))):
+            timeout = min(delay, max(batch, due - time.monotonic()))
+            # While writes fail only the retry time counts; else a full batch ends the wait.
+            (self._stop if self._failing else self._full).wait(timeout)
+            if self._stop.is_set():
                 return
+            self._full.clear()
             try:
                 with self._write_lock:
                     self._commit()
