@@ -151,6 +151,43 @@ def test_the_writer_commits_at_once_when_a_full_batch_waits(stores: Any, tmp_pat
     assert stored(tmp_path / "history.db") == rows(said)
 
 
+def wal_restarts(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: it counts the times the WAL started
+    over. Read from the file, so the test itself never checkpoints."""
+    with path.with_name(path.name + "-wal").open("rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_no_commit_checkpoints_by_itself(stores: Any, tmp_path: Path) -> None:
+    """A checkpoint syncs the disk twice: never inside a round's commit, which SQLite's
+    automatic one (every 1000 WAL pages) would be."""
+    path = tmp_path / "history.db"
+    store = stores(checkpoint_interval=NEVER)
+    empty = path.stat().st_size
+    for start in range(0, 12_000, 30):
+        store.commit_through(say(store, 30, start=start)[-1].id)
+    assert path.stat().st_size == empty
+    assert path.with_name(path.name + "-wal").stat().st_size > 1000 * 4096
+
+
+def test_the_writer_checkpoints_and_the_wal_starts_over(stores: Any, tmp_path: Path) -> None:
+    """The writer checkpoints, and completes it, so the WAL is reused rather than growing
+    while the room talks; a store gone quiet is checkpointed once."""
+    path = tmp_path / "history.db"
+    store = stores()
+    empty = path.stat().st_size
+    for start in range(0, 3000, 30):
+        store.commit_through(say(store, 30, start=start)[-1].id)
+    wait_until(lambda: path.stat().st_size > empty, what="the writer's checkpoint")
+    restarts = wal_restarts(path)
+
+    def restarted() -> bool:
+        store.commit_through(say(store, 30)[-1].id)
+        return wal_restarts(path) > restarts
+
+    wait_until(restarted, what="the WAL to start over")
+
+
 def test_reads_see_what_is_appended_but_not_yet_committed(stores: Any, tmp_path: Path) -> None:
     store = stores(batch_interval=NEVER)
     older = say(store, 3)

@@ -65,6 +65,8 @@ BATCH_INTERVAL: Final = 0.005
 #: that a transaction's fixed cost is small per row, few enough that the writer commits
 #: during a delivery round rather than leaving it all to the round's commit.
 COMMIT_BATCH: Final = 64
+#: How often the writer thread copies the WAL into the database file (seconds).
+CHECKPOINT_INTERVAL: Final = 0.5
 #: How often retention is enforced (seconds): well within the promised minute.
 SWEEP_INTERVAL: Final = 30.0
 #: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
@@ -191,6 +193,7 @@ class History:
         batch_interval: float = BATCH_INTERVAL,
         sweep_interval: float = SWEEP_INTERVAL,
         retry_interval: float = RETRY_INTERVAL,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
         self.path = path
         self.log = log
@@ -210,7 +213,9 @@ class History:
         self._closed = False
         self._failing = False
         self._retry_at = 0.0
-        self._intervals = (batch_interval, sweep_interval, retry_interval)
+        self._intervals = (batch_interval, sweep_interval, retry_interval, checkpoint_interval)
+        #: When the writer last checkpointed (monotonic), and ``counters.committed`` then.
+        self._checkpointed = (time.monotonic(), 0)
         self._stop = threading.Event()
         #: Set by the first append after the writer emptied the list: an idle store sleeps.
         self._wake = threading.Event()
@@ -431,6 +436,8 @@ class History:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints are the writer thread's (_checkpoint), never a round's commit.
+            db.execute("PRAGMA wal_autocheckpoint=0")
             if not fresh:
                 (verdict,) = db.execute("PRAGMA quick_check").fetchone()
                 if verdict != "ok":
@@ -642,6 +649,33 @@ class History:
                 recent.popleft()
         return through == mark
 
+    def _checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, off the delivery thread.
+
+        SQLite's automatic checkpoint runs inside the commit that passes 1000 WAL pages,
+        mostly a round's, and syncs the disk twice: p99 of a round's commit 3.5-8 ms with
+        it, 0.1 ms without. Here the bulk is copied on a connection of its own beside the
+        commits; the few pages committed meanwhile are copied under the write lock, which
+        completes the checkpoint, so the next commit starts the WAL over instead of
+        growing it. A checkpoint that fails loses nothing (the WAL keeps it all) and is
+        tried again at the next interval; failed writes are what gets reported.
+        """
+        self._checkpointed = (time.monotonic(), self.counters.committed)
+        if self._db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            with contextlib.closing(sqlite3.connect(self.path, timeout=0)) as db:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._write_lock:
+                if self._db is not None:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _checkpoint_due(self) -> float:
+        """When the next checkpoint is due (monotonic): the checkpoint interval after the
+        last one if anything was committed since, so a store gone quiet is checkpointed once."""
+        at, committed = self._checkpointed
+        return at + self._intervals[3] if committed != self.counters.committed else math.inf
+
     def _sweep_due(self, swept: float) -> float:
         """When the next sweep is due (monotonic), the last one having run at ``swept``: every
         sweep interval, and promptly once the file holds more than ``keep`` or the limits
@@ -664,7 +698,8 @@ class History:
             with self._lock:
                 pending = bool(self._memory.unsaved)
             if not pending:
-                self._wake.wait(max(0.0, self._sweep_due(swept) - time.monotonic()))
+                due = min(self._sweep_due(swept), self._checkpoint_due())
+                self._wake.wait(max(0.0, due - time.monotonic()))
                 self._wake.clear()
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
             due = self._sweep_due(swept)
@@ -680,6 +715,8 @@ class History:
                 if time.monotonic() >= self._sweep_due(swept):
                     swept = time.monotonic()
                     self._sweep()
+                if time.monotonic() >= self._checkpoint_due():
+                    self._checkpoint()
             except Exception:
                 # A bug here must not end history for good: log it, try again later.
                 self.log.exception("history_error")
