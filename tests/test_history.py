@@ -470,17 +470,22 @@ for i in range(300, 10**9):
 """
 
 
-@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
-def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interval: str) -> None:
-    """What commit_through returned for was delivered; a SIGKILL afterwards loses none of it."""
-    path = tmp_path / "history.db"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), batch_interval],
+def python(script: str, *args: str) -> subprocess.Popen[str]:
+    """``script`` in a Python process of its own (to be killed), its stdout a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
+
+
+@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
+def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interval: str) -> None:
+    """What commit_through returned for was delivered; a SIGKILL afterwards loses none of it."""
+    path = tmp_path / "history.db"
+    child = python(CHILD, str(path), batch_interval)
     assert child.stdout is not None
     try:
         lines = [child.stdout.readline() for _ in range(30)]
@@ -494,6 +499,42 @@ def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interv
     assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
     assert len(kept) >= 300
     assert f"{kept[299][0]}-{kept[299][1]}" == lines[-1].split()[1]
+
+
+CHECKPOINTING_CHILD = """
+import sys, structlog
+from pathlib import Path
+from lanchatd.daemon.history import History, Kind
+from tests.test_history import wal_restarts
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+path = Path(sys.argv[1])
+store = History(path, structlog.get_logger(), keep=10**9, checkpoint_interval=0.02)
+for i in range(0, 10**9, 10):
+    for j in range(i, i + 10):
+        entry = store.append(Kind.MESSAGE, "alice", str(j))
+    store.commit_through(entry.id)
+    print("delivered", entry.id, wal_restarts(path), flush=True)
+"""
+
+
+def test_after_kill_9_amid_checkpoints_every_delivered_entry_is_kept(tmp_path: Path) -> None:
+    """The writer's checkpoints and the WAL starting over, while rounds are committed and
+    delivered: a SIGKILL loses nothing that was delivered."""
+    path = tmp_path / "history.db"
+    child = python(CHECKPOINTING_CHILD, str(path))
+    assert child.stdout is not None
+    try:
+        line = wait_until(
+            lambda: (line := child.stdout.readline()) and int(line.split()[2]) >= 3 and line,
+            what="the WAL to start over three times",
+        )
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+    kept = stored(path)
+    assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
+    delivered = line.split()[1]
+    assert delivered in [f"{ms}-{seq}" for ms, seq, *_ in kept]
 
 
 def test_the_history_benchmark_runs() -> None:
