@@ -67,6 +67,9 @@ BATCH_INTERVAL: Final = 0.005
 COMMIT_BATCH: Final = 64
 #: How often the writer thread copies the WAL into the database file (seconds).
 CHECKPOINT_INTERVAL: Final = 0.5
+#: WAL frames (pages) beyond which a checkpoint is completed under the write lock, so the
+#: WAL starts over: SQLite's own automatic checkpoint threshold.
+WAL_RESTART_FRAMES: Final = 1000
 #: How often retention is enforced (seconds): well within the promised minute.
 SWEEP_INTERVAL: Final = 30.0
 #: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
@@ -654,18 +657,21 @@ class History:
 
         SQLite's automatic checkpoint runs inside the commit that passes 1000 WAL pages,
         mostly a round's, and syncs the disk twice: p99 of a round's commit 3.5-8 ms with
-        it, 0.1 ms without. Here the bulk is copied on a connection of its own beside the
-        commits; the few pages committed meanwhile are copied under the write lock, which
-        completes the checkpoint, so the next commit starts the WAL over instead of
-        growing it. A checkpoint that fails loses nothing (the WAL keeps it all) and is
-        tried again at the next interval; failed writes are what gets reported.
+        it, 0.1 ms without. Here the pages are copied on a connection of its own beside the
+        commits. Under steady load commits keep coming, so that never completes and the WAL
+        would only grow: once it holds WAL_RESTART_FRAMES, the few pages committed meanwhile
+        are copied under the write lock, which completes the checkpoint, and the next commit
+        starts the WAL over. A checkpoint that fails loses nothing (the WAL keeps it all) and
+        is tried again at the next interval; failed writes are what gets reported.
         """
         self._checkpointed = (time.monotonic(), self.counters.committed)
         if self._db is None:
             return
         with contextlib.suppress(sqlite3.Error):
             with contextlib.closing(sqlite3.connect(self.path, timeout=0)) as db:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames < WAL_RESTART_FRAMES:
+                return
             with self._write_lock:
                 if self._db is not None:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
