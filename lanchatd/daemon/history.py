@@ -212,6 +212,8 @@ class History:
         #: Held while writing the file: one writer at a time, whoever calls.
         self._write_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        #: The writer thread's own connection for checkpoints (see _checkpoint).
+        self._checkpointer: sqlite3.Connection | None = None
         #: After close(), nothing reopens or writes the file.
         self._closed = False
         self._failing = False
@@ -290,6 +292,8 @@ class History:
         with self._write_lock:
             self._commit()
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -471,8 +475,28 @@ class History:
         memory.committed_through = max(memory.committed_through, stored)
         self._remember(_entries(reversed(recent)), complete=len(recent) < MAX_READ)
         self._stored = count
+        self._open_checkpointer()
         self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
         return db
+
+    def _open_checkpointer(self) -> None:
+        """(Re)open the checkpoints' connection: with the file, so its descriptors are part
+        of the daemon's steady set from the start (one opened and closed per checkpoint left
+        one behind: SQLite keeps a closed connection's descriptor while another connection
+        holds locks on the file), and never creating a file that is gone."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        with contextlib.suppress(sqlite3.Error):
+            checkpointer = sqlite3.connect(
+                f"{self.path.as_uri()}?mode=rw", uri=True, timeout=0, check_same_thread=False
+            )
+            try:  # a first checkpoint now opens its descriptor for the WAL too
+                checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                checkpointer.close()
+                raise
+            self._checkpointer = checkpointer
 
     def _remember(self, stored: list[Entry], *, complete: bool) -> None:
         """Fill the in-memory copy of the newest entries from the file's newest ``stored``."""
@@ -667,9 +691,12 @@ class History:
         self._checkpointed = (time.monotonic(), self.counters.committed)
         if self._db is None:
             return
+        if self._checkpointer is None:
+            self._open_checkpointer()
+        if (checkpointer := self._checkpointer) is None:
+            return
         with contextlib.suppress(sqlite3.Error):
-            with contextlib.closing(sqlite3.connect(self.path, timeout=0)) as db:
-                _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, frames, _ = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames < WAL_RESTART_FRAMES:
                 return
             with self._write_lock:
