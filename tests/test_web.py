@@ -19,6 +19,7 @@ import segno
 
 from lanchatd.core.catalog import Catalog
 from tests.support import WAIT, Daemon, LineClient, join, wait_until
+from tests.tls_support import make_certificate
 from tests.web_helpers import WebClient, WebRefused, http_get, web_join
 
 SAY = Catalog("id")
@@ -312,3 +313,25 @@ def test_line_client_unaffected_by_web_port(daemon: Daemon, clients: list) -> No
     client = LineClient(daemon.port, "plain")
     clients.append(client)
     assert client.lines(2) == ["plain Bergabung!", "Terkoneksi dengan Server!"]
+
+
+def test_with_tls_the_web_port_speaks_https_and_wss(
+    start_daemon: Any, tmp_path: Path, clients: list
+) -> None:
+    cert, key = make_certificate(tmp_path)
+    server = start_daemon("--tls-cert", str(cert), "--tls-key", str(key))
+    host = f"127.0.0.1:{server.web_port}"
+    reply = http_get(server.web_port, "/qr.svg", cafile=cert)
+    expected = io.BytesIO()
+    segno.make(f"https://{host}/", error="m").save(
+        expected, kind="svg", scale=4, border=2, xmldecl=False
+    )
+    assert (reply.status, reply.body) == (200, expected.getvalue())
+    assert "wss://" in reply.headers["content-security-policy"]
+    page = web_join(server.web_port, "secure", cafile=cert)
+    clients.append(page.sock)
+    page.send("over wss")
+    assert page.text() == "secure: over wss"
+    with pytest.raises(WebRefused) as refused:  # the page's origin is https:// here
+        WebClient(server.web_port, origin=f"http://{host}", cafile=cert)
+    assert refused.value.status == 403

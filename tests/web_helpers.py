@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -26,6 +28,18 @@ from wsproto.events import (
 from tests.support import WAIT
 
 OWN: str = "own"  #: ``origin``: the page's own origin, as a browser on the page sends it
+
+
+def connect(
+    port: int, source: str = "", cafile: str | os.PathLike[str] | None = None
+) -> socket.socket:
+    """A socket to the web port; with ``cafile``, TLS trusting that certificate (for
+    ``localhost``)."""
+    sock = socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0))
+    if cafile is None:
+        return sock
+    context = ssl.create_default_context(cafile=os.fspath(cafile))
+    return context.wrap_socket(sock, server_hostname="localhost")
 
 
 @dataclass
@@ -52,9 +66,10 @@ def http_get(
     host: str | None = None,
     headers: list[tuple[str, str]] | None = None,
     source: str = "",
+    cafile: str | os.PathLike[str] | None = None,
 ) -> HttpReply:
     """One request to the web port and its whole answer (the server closes after it)."""
-    with socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0)) as sock:
+    with connect(port, source, cafile) as sock:
         client = h11.Connection(h11.CLIENT)
         request = h11.Request(
             method=method,
@@ -87,8 +102,10 @@ class WebClient:
         origin: str | None = OWN,
         source: str = "",
         target: str = "/ws",
+        cafile: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), WAIT, source_address=(source, 0))
+        self.sock = connect(port, source, cafile)
+        scheme = "http" if cafile is None else "https"
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.texts: deque[str] = deque()
         self.pongs: list[bytes] = []
@@ -98,7 +115,7 @@ class WebClient:
         extra = (
             []
             if origin is None
-            else [(b"origin", (f"http://{host}" if origin == OWN else origin).encode())]
+            else [(b"origin", (f"{scheme}://{host}" if origin == OWN else origin).encode())]
         )
         self.sock.sendall(self.ws.send(Request(host=host, target=target, extra_headers=extra)))
         self._accepted()
