@@ -125,7 +125,9 @@ def test_who_shows_the_page_as_web_and_stats_count_it(daemon: Daemon, clients: l
     assert rows["nc"]["mode"] == "line"
     stats = json.loads(daemon.ctl("stats", "--json").stdout)
     assert (stats["clients"], stats["web_clients"]) == (2, 1)
-    assert "2 now (1 on the web page)" in daemon.ctl("stats").stdout
+    shown = daemon.ctl("stats").stdout
+    assert "2 now, 2 at most" in shown
+    assert "\non the web page         1\n" in shown
 
 
 def test_a_foreign_origin_is_refused_and_listed_ones_are_let_in(
