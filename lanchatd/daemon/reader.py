@@ -202,9 +202,8 @@ def receive_within(peer: Peer, seconds: float) -> bytes | None:
             ending = peer.tls.peer_closed
         if peer.web is not None:
             data = peer.web.receive(data)
-            for reply in peer.web.replies:  # before joining, this thread still owns the socket
-                send_direct(peer, reply)
-            peer.web.replies.clear()
+            if peer.web.replies:  # before joining, this thread still owns the socket
+                send_direct(peer, peer.web.take_replies())
             ending = ending or peer.web.closed
         if data or ending:
             return data
@@ -255,8 +254,7 @@ def _read(peer: Peer, room: Room, connection: ServerConnection, events: list[Ser
         if web is not None:
             data = web.receive(data)  # b"" until a message is complete
             if web.replies:
-                room.send_raw(peer, b"".join(web.replies))
-                web.replies.clear()
+                room.send_raw(peer, web.take_replies())
             ending = ending or web.closed  # a close frame
         if (data and not reader.feed(data)) or ending:
             return
