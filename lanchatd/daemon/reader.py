@@ -30,7 +30,7 @@ from lanchatd.core.protocol import (
     ServerConnection,
     ServerEvent,
 )
-from lanchatd.core.tags import CapRequest, MessageId
+from lanchatd.core.tags import CapRequest, MessageId, event_tags, format_tags
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.ratelimit import TokenBucket
 from lanchatd.daemon.room import Room
@@ -75,7 +75,8 @@ def serve(
         joined = _handshake(peer, room, tls, upgrade)
         speaks = (tls is None or peer.tls is not None) and (upgrade is None or peer.web is not None)
         if joined is None and peer.shed and speaks:
-            _say_last(peer, peer.framing.encode_safe(room.catalog("handshake_shed")))
+            now = format_tags(event_tags(None, time.time())) if peer.web is not None else ""
+            _say_last(peer, peer.framing.encode_safe(room.catalog("handshake_shed"), now))
         if joined is not None:
             on_join(peer)
             connection, events = joined

@@ -20,6 +20,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from lanchatd.core.framing import Framing
+from lanchatd.core.tags import event_tags, format_tags
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.reader import receive_within, send_direct
 from lanchatd.daemon.room import Room
@@ -120,7 +121,8 @@ class _Exchange:
         web = WebSocket(self.room.settings.max_line_bytes)
         if self.refusal is not None:
             reason, text = self.refusal
-            send_direct(peer, Framing.WEB.encode_safe(text) + web.farewell(reason))
+            now = format_tags(event_tags(None, time.time()))  # a page's lines are all tagged
+            send_direct(peer, Framing.WEB.encode_safe(text, now) + web.farewell(reason))
             return None
         peer.web = web
         peer.framing = Framing.WEB
