@@ -172,14 +172,14 @@ class Room:
         return True
 
     def _earlier(self, peer: Peer, after: MessageId | None) -> Earlier | None:
-        """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events,
-        or for a client resuming ``after`` an id, everything since.
+        """What a line-mode (or web) newcomer is shown after the welcome: the last
+        ``on_join`` events, or for a client resuming ``after`` an id, everything since.
 
         Classic clients get none: the original tutorial client's first lines stay as they
         always were.
         """
         count = self.settings.history_on_join
-        if self.history is None or peer.framing is not Framing.LINE:
+        if self.history is None or peer.framing is Framing.CLASSIC:
             return None
         if after is not None and peer.tagged:
             return earlier(self.history, count, self.catalog, after=after)
@@ -200,7 +200,7 @@ class Room:
     def _show_history(self, peer: Peer, count: int) -> None:
         """``/history N``: read outside the lock (up to 500 rows), then queued to ``peer``."""
         catalog = self.catalog
-        lines: list[tuple[str, bytes | None]]
+        lines: list[tuple[str, str | None]]
         if self.history is None:
             lines = [(catalog("history_off"), None)]
         elif peer.tagged and (entries := self.history.last(count)):
@@ -244,6 +244,12 @@ class Room:
         with self.lock:
             if not peer.left:
                 self.delivery.unicast_locked(peer, text)
+
+    def send_raw(self, peer: Peer, data: bytes) -> None:
+        """Queue bytes already in ``peer``'s framing (a WebSocket pong), in order likewise."""
+        with self.lock:
+            if not peer.left:
+                self.delivery.unicast_bytes_locked(peer, data)
 
     def leave(self, peer: Peer, reason: str) -> bool:
         """Remove ``peer`` (idempotent); everyone left behind is told. True if it was here."""
@@ -336,16 +342,16 @@ class Room:
         delivery = self.delivery
         if farewell is not None:
             delivery.unicast_locked(peer, farewell)
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
             delivery.broadcast_locked(announcement, announced)
             entry = self._record_locked(Kind.LEAVE, peer.nick)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
         elif reason == "shutdown":
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
         else:
             entry = self._record_locked(Kind.LEAVE, peer.nick)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
-            delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
+            delivery.detach_locked(peer, graceful=reason in _GRACEFUL, reason=reason)
         if reason == "slow_consumer":
             self.stats.slow_consumer_drops += 1
         if self.watchers:
