@@ -23,7 +23,7 @@
       log_label: "Percakapan",
       qr: "Kode QR",
       qr_alt: "Kode QR alamat halaman ini",
-      notify: "Aktifkan notifikasi",
+      notify: "Notifikasi",
       connecting: "Menyambung\u2026",
       connected: "Tersambung sebagai {nick}",
       reconnecting: "Terputus; menyambung ulang dalam {seconds} detik\u2026",
@@ -44,7 +44,7 @@
       log_label: "Conversation",
       qr: "QR code",
       qr_alt: "QR code of this page's address",
-      notify: "Turn on notifications",
+      notify: "Notifications",
       connecting: "Connecting\u2026",
       connected: "Connected as {nick}",
       reconnecting: "Disconnected; reconnecting in {seconds} s\u2026",
@@ -78,6 +78,7 @@
     status: $("status"),
     joinForm: $("join"),
     nick: $("nick"),
+    joinButton: $("join-button"),
     nickError: $("nick-error"),
     room: $("room"),
     log: $("log"),
@@ -554,10 +555,7 @@
 
   function join(event) {
     event.preventDefault();
-    if (!state.catalog) {
-      page.nickError.textContent = word("no_catalog");
-      return;
-    }
+    if (!state.catalog) return;
     if (state.socket) {
       const previous = state.socket;
       state.socket = null;
@@ -638,6 +636,7 @@
       .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
       .then((data) => {
         state.catalog = loadCatalog(data);
+        page.joinButton.disabled = false;
       })
       .catch(() => {
         page.nickError.textContent = word("no_catalog");
