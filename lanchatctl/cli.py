@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+import segno
 from click.shell_completion import CompletionItem
 from wcwidth import wcswidth
 
@@ -488,6 +489,36 @@ def purge(ctx: click.Context, nick: str, since: float | None, as_json: bool) -> 
     _echo(
         f"Purged {removed} entr{'y' if removed == 1 else 'ies'} by {result['nick']} from history."
     )
+
+
+@cli.command(short_help="The web page's address on each LAN address, or as QR codes.")
+@click.option("--qr", is_flag=True, help="Draw each address as a QR code for phones to scan.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def url(ctx: click.Context, qr: bool, as_json: bool) -> None:
+    """Print the web page's URL for each address of this machine that others can reach.
+
+    The daemon answers with the addresses its web port listens on (loopback and link-local
+    left out) and whether it speaks HTTPS. --qr draws each URL as a QR code in the
+    terminal, to scan with a phone's camera (or to show on a projector).
+    """
+    with _daemon(ctx) as daemon:
+        result = daemon.request("url")
+    if as_json:
+        _echo_json(result)
+        return
+    if not result["urls"]:
+        listening = ", ".join(result["listening"])
+        _echo(
+            f"lanchatctl: error: the web page listens only on {listening}, which other machines "
+            "cannot reach; set [web] host",
+            err=True,
+        )
+        raise click.exceptions.Exit(REFUSED)
+    for address in result["urls"]:
+        _echo(address)
+        if qr:
+            segno.make(address).terminal(out=sys.stdout, compact=True)
 
 
 def _describe(event: dict[str, Any]) -> str:
