@@ -126,6 +126,10 @@ class Daemon(LoggedProcess):
             argv += ["--config", str(config)]
         if "--port" not in args:
             argv += ["--port", "0"]
+        if "--web-port" not in args and "--no-web" not in args:
+            argv += ["--web-port", "0"]
+            if host is not None:
+                argv += ["--web-host", host]
         if "--history-on-join" not in args:
             argv += ["--history-on-join", "0"]
         if admin_flag and "--admin-socket" not in args:
@@ -136,6 +140,10 @@ class Daemon(LoggedProcess):
         self._env = {**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})}
         self._launch()
         self.port: int = self.wait_event("server_started")["port"] if wait else 0
+        #: The web port (HTTP and WebSocket), 0 while unknown or off.
+        self.web_port: int = 0
+        if wait and (started := self.find("web_started")):
+            self.web_port = started[0]["port"]
 
     def _launch(self) -> None:
         self.process = subprocess.Popen(
@@ -152,6 +160,8 @@ class Daemon(LoggedProcess):
         """Start again after ``stop``, on the same port, so clients can reconnect to it."""
         self.workdir.mkdir(exist_ok=True)
         self._argv += ["--port", str(self.port)]  # the last --port counts
+        if self.web_port:
+            self._argv += ["--web-port", str(self.web_port)]
         before = len(self.find("server_started"))
         self._launch()
         wait_until(lambda: len(self.find("server_started")) > before, what="lanchatd's restart")

@@ -133,9 +133,11 @@ class ServerConnection:
 
     __slots__ = ("_chunks", "_splitter", "framing", "state")
 
-    def __init__(self, max_line_bytes: int) -> None:
+    def __init__(self, max_line_bytes: int, framing: Framing | None = None) -> None:
+        """``framing`` is given for a transport that frames messages itself (WebSocket): the
+        greeting and any refusal go out in it, and the reply (a line) opens it."""
         self.state = HandshakeState.AWAIT_NICK
-        self.framing: Framing | None = None
+        self.framing = framing
         #: Lines until a classic reply is seen; then the framing's own splitter.
         self._splitter: Splitter = LineSplitter(max_line_bytes)
         self._chunks: list[bytes] = []
@@ -160,7 +162,7 @@ class ServerConnection:
         chosen one (a refusal during the handshake) in line mode.
         """
         if isinstance(event, NickRequested):
-            return GREETING
+            return GREETING if self.framing is None else self.framing.encode(GREETING.decode())
         return (self.framing or Framing.LINE).encode_safe(event.text)
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
@@ -177,7 +179,8 @@ class ServerConnection:
         joined = b"".join(self._chunks)
         newline = joined.find(b"\n")
         if newline >= 0:
-            return self._open(NickReply(joined[:newline], Framing.LINE), joined[newline + 1 :])
+            framing = self.framing or Framing.LINE
+            return self._open(NickReply(joined[:newline], framing), joined[newline + 1 :])
         if len(joined) > MAX_NICK_REPLY:
             return self._open(NickReply(joined, Framing.CLASSIC), b"")
         self.state = HandshakeState.GRACE

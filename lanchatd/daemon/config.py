@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,11 +49,26 @@ class Settings:
     history_keep: int = 10_000
     history_keep_days: float = 7.0
     history_on_join: int = 20
+    web: bool = True
+    web_host: str = "::"
+    web_port: int = 8080
+    web_allowed_origins: tuple[str, ...] = ()
 
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
 RESTART_ONLY: Final = frozenset(
-    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history"}
+    {
+        "host",
+        "port",
+        "admin_socket",
+        "admin_group",
+        "tls_cert",
+        "tls_key",
+        "history",
+        "web",
+        "web_host",
+        "web_port",
+    }
 )
 
 
@@ -115,6 +131,19 @@ def _boolean(value: Any) -> str | None:
     return None
 
 
+def _origins(value: Any) -> str | None:
+    """A list of origins as browsers send them: ``scheme://host[:port]``, nothing after."""
+    if not isinstance(value, list):
+        return f"expected a list of origins, got {_show(value)}"
+    for origin in value:
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            return f'expected origins like "http://chat.example.lan:8080", got {_show(origin)}'
+    return None
+
+
+_ORIGIN: Final = re.compile(r"(?:https?)://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -155,6 +184,12 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "keep_days": Key("history_keep_days", _number(0, 36_500)),
         "on_join": Key("history_on_join", _integer(0, 500)),
     },
+    "web": {
+        "enabled": Key("web", _boolean),
+        "host": Key("web_host", _text),
+        "port": Key("web_port", _integer(0, 65535)),
+        "allowed_origins": Key("web_allowed_origins", _origins),
+    },
 }
 
 
@@ -190,7 +225,10 @@ def read_file(path: Path) -> dict[str, Any]:
             problem = key.check(value)
             if problem:
                 raise ConfigError(f"{path}: [{section}] {name}: {problem}")
-            values[key.field] = float(value) if key.field in _FLOATS else value
+            if isinstance(value, list):
+                values[key.field] = tuple(value)
+            else:
+                values[key.field] = float(value) if key.field in _FLOATS else value
     return values
 
 

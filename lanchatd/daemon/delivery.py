@@ -124,9 +124,12 @@ class Delivery:
 
     def unicast_locked(self, peer: Peer, text: str) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far."""
-        data = memoryview(peer.framing.encode_safe(text))
-        self._changes.append((_UNICAST, peer, self.journals[peer.framing].end, data))
+        self.unicast_bytes_locked(peer, peer.framing.encode_safe(text))
         self.lines_out += 1
+
+    def unicast_bytes_locked(self, peer: Peer, data: bytes) -> None:
+        """Queue bytes already in ``peer``'s framing (a WebSocket pong or close) likewise."""
+        self._changes.append((_UNICAST, peer, self.journals[peer.framing].end, memoryview(data)))
         self._wake_locked()
 
     def attach_locked(self, peer: Peer) -> None:
@@ -137,10 +140,15 @@ class Delivery:
         self._changes.append((_ATTACH, peer, journal.end, None))
         self._wake_locked()
 
-    def detach_locked(self, peer: Peer, *, graceful: bool) -> None:
-        """Stop delivering to ``peer``: after what is queued so far if graceful, else at once."""
+    def detach_locked(self, peer: Peer, *, graceful: bool, reason: str = "") -> None:
+        """Stop delivering to ``peer``: after what is queued so far if graceful, else at once.
+
+        A page is sent a close frame saying ``reason`` last.
+        """
         journal = self.journals[peer.framing]
         journal.readers -= 1
+        if graceful and peer.web is not None:
+            self.unicast_bytes_locked(peer, peer.web.farewell(reason))
         self._changes.append((_DETACH if graceful else _ABORT, peer, journal.end, None))
         self._wake_locked()
 

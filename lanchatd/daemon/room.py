@@ -228,6 +228,12 @@ class Room:
             if not peer.left:
                 self.delivery.unicast_locked(peer, text)
 
+    def send_raw(self, peer: Peer, data: bytes) -> None:
+        """Queue bytes already in ``peer``'s framing (a WebSocket pong), in order likewise."""
+        with self.lock:
+            if not peer.left:
+                self.delivery.unicast_bytes_locked(peer, data)
+
     def leave(self, peer: Peer, reason: str) -> bool:
         """Remove ``peer`` (idempotent); everyone left behind is told. True if it was here."""
         with self.lock:
@@ -313,16 +319,16 @@ class Room:
         delivery = self.delivery
         if farewell is not None:
             delivery.unicast_locked(peer, farewell)
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
             delivery.broadcast_locked(announcement)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
             self._record_locked(Kind.LEAVE, peer.nick)
         elif reason == "shutdown":
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
         else:
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
             self._record_locked(Kind.LEAVE, peer.nick)
-            delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
+            delivery.detach_locked(peer, graceful=reason in _GRACEFUL, reason=reason)
         if reason == "slow_consumer":
             self.stats.slow_consumer_drops += 1
         if self.watchers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import dataclasses
+import functools
 import os
 import selectors
 import signal
@@ -32,11 +33,13 @@ from lanchatd.daemon.delivery import CLOSE_GRACE
 from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import Moderation
 from lanchatd.daemon.peer import Peer
-from lanchatd.daemon.reader import configure_socket, serve
+from lanchatd.daemon.reader import Upgrade, configure_socket, serve
 from lanchatd.daemon.refusals import RefusalLog
 from lanchatd.daemon.room import Room
 from lanchatd.daemon.systemd import Notifier
 from lanchatd.daemon.tls import TlsError, server_context
+from lanchatd.daemon.web import http
+from lanchatd.daemon.web.site import Site
 
 #: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
 THREAD_STACK_BYTES: Final = 512 * 1024
@@ -91,11 +94,15 @@ class Server:
         notifier: Notifier,
         admin: AdminListener | None = None,
         tls: ssl.SSLContext | None = None,
+        web_listeners: tuple[socket.socket, ...] = (),
     ) -> None:
+        """``web_listeners`` are the web port's (HTTP and WebSocket, lanchatd.daemon.web)."""
         self.settings = settings
         self._config_path = config_path
         self._overrides = overrides
-        self._listeners = listeners
+        self._listeners = [*web_listeners, *listeners]  # web_started is logged first
+        self._web_listeners = frozenset(web_listeners)
+        self._site = Site.load(tls=tls is not None) if web_listeners else None
         self._notifier = notifier
         self._tls = tls
         self.log = logs.get_logger()
@@ -148,7 +155,10 @@ class Server:
         for listener in self._listeners:
             host, port = listener.getsockname()[:2]
             addresses = interfaces.reachable(listener)
-            self.log.info("server_started", host=host, port=port, addresses=addresses)
+            if listener in self._web_listeners:
+                self.log.info("web_started", host=host, port=port, addresses=addresses)
+            else:
+                self.log.info("server_started", host=host, port=port, addresses=addresses)
         self._notifier.ready(self._status())
         try:
             while True:
@@ -226,7 +236,17 @@ class Server:
                 return
             host, port = client_address(address)
             refusal = self._refusal(host)
-            if refusal is not None:
+            upgrade: Upgrade | None = None
+            if listener in self._web_listeners:
+                # A browser is told why over HTTP or its WebSocket (web/http.py), not in a
+                # line it would not show; it keeps a handshake slot meanwhile.
+                assert self._site is not None
+                if refusal is not None:
+                    self._refusals.refused(host, port, refusal[0])
+                upgrade = functools.partial(
+                    http.exchange, room=self.room, site=self._site, refusal=refusal
+                )
+            elif refusal is not None:
                 self._turn_away(sock, host, port, *refusal)
                 continue
             configure_socket(sock, self.settings.keepalive)
@@ -243,7 +263,7 @@ class Server:
                 self._refusals.refused(shed.host, shed.port, "handshake_full")
             # The low-level start does not wait for the new thread to be scheduled, so a burst
             # of connections is accepted without one GIL hand-off per client.
-            _thread.start_new_thread(self._serve, (peer,))
+            _thread.start_new_thread(self._serve, (peer, upgrade))
 
     def _shed_locked(self) -> Peer | None:
         """The oldest connection still choosing a nickname, if there are too many.
@@ -307,9 +327,9 @@ class Server:
             self._reload_count += 1
             self._reloaded.notify_all()
 
-    def _serve(self, peer: Peer) -> None:
+    def _serve(self, peer: Peer, upgrade: Upgrade | None) -> None:
         try:
-            serve(peer, self.room, self._tls, self._joined)
+            serve(peer, self.room, self._tls, self._joined, upgrade)
         finally:
             with self._connections_changed:
                 self._connections.discard(peer)
