@@ -1,0 +1,191 @@
+"""The chat page in a real headless Chromium, against the real daemon's web port.
+
+Browsers, netcat-style line clients and the tutorial client share one room here: what the page
+shows is checked through the hooks it documents (``input[name=nick]``, ``[name=message]``, the
+entries of ``[role=log]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+
+from tests.browser_helpers import Page, drivers, needs_chromium
+from tests.support import Daemon, TutorialClient, wait_until
+
+pytestmark = needs_chromium
+
+#: The page's first retry comes after 0.5 s (+-20%): three times that with nothing is "no retry".
+NO_RETRY_WINDOW = 1.5
+
+
+@pytest.fixture
+def browsers() -> Iterator[Callable[..., webdriver.Chrome]]:
+    with drivers() as start:
+        yield start
+
+
+def _web(daemon: Daemon) -> str:
+    return f"http://127.0.0.1:{daemon.wait_event('web_started')['port']}/"
+
+
+def _chat_entries(page: Page, words: list[str]) -> list[str]:
+    """The page's entries that are one of ``words``'s chat lines, in the page's order."""
+    return [e for e in page.entries() if any(w in e for w in words)]
+
+
+def test_browsers_netcat_and_tutorial_client_see_one_room_in_one_order(
+    start_daemon: Callable[..., Daemon], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon = start_daemon("--web-port", "0")
+    url = _web(daemon)
+    ana, budi = Page(browsers(), url), Page(browsers(), url)
+    ana.join("ana")
+    budi.join("budi")
+    nc = daemon.chat("nc")
+    tutorial = TutorialClient(daemon.port, "tut")
+    clients += [nc, tutorial]
+    daemon.wait_event("client_joined", nick="tut")
+    ana.wait_entry("tut", "Bergabung!")
+
+    said = [("ana", "halo semua"), ("nc", "dari netcat"), ("budi", "dari browser"), ("tut", "hi")]
+    for nick, text in said:
+        if nick == "ana":
+            ana.say(text)
+        elif nick == "budi":
+            budi.say(text)
+        elif nick == "nc":
+            nc.send(text)
+        else:
+            tutorial.write(text)
+        daemon.wait_event("message", nick=nick)
+    lines = [f"{nick}: {text}" for nick, text in said]
+
+    for page in (ana, budi):
+        wait_until(lambda p=page: len(_chat_entries(p, lines)) == 4, what="four chat lines")
+        shown = _chat_entries(page, lines)
+        assert [line for entry in shown for line in lines if line in entry] == lines
+    assert nc.expect(lines[-1])[-3:] == lines[:3]
+    heard = tutorial.until(lines[-1])
+    assert [heard.index(line) for line in lines] == sorted(heard.index(line) for line in lines)
+    ana.wait(
+        lambda d: ana.text("#who-list").split("\n") == ["ana", "budi", "nc", "tut"],
+        "everyone in ana's list of who is online",
+    )
+
+
+def test_markup_from_others_is_shown_as_text_and_runs_nothing(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon, url = daemon_with_web
+    page = Page(browsers(), url)
+    page.join("ana")
+    mallory = daemon.chat("mallory")
+    clients.append(mallory)
+    payloads = ["<img src=x onerror=alert(1)>", '<img src=x onerror="window.owned=1">']
+    for payload in payloads:
+        mallory.send(payload)
+    for payload in payloads:
+        page.wait_entry(f"mallory: {payload}")
+    log = page.find("[role=log]")
+    assert log.find_elements(By.TAG_NAME, "img") == []
+    assert page.driver.execute_script("return window.owned") is None
+    with pytest.raises(NoAlertPresentException):
+        page.driver.switch_to.alert.text  # noqa: B018
+
+
+@pytest.fixture
+def daemon_with_web(start_daemon: Callable[..., Daemon]) -> tuple[Daemon, str]:
+    daemon = start_daemon("--web-port", "0")
+    return daemon, _web(daemon)
+
+
+def test_a_kicked_page_says_why_and_does_not_come_back(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome]
+) -> None:
+    daemon, url = daemon_with_web
+    page = Page(browsers(), url)
+    page.join("ana")
+    assert daemon.ctl("kick", "ana", "--reason", "spamming").returncode == 0
+    page.wait(lambda d: "spamming" in page.text("#status"), "the reason in the status")
+    status = page.text("#status")
+    assert "Anda dikeluarkan oleh administrator: spamming" in status
+    assert "tidak akan menyambung ulang" in status
+    page.wait_entry("Anda dikeluarkan oleh administrator: spamming")
+    assert not page.find("[name=message]").is_displayed()
+    joins = len(daemon.find("client_joined"))
+    with pytest.raises(AssertionError):
+        wait_until(lambda: len(daemon.find("client_joined")) > joins, timeout=NO_RETRY_WINDOW)
+    assert "spamming" in page.text("#status")
+
+
+def _rect(page: Page, selector: str) -> dict[str, float]:
+    return dict(
+        page.driver.execute_script(
+            "const r = document.querySelector(arguments[0]).getBoundingClientRect();"
+            "return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,"
+            " width: innerWidth, height: innerHeight};",
+            selector,
+        )
+    )
+
+
+def _inside_viewport(rect: dict[str, float]) -> bool:
+    return (
+        0 <= rect["top"] < rect["bottom"] <= rect["height"]
+        and 0 <= rect["left"] < rect["right"] <= rect["width"]
+    )
+
+
+def test_on_a_phone_the_input_stays_in_view_even_with_the_keyboard_open(
+    daemon_with_web: tuple[Daemon, str],
+    browsers: Callable[..., webdriver.Chrome],
+    clients: list,
+    tmp_path: Path,
+) -> None:
+    daemon, url = daemon_with_web
+    driver = browsers(360, 640)
+    metrics = {"width": 360, "height": 640, "deviceScaleFactor": 2, "mobile": True}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    page = Page(driver, url)
+    assert float(page.find("input[name=nick]").value_of_css_property("font-size")[:-2]) >= 16
+    page.join("ana")
+    bob = daemon.chat("bob")
+    clients.append(bob)
+    for number in range(40):
+        bob.send(f"line {number} of a long conversation")
+    page.wait_entry("line 39 of")
+    message = page.find("[name=message]")
+    assert float(message.value_of_css_property("font-size")[:-2]) >= 16
+    message.click()
+    driver.save_screenshot(str(tmp_path / "phone.png"))
+    assert _rect(page, "body")["width"] == 360  # nothing wider than the phone
+    assert _inside_viewport(_rect(page, "[name=message]"))
+    assert _inside_viewport(_rect(page, "[role=log] > :last-child"))
+
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": 300})
+    page.wait(lambda d: _rect(page, "[name=message]")["height"] == 300, "the smaller viewport")
+    driver.save_screenshot(str(tmp_path / "keyboard.png"))
+    assert _inside_viewport(_rect(page, "[name=message]"))
+    assert _inside_viewport(_rect(page, "[role=log] > :last-child"))
+
+
+def test_a_taken_nickname_is_refused_inline_with_the_servers_reason(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon, url = daemon_with_web
+    clients.append(daemon.chat("ana"))
+    page = Page(browsers(), url)
+    page.submit_nick("ana")
+    page.wait(lambda d: page.text("#nick-error"), "the refusal")
+    assert page.text("#nick-error") == "*** Nickname ditolak: ana sudah dipakai"
+    assert page.find("input[name=nick]").is_displayed()
+    assert not page.find("[name=message]").is_displayed()
+    page.submit_nick("ana kedua")
+    page.wait(lambda d: page.find("[name=message]").is_displayed(), "the second try in the room")
+    assert page.text("#nick-error") == ""
