@@ -7,6 +7,7 @@ entries of ``[role=log]``).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -189,3 +190,94 @@ def test_a_taken_nickname_is_refused_inline_with_the_servers_reason(
     page.submit_nick("ana kedua")
     page.wait(lambda d: page.find("[name=message]").is_displayed(), "the second try in the room")
     assert page.text("#nick-error") == ""
+
+
+def _entry_of(page: Page, text: str) -> dict[str, str]:
+    """The class and nickname hue of the entry whose text ends with ``text``."""
+    return dict(
+        page.driver.execute_script(
+            "const e = [...document.querySelector('[role=log]').children]"
+            ".find((e) => e.textContent.endsWith(arguments[0]));"
+            "const nick = e.querySelector('.nick');"
+            "return {kind: e.className, hue: nick ? nick.style.getPropertyValue('--hue') : ''};",
+            text,
+        )
+    )
+
+
+def test_kinds_of_lines_look_different_in_the_servers_language(
+    start_daemon: Callable[..., Daemon], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon = start_daemon("--web-port", "0", "--lang", "en")
+    page = Page(browsers(), _web(daemon))
+    page.join("ana")
+    assert page.driver.execute_script("return document.documentElement.lang") == "en"
+    assert page.text("#send button") == "Send"
+    bob = daemon.chat("bob")
+    clients.append(bob)
+    page.wait(lambda d: page.text("#who-list").split("\n") == ["ana", "bob"], "bob online")
+    bob.send("/me waves")
+    bob.send("/msg ana psst")
+    page.say("/msg bob hi")
+    page.say("hello")
+    assert daemon.ctl("broadcast", "Lab closes soon").returncode == 0
+    page.wait_entry("*** Server notice: Lab closes soon")
+    bob.close()
+    page.wait_entry("bob left!")
+    page.wait(lambda d: page.text("#who-list") == "ana", "bob gone from the list")
+
+    bob_hue = str(zlib.crc32(b"bob") % 360)
+    assert _entry_of(page, "bob joined!") == {"kind": "line line-join", "hue": bob_hue}
+    assert _entry_of(page, "* bob waves") == {"kind": "line line-action", "hue": bob_hue}
+    assert _entry_of(page, "*bob* psst") == {"kind": "line line-private", "hue": bob_hue}
+    assert _entry_of(page, "*-> bob* hi") == {"kind": "line line-private", "hue": bob_hue}
+    assert _entry_of(page, "ana: hello") == {
+        "kind": "line line-chat",
+        "hue": str(zlib.crc32(b"ana") % 360),
+    }
+    assert _entry_of(page, "Lab closes soon")["kind"] == "line line-notice"
+    assert _entry_of(page, "bob left!") == {"kind": "line line-leave", "hue": bob_hue}
+
+
+def _titles(driver: webdriver.Chrome) -> list[str]:
+    """Every tab's title, read without bringing any tab to the front."""
+    targets = driver.execute_cdp_cmd("Target.getTargets", {})["targetInfos"]
+    return [target["title"] for target in targets if target["type"] == "page"]
+
+
+def test_a_hidden_page_counts_unread_messages_in_its_title(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon, url = daemon_with_web
+    driver = browsers()
+    page = Page(driver, url)
+    page.join("ana")
+    room = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    bob = daemon.chat("bob")
+    clients.append(bob)
+    bob.send("one")
+    bob.send("two")
+    wait_until(lambda: "(2) lanchat" in _titles(driver), what="the unread count in the title")
+    driver.switch_to.window(room)
+    page.wait(lambda d: d.title == "lanchat", "the count cleared once the page is seen")
+
+
+def test_the_page_shows_its_own_address_as_a_qr_code(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome]
+) -> None:
+    _, url = daemon_with_web
+    page = Page(browsers(), url)
+    image = page.find("#qr-image")
+    assert image.get_attribute("src") in (None, "")  # nothing fetched until asked
+    page.find("#qr-toggle").click()
+    page.wait(
+        lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth", image
+        ),
+        "the QR code",
+    )
+    assert image.get_attribute("src") == url + "qr.svg"
+    assert page.text("#qr-caption") == url
+    page.find("#qr-toggle").click()
+    assert not image.is_displayed()

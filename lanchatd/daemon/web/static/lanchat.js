@@ -31,6 +31,7 @@
       waiting: "{count} pesan menunggu dikirim",
       history: "riwayat",
       not_reconnecting: "Halaman ini tidak akan menyambung ulang.",
+      removed: "Server mengeluarkan halaman ini.",
       left: "Anda sudah keluar.",
       unreachable: "Server tidak dapat dihubungi; coba lagi.",
       no_catalog: "Halaman tidak termuat lengkap; muat ulang halaman.",
@@ -52,6 +53,7 @@
       waiting: "{count} messages waiting to be sent",
       history: "history",
       not_reconnecting: "This page will not reconnect.",
+      removed: "The server put this page out.",
       left: "You left the room.",
       unreachable: "The server cannot be reached; try again.",
       no_catalog: "The page did not load completely; reload it.",
@@ -68,6 +70,9 @@
     "handshake_shed",
     "per_address",
   ]);
+  // Close codes of a page put out by an administrator (kicked, banned; docs/web.md): a
+  // second sign, should the line saying so not have arrived.
+  const REMOVED_CODES = new Set([4001, 4003]);
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 15000;
   const MAX_ENTRIES = 2000; // older entries leave the page, as a terminal's scrollback
@@ -459,15 +464,16 @@
         if (line) receive(line.replace(/\r$/, ""));
       }
     });
-    socket.addEventListener("close", () => {
-      if (socket === state.socket) closed();
+    socket.addEventListener("close", (event) => {
+      if (socket === state.socket) closed(event.code);
     });
   }
 
-  function closed() {
+  function closed(code) {
     const wasJoined = state.joined;
     state.socket = null;
     state.joined = false;
+    if (REMOVED_CODES.has(code) && !state.removed) state.removed = state.lastServerLine || word("removed");
     if (state.removed) {
       stopped(state.removed);
       return;
