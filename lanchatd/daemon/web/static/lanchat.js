@@ -113,6 +113,7 @@
     newestId: "",
     seenIds: new Set(),
     anchor: null, // our own join line: replayed entries go before it
+    replaying: false, // between the welcome and the first live line
     attempt: 0,
     retryTimer: 0,
     outbox: [],
@@ -374,8 +375,12 @@
     const { tags, text } = parseTags(frame);
     const key = refusalKey(text);
     if (state.catalog.removals.has(key)) state.removed = text;
-    if (!state.joined && !receiveBeforeWelcome(text, key)) return;
-    if (typeof tags.id === "string") {
+    const greeting = !state.joined;
+    if (greeting && !receiveBeforeWelcome(text, key)) return;
+    // Replayed entries come right after the welcome; later ones answer the user's /history.
+    if (!tags.history && !greeting) state.replaying = false;
+    const replayed = Boolean(tags.history) && state.replaying;
+    if (typeof tags.id === "string" && (replayed || !tags.history)) {
       if (state.seenIds.has(tags.id)) return;
       state.seenIds.add(tags.id);
       if (newer(tags.id, state.newestId)) state.newestId = tags.id;
@@ -392,7 +397,7 @@
     const described = describe(text);
     const node = entry(described, tags);
     if (tags.history) {
-      show(node, state.anchor && state.anchor.isConnected ? state.anchor : null);
+      show(node, replayed && state.anchor && state.anchor.isConnected ? state.anchor : null);
       return;
     }
     show(node);
@@ -420,6 +425,7 @@
 
   function welcomed(lang) {
     state.joined = true;
+    state.replaying = true;
     state.everJoined = true;
     state.attempt = 0;
     storage("lanchat.nick", state.nick);
