@@ -125,6 +125,21 @@ def test_a_kicked_page_says_why_and_does_not_come_back(
     assert "spamming" in page.text("#status")
 
 
+def test_a_banned_page_shows_the_ban_and_does_not_knock_again(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome]
+) -> None:
+    daemon, url = daemon_with_web
+    page = Page(browsers(), url)
+    page.join("ana")
+    assert daemon.ctl("ban", "ana", "--reason", "flooding").returncode == 0
+    page.wait(lambda d: "flooding" in page.text("#status"), "the ban in the status")
+    assert page.text("#status") == (
+        "*** Anda diblokir dari server ini: flooding Halaman ini tidak akan menyambung ulang."
+    )
+    with pytest.raises(AssertionError):
+        wait_until(lambda: daemon.find("client_refused"), timeout=NO_RETRY_WINDOW)
+
+
 def _rect(page: Page, selector: str) -> dict[str, float]:
     return dict(
         page.driver.execute_script(
