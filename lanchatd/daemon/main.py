@@ -43,12 +43,16 @@ def _web_listeners(
 ) -> tuple[socket.socket, ...]:
     """The web port: passed by systemd (lanchatd-web.socket), else opened here if enabled.
 
-    Under socket activation the units own every port, so none is opened here.
+    Under socket activation the units own every port, so none is opened here; one passed
+    while ``[web] enabled`` is false is closed.
     """
+    passed = inherited.get("web", [])
     if not settings.web:
+        for listener in passed:
+            listener.close()
         return ()
     if inherited:
-        return tuple(inherited.get("web", ()))
+        return tuple(passed)
     return (open_listener(settings.web_host, settings.web_port),)
 
 

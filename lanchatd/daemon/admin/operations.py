@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lanchatd import __version__
+from lanchatd.core.framing import Framing
 from lanchatd.daemon import interfaces, logs
 from lanchatd.daemon.admin.api import Watcher
 from lanchatd.daemon.bans import Ban, iso
@@ -64,6 +65,7 @@ class DaemonOperations:
             "started_at": iso(counters.started),
             "uptime_s": round(time.time() - counters.started, 1),
             "clients": len(room),
+            "web_clients": sum(member.framing is Framing.WEB for member in room.members()),
             "peak_clients": counters.peak_clients,
             "connections": len(self._moderation.connections()),
             "messages_in": counters.messages,

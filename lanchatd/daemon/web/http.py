@@ -151,13 +151,9 @@ def _answer(peer: Peer, connection: h11.Connection, response: Response) -> None:
     """Send ``response`` and end the exchange (every response closes the connection)."""
     phrase = http.HTTPStatus(response.status).phrase.encode()
     headers = [*response.headers, ("Connection", "close")]
-    try:
-        data = connection.send(
-            h11.Response(status_code=response.status, headers=headers, reason=phrase)
-        )
-        if response.body:
-            data = (data or b"") + (connection.send(h11.Data(data=response.body)) or b"")
-        data = (data or b"") + (connection.send(h11.EndOfMessage()) or b"")
-    except h11.LocalProtocolError:
-        return
-    send_direct(peer, data)
+    data = connection.send(
+        h11.Response(status_code=response.status, headers=headers, reason=phrase)
+    )
+    if response.body:
+        data = (data or b"") + (connection.send(h11.Data(data=response.body)) or b"")
+    send_direct(peer, (data or b"") + (connection.send(h11.EndOfMessage()) or b""))

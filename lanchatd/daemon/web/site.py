@@ -113,8 +113,13 @@ class Site:
         return cls(files, "https" if tls else "http")
 
     def respond(self, method: str, target: str, host: str | None, etag: str | None) -> Response:
-        """The answer to a request other than a WebSocket upgrade."""
-        path = target.split("?", 1)[0]
+        """The answer to a request other than a WebSocket upgrade (HEAD: without the body)."""
+        response = self._respond(method, target.split("?", 1)[0], host, etag)
+        if method == "HEAD":
+            return Response(response.status, response.headers)
+        return response
+
+    def _respond(self, method: str, path: str, host: str | None, etag: str | None) -> Response:
         known = path in self._files or path in (QR_PATH, WEBSOCKET_PATH)
         if not known:
             return self.error(404, "Not Found", host)
@@ -136,7 +141,7 @@ class Site:
         if etag == found.etag:
             return Response(304, headers)
         headers.append(("Content-Length", str(len(found.body))))
-        return Response(200, headers, b"" if method == "HEAD" else found.body)
+        return Response(200, headers, found.body)
 
     def _qr(self, host: str | None) -> Response:
         """The page's own address as an SVG QR code; only a valid ``Host`` is drawn."""
