@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import click
-import segno
 from click.shell_completion import CompletionItem
 from wcwidth import wcswidth
 
@@ -522,7 +521,14 @@ def url(ctx: click.Context, qr: bool, as_json: bool) -> None:
     for address in result["urls"]:
         _echo(address)
         if qr:
-            segno.make(address).terminal(out=sys.stdout, compact=True)
+            _draw_qr(address)
+
+
+def _draw_qr(text: str) -> None:
+    """``text`` as a QR code on the terminal, two modules a character (Unicode half blocks)."""
+    import segno  # noqa: PLC0415 -- only --qr needs segno; every other command runs without it
+
+    segno.make(text).terminal(out=sys.stdout, compact=True)
 
 
 def _describe(event: dict[str, Any]) -> str:
