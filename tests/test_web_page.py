@@ -183,6 +183,11 @@ def test_on_a_phone_the_input_stays_in_view_even_with_the_keyboard_open(
     assert _rect(page, "body")["width"] == 360  # nothing wider than the phone
     assert _inside_viewport(_rect(page, "[name=message]"))
     assert _inside_viewport(_rect(page, "[role=log] > :last-child"))
+    assert not page.find("#who-list").is_displayed()  # folded away on a phone
+    page.find("#who-toggle").click()
+    assert page.text("#who-list").split("\n") == ["ana", "bob"]
+    assert _inside_viewport(_rect(page, "#who"))
+    page.find("#who-toggle").click()
 
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": 300})
     page.wait(lambda d: _rect(page, "[name=message]")["height"] == 300, "the smaller viewport")
@@ -296,3 +301,18 @@ def test_the_page_shows_its_own_address_as_a_qr_code(
     assert page.text("#qr-caption") == url
     page.find("#qr-toggle").click()
     assert not image.is_displayed()
+
+
+def test_quit_leaves_the_room_and_offers_the_form_again(
+    daemon_with_web: tuple[Daemon, str], browsers: Callable[..., webdriver.Chrome]
+) -> None:
+    daemon, url = daemon_with_web
+    page = Page(browsers(), url)
+    page.join("ana")
+    page.say("/quit")
+    page.wait(lambda d: page.find("input[name=nick]").is_displayed(), "the nickname form")
+    assert page.text("#nick-error") == "Anda sudah keluar."
+    daemon.wait_event("client_left", nick="ana", reason="quit")
+    with pytest.raises(AssertionError):
+        wait_until(lambda: len(daemon.find("client_joined")) > 1, timeout=NO_RETRY_WINDOW)
+    assert page.find("input[name=nick]").get_attribute("value") == "ana"
