@@ -331,11 +331,8 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     rows = [
         ("version", result["version"]),
         ("uptime", f"{_duration(result['uptime_s'])} (since {_local_time(result['started_at'])})"),
-        (
-            "clients",
-            f"{result['clients']} now ({result.get('web_clients', 0)} on the web page), "
-            f"{result['peak_clients']} at most",
-        ),
+        ("clients", f"{result['clients']} now, {result['peak_clients']} at most"),
+        ("on the web page", str(result.get("web_clients", "?"))),
         ("messages in", str(result["messages_in"])),
         ("messages out", str(result["messages_out"])),
         ("bytes in", _size(result["bytes_in"])),

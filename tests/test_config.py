@@ -50,7 +50,7 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             "colour = 1\n[server]\n",
             "colour: a key outside any section; keys go under a "
-            "section: [server], [limits], [admin], [log], [tls], [history]",
+            "section: [server], [limits], [admin], [log], [tls], [history], [web]",
         ),
         ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
         (

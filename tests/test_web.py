@@ -125,7 +125,9 @@ def test_who_shows_the_page_as_web_and_stats_count_it(daemon: Daemon, clients: l
     assert rows["nc"]["mode"] == "line"
     stats = json.loads(daemon.ctl("stats", "--json").stdout)
     assert (stats["clients"], stats["web_clients"]) == (2, 1)
-    assert "2 now (1 on the web page)" in daemon.ctl("stats").stdout
+    shown = daemon.ctl("stats").stdout
+    assert "2 now, 2 at most" in shown
+    assert "\non the web page         1\n" in shown
 
 
 def test_a_foreign_origin_is_refused_and_listed_ones_are_let_in(
@@ -335,3 +337,26 @@ def test_with_tls_the_web_port_speaks_https_and_wss(
     with pytest.raises(WebRefused) as refused:  # the page's origin is https:// here
         WebClient(server.web_port, origin=f"http://{host}", cafile=cert)
     assert refused.value.status == 403
+
+
+def test_max_clients_counts_pages_and_tells_them(start_daemon: Any, clients: list) -> None:
+    server = start_daemon(config="[server]\nmax_clients = 1\n")
+    clients.append(join(server.port, "first"))
+    page = WebClient(server.web_port)
+    clients.append(page.sock)
+    texts, close = page.closed()
+    assert texts == [SAY("server_full", limit=1)]
+    assert close.code == 1013
+
+
+def test_a_silent_web_connection_is_shed_when_handshakes_are_full(
+    start_daemon: Any, clients: list
+) -> None:
+    server = start_daemon(config="[server]\nmax_handshakes = 1\n")
+    silent = socket.create_connection(("127.0.0.1", server.web_port), WAIT)
+    clients.append(silent)
+    server.wait_event("client_connected")
+    page = web_join(server.web_port, "phone")  # takes the one slot; the silent one goes
+    clients.append(page.sock)
+    silent.settimeout(WAIT)
+    assert silent.recv(1) == b""  # closed, told nothing: it never spoke HTTP

@@ -263,6 +263,8 @@ class Lanchatd(Server):
         self._started.clear()
         self._tail.clear()
         self.port = 0
+        #: The web port (WebSocket clients), from its log.
+        self.web_port = 0
         config = self._dir / "lanchatd.toml"
         config.write_text(config_text)
         command = [
@@ -279,6 +281,7 @@ class Lanchatd(Server):
             "json",
             "--admin-socket",
             str(self._dir / "admin.sock"),
+            *("--web-host", HOST, "--web-port", "0"),
         ]
         root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
@@ -317,6 +320,8 @@ class Lanchatd(Server):
                     self._tail.append(line)
                     with contextlib.suppress(ValueError):
                         event = json.loads(line)
+                        if event.get("event") == "web_started":  # logged just before
+                            self.web_port = int(event["port"])
                         if event.get("event") == "server_started":
                             self.port = int(event["port"])
                             self._started.set()
