@@ -289,7 +289,12 @@
         return {
           kind: "private",
           nick: outgoing ? "" : nick,
-          parts: [span("direction", open), nickSpan(nick), span("direction", "*"), body.slice(end + 1)],
+          parts: [
+            span("direction", open),
+            nickSpan(nick),
+            span("direction", "*"),
+            body.slice(end + 1),
+          ],
         };
       }
       return { kind: "notice", parts: [text] };
@@ -459,7 +464,8 @@
     state.lastServerLine = "";
     state.anchor = null;
     state.whoPending = 0;
-    setStatus(state.everJoined ? word("reconnecting_now") : word("connecting"), state.everJoined ? "reconnecting" : "");
+    if (state.everJoined) setStatus(word("reconnecting_now"), "reconnecting");
+    else setStatus(word("connecting"));
     socket.addEventListener("open", () => {
       if (state.newestId) socket.send(`/cap ids after=${state.newestId}`);
       socket.send(state.nick);
@@ -479,7 +485,9 @@
     const wasJoined = state.joined;
     state.socket = null;
     state.joined = false;
-    if (REMOVED_CODES.has(code) && !state.removed) state.removed = state.lastServerLine || word("removed");
+    if (REMOVED_CODES.has(code) && !state.removed) {
+      state.removed = state.lastServerLine || word("removed");
+    }
     if (state.removed) {
       stopped(state.removed);
       return;
@@ -507,9 +515,11 @@
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** state.attempt);
     const jittered = Math.round(delay * (0.8 + 0.4 * Math.random()));
     state.attempt += 1;
-    const waiting = state.outbox.length ? ` ${word("waiting", { count: state.outbox.length })}` : "";
     const seconds = Math.max(1, Math.round(jittered / 1000));
-    setStatus(`${word("reconnecting", { seconds })}${waiting}${reason ? ` ${reason}` : ""}`, "reconnecting");
+    const parts = [word("reconnecting", { seconds })];
+    if (state.outbox.length) parts.push(word("waiting", { count: state.outbox.length }));
+    if (reason) parts.push(reason);
+    setStatus(parts.join(" "), "reconnecting");
     state.retryTimer = setTimeout(connect, jittered);
   }
 
@@ -530,9 +540,11 @@
   }
 
   // A phone wakes, or the network comes back: try at once rather than when the timer says.
-  function wake() {
-    if (document.visibilityState === "visible") clearUnread();
-    if (state.everJoined && !state.removed && !state.socket && document.visibilityState === "visible") {
+  function wake(event) {
+    const visible = document.visibilityState === "visible";
+    if (visible) clearUnread();
+    if (event.type === "visibilitychange" && !visible) return;
+    if (state.everJoined && !state.removed && !state.socket) {
       state.attempt = 0;
       connect();
     }
@@ -550,7 +562,8 @@
     if (described.nick === state.nick) return;
     state.unread += 1;
     document.title = `(${state.unread}) ${BASE_TITLE}`;
-    if (window.isSecureContext && "Notification" in window && Notification.permission === "granted") {
+    const allowed = "Notification" in window && Notification.permission === "granted";
+    if (window.isSecureContext && allowed) {
       new Notification(BASE_TITLE, { body: text, tag: "lanchat" });
     }
   }
