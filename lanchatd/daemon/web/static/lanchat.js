@@ -318,12 +318,14 @@
     return { kind: "other", parts: [text] };
   }
 
+  const CLOCK = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" }; // 09:15, as history
+
   function clock(iso) {
     const when = new Date(iso);
     if (Number.isNaN(when.getTime())) return null;
     const node = document.createElement("time");
     node.dateTime = iso;
-    node.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    node.textContent = when.toLocaleTimeString([], CLOCK);
     return node;
   }
 
