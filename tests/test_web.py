@@ -18,6 +18,7 @@ import pytest
 import segno
 
 from lanchatd.core.catalog import Catalog
+from lanchatd.core.tags import MessageId
 from tests.support import WAIT, Daemon, LineClient, join, wait_until
 from tests.tls_support import make_certificate
 from tests.web_helpers import WebClient, WebRefused, http_get, web_join
@@ -194,8 +195,9 @@ def test_per_address_limit_counts_pages_and_tells_them(start_daemon: Any, client
     clients.append(first.sock)
     second = WebClient(server.web_port)
     clients.append(second.sock)
+    assert second.tagged()[1] == SAY("per_address", limit=1)  # a tagged line, as all are
     texts, close = second.closed()
-    assert texts == [SAY("per_address", limit=1)]
+    assert texts == []
     assert close.code == 1013
     assert http_get(server.web_port, "/").status == 503
 
@@ -360,3 +362,39 @@ def test_a_silent_web_connection_is_shed_when_handshakes_are_full(
     clients.append(page.sock)
     silent.settimeout(WAIT)
     assert silent.recv(1) == b""  # closed, told nothing: it never spoke HTTP
+
+
+def test_a_pages_lines_carry_the_ids_a_tagged_line_client_sees(
+    daemon: Daemon, clients: list
+) -> None:
+    """A page is always tagged (wire-ids), one frame per line: the same id for everyone."""
+    tcp = LineClient(daemon.port)
+    clients.append(tcp)
+    tcp.send("/cap ids")
+    tcp.send("tcp")
+    page = web_join(daemon.web_port, "phone")
+    clients.append(page.sock)
+    tcp.send("hi from tcp")
+    tags, text = page.tagged()
+    assert text == "tcp: hi from tcp"
+    seen_tcp = tcp.expect_start("@id=" + str(tags["id"]))
+    assert seen_tcp.endswith(" tcp: hi from tcp")
+    assert MessageId.parse(str(tags["id"]))  # <ms>-<seq>
+
+
+def test_a_page_resumes_after_the_last_id_it_saw(daemon: Daemon, clients: list) -> None:
+    first = web_join(daemon.web_port, "a")
+    clients.append(first.sock)
+    first.send("m1")
+    m1, _ = first.tagged()
+    first.send("m2")
+    first.tagged()
+    page = WebClient(daemon.web_port)
+    clients.append(page.sock)
+    assert page.frame() == "NICK"
+    page.send(f"/cap ids after={m1['id']}")
+    page.send("b")
+    shown = [page.tagged() for _ in range(3)]
+    assert [text for _, text in shown] == ["b Bergabung!", "Terkoneksi dengan Server!", "a: m2"]
+    assert "history" in shown[2][0]
+    assert "history" not in shown[0][0]

@@ -25,6 +25,7 @@ from wsproto.events import (
     TextMessage,
 )
 
+from lanchatd.core.tags import Tags, split_tags
 from tests.support import WAIT
 
 OWN: str = "own"  #: ``origin``: the page's own origin, as a browser on the page sends it
@@ -178,7 +179,18 @@ class WebClient:
         self.sock.sendall(self.ws.send(Ping(payload)))
 
     def text(self, timeout: float = WAIT) -> str:
-        """The next text frame from the server."""
+        """The next line from the server, without its tags (a page's lines all have them but
+        the ``NICK`` greeting)."""
+        return self.tagged(timeout)[1]
+
+    def tagged(self, timeout: float = WAIT) -> tuple[Tags, str]:
+        """The next line's tags and text; every line but ``NICK`` has a ``time`` tag."""
+        tags, text = split_tags(self.frame(timeout))
+        assert text == "NICK" or "time" in tags, (tags, text)
+        return tags, text
+
+    def frame(self, timeout: float = WAIT) -> str:
+        """The next text frame from the server, as it came."""
         deadline = time.monotonic() + timeout
         while not self.texts:
             if self.close is not None:
@@ -207,7 +219,7 @@ class WebClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no close frame within {timeout}s; have {list(self.texts)}")
             self._wait(deadline)
-        texts = list(self.texts)
+        texts = [split_tags(frame)[1] for frame in self.texts]
         self.texts.clear()
         return texts, self.close
 

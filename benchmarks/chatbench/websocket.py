@@ -2,8 +2,8 @@
 
 A :class:`WebSocketClient` is a :class:`loadgen.Client` whose bytes pass through a framing
 layer: it upgrades with a fixed HTTP request, reads the daemon's frames into its own buffer
-and hands the verifier the same bytes a line client gets (each frame's payload and a
-newline; the ``NICK`` greeting without one, as on TCP), and frames (masked, as browsers
+and hands the verifier the same bytes a line client gets (each frame's payload less its
+tags, and a newline; the ``NICK`` greeting without one, as on TCP), and frames (masked, as browsers
 must) every line it writes. Frame parsing costs the generator Python work per message, which
 line clients do not pay: measured figures for web clients include that.
 """
@@ -111,6 +111,8 @@ class WebSocketClient(Client):
             stop = start + size
             if stop > end:
                 break
+            if wire[start] == 0x40:  # "@": a page's lines are tagged; the verifier wants the line
+                start = wire.index(b" ", start, stop) + 1
             pieces.append(wire[start:stop])
             pos = stop
         if pos:

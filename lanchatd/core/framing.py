@@ -32,17 +32,18 @@ class Framing(enum.Enum):
             return text_frame(data)
         return data + b"\n" if self is Framing.LINE else data
 
-    def encode_safe(self, text: str) -> bytes:
+    def encode_safe(self, text: str, tags: str = "") -> bytes:
         """Encode a line the server sends, made safe to show first (lanchatd.core.text).
 
         Every line the server sends may hold text someone else wrote. Classic mode is ASCII
         only: the original tutorial client decodes what it receives as ASCII and drops the
-        connection on any other byte.
+        connection on any other byte. ``tags`` (lanchatd.core.tags, the server's own) go in
+        front of the text, inside the line's frame; classic connections are never tagged.
         """
         if self is Framing.LINE:
-            return sanitize(text).encode() + b"\n"
+            return (tags + sanitize(text)).encode() + b"\n"
         if self is Framing.WEB:
-            return text_frame(sanitize(text).encode())
+            return text_frame((tags + sanitize(text)).encode())
         return to_ascii(text).encode("ascii")
 
     def encode_safe_many(self, texts: list[str]) -> bytes:

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from lanchatd.core.catalog import LANGUAGES
+from lanchatd.core.text import has_hidden
 from lanchatd.daemon.logs import LEVELS
 
 LOG_FORMATS: Final = ("auto", "json", "console")
+#: ``[discovery] name`` travels in one TXT string (255 bytes, ``room=`` included).
+NAME_BYTES: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class Settings:
     history_keep: int = 10_000
     history_keep_days: float = 7.0
     history_on_join: int = 20
+    discovery: bool = True
+    #: None: ``lanchat on HOSTNAME`` (core/announce.py).
+    discovery_name: str | None = None
     web: bool = True
     web_host: str = "::"
     web_port: int = 8080
@@ -65,6 +71,7 @@ RESTART_ONLY: Final = frozenset(
         "tls_cert",
         "tls_key",
         "history",
+        "discovery",
         "web",
         "web_host",
         "web_port",
@@ -122,6 +129,17 @@ def _choice(*choices: str) -> Callable[[Any], str | None]:
 def _text(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return f"expected a non-empty string, got {_show(value)}"
+    return None
+
+
+def _name(value: Any) -> str | None:
+    """A name people see in a list: one line of visible text."""
+    if problem := _text(value):
+        return problem
+    if value != value.strip() or has_hidden(value):
+        return "must be one line of visible text, without leading or trailing spaces"
+    if len(value.encode()) > NAME_BYTES:
+        return f"must be at most {NAME_BYTES} bytes in UTF-8, got {len(value.encode())}"
     return None
 
 
@@ -183,6 +201,10 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "keep": Key("history_keep", _integer(1, 10_000_000)),
         "keep_days": Key("history_keep_days", _number(0, 36_500)),
         "on_join": Key("history_on_join", _integer(0, 500)),
+    },
+    "discovery": {
+        "enabled": Key("discovery", _boolean),
+        "name": Key("discovery_name", _name),
     },
     "web": {
         "enabled": Key("web", _boolean),

@@ -96,6 +96,11 @@ def _web_listeners(
     type=click.IntRange(0, 500),
     help="Events a line-mode client is shown when it joins; 0 none. [20]",
 )
+@click.option(
+    "--discovery/--no-discovery",
+    default=None,
+    help="Announce the room on the LAN with mDNS/DNS-SD (UDP 5353). [on]",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="lanchatd")
 def main(
     config_path: Path | None,
@@ -108,6 +113,7 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     history_on_join: int | None,
+    discovery: bool | None,
     web_host: str | None,
     web_port: int | None,
     no_web: bool | None,
@@ -127,6 +133,7 @@ def main(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "history_on_join": history_on_join,
+        "discovery": discovery,
         "web_host": web_host,
         "web_port": web_port,
         "web": False if no_web else None,

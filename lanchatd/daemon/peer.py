@@ -41,6 +41,7 @@ class Peer:
         "port",
         "shed",
         "sock",
+        "tagged",
         "tls",
         "web",
     )
@@ -65,6 +66,8 @@ class Peer:
         self.nick = ""
         self.key = ""
         self.framing = Framing.LINE
+        #: It negotiated ids (``/cap ids``): every line it is sent carries tags.
+        self.tagged = False
         self.left = False
         # Written by the reader thread only.
         self.last_active = time.monotonic()

@@ -30,6 +30,7 @@ from lanchatd.core.protocol import (
     ServerConnection,
     ServerEvent,
 )
+from lanchatd.core.tags import CapRequest, MessageId, event_tags, format_tags
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.ratelimit import TokenBucket
 from lanchatd.daemon.room import Room
@@ -74,7 +75,8 @@ def serve(
         joined = _handshake(peer, room, tls, upgrade)
         speaks = (tls is None or peer.tls is not None) and (upgrade is None or peer.web is not None)
         if joined is None and peer.shed and speaks:
-            _say_last(peer, peer.framing.encode_safe(room.catalog("handshake_shed")))
+            now = format_tags(event_tags(None, time.time())) if peer.web is not None else ""
+            _say_last(peer, peer.framing.encode_safe(room.catalog("handshake_shed"), now))
         if joined is not None:
             on_join(peer)
             connection, events = joined
@@ -98,16 +100,13 @@ def _handshake(
     deadline = time.monotonic() + settings.handshake_timeout
     grace_deadline = 0.0
     events: list[ServerEvent] = []
+    after: MessageId | None = None
+    told: list[str] = []
     try:
-        if tls is not None and not _start_tls(peer, room, tls, deadline):
+        opened = _open(peer, room, tls, upgrade, deadline)
+        if opened is None:
             return None
-        upgraded = upgrade(peer, deadline) if upgrade is not None else b""
-        if upgraded is None:
-            return None
-        pending = upgraded
-        connection = ServerConnection(
-            settings.max_line_bytes, Framing.WEB if peer.web is not None else None
-        )
+        connection, pending = opened
         sock.settimeout(settings.handshake_timeout)
         send_direct(peer, connection.send(NickRequested()))
         while not events:
@@ -122,6 +121,9 @@ def _handshake(
                 return None
             else:
                 events = connection.receive_data(data)
+                while events and isinstance(cap := events[0], CapRequest):
+                    events.pop(0)
+                    after = _negotiate(peer, room, connection, cap, told) or after
                 if connection.awaiting_grace:  # restarted by every byte: someone is still typing
                     grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
     except OSError:
@@ -138,15 +140,49 @@ def _handshake(
         _refuse(peer, connection, room.catalog(error.key, limit=MAX_NICK_CHARS), error.key)
         return None
     peer.framing = reply.framing
+    peer.tagged = connection.tagged  # a page always is, with or without /cap
     sock.settimeout(None)
-    refused = room.join(peer, nick)
+    refused = room.join(peer, nick, after)
     if refused:
         text = room.catalog(refused, nick=nick, limit=settings.max_clients)
         _refuse(peer, connection, text, refused)
         return None
     peer.log = peer.log.bind(nick=nick)
     peer.log.info("client_joined", mode=reply.framing.value)
+    for text in told:
+        room.tell(peer, text)
     return connection, events
+
+
+def _open(
+    peer: Peer, room: Room, tls: ssl.SSLContext | None, upgrade: Upgrade | None, deadline: float
+) -> tuple[ServerConnection, bytes] | None:
+    """TLS, then the web port's HTTP exchange if any: the connection to ask for a nickname
+    on, and what a page already sent; None if the connection is done."""
+    if tls is not None and not _start_tls(peer, room, tls, deadline):
+        return None
+    pending = upgrade(peer, deadline) if upgrade is not None else b""
+    if pending is None:
+        return None
+    framing = Framing.WEB if peer.web is not None else None
+    return ServerConnection(room.settings.max_line_bytes, framing), pending
+
+
+def _negotiate(
+    peer: Peer, room: Room, connection: ServerConnection, cap: CapRequest, told: list[str]
+) -> MessageId | None:
+    """Apply the client's ``/cap`` line: ids from now on, and the id it resumes after, if
+    well formed. A problem goes to ``told``, said once it has joined (its first line is its
+    own join, as for everyone); only the first ``/cap`` counts."""
+    catalog = room.catalog
+    if peer.tagged:
+        if catalog("cap_repeated") not in told:
+            told.append(catalog("cap_repeated"))
+        return None
+    peer.tagged = connection.tagged
+    if cap.bad_after is not None:
+        told.append(catalog("cap_bad_after", text=repr(cap.bad_after)))
+    return cap.after
 
 
 def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float) -> bool:
@@ -202,9 +238,8 @@ def receive_within(peer: Peer, seconds: float) -> bytes | None:
             ending = peer.tls.peer_closed
         if peer.web is not None:
             data = peer.web.receive(data)
-            for reply in peer.web.replies:  # before joining, this thread still owns the socket
-                send_direct(peer, reply)
-            peer.web.replies.clear()
+            if peer.web.replies:  # before joining, this thread still owns the socket
+                send_direct(peer, peer.web.take_replies())
             ending = ending or peer.web.closed
         if data or ending:
             return data
@@ -218,7 +253,7 @@ def send_direct(peer: Peer, data: bytes) -> None:
 def _refuse(peer: Peer, connection: ServerConnection, text: str, reason: str) -> None:
     """Tell a client why it cannot join; it is closed afterwards."""
     peer.log.info("nick_rejected", reason=reason)
-    _say_last(peer, connection.send(Line(text)))
+    _say_last(peer, connection.send(Line(text), time.time()))
 
 
 def _say_last(peer: Peer, data: bytes) -> None:
@@ -255,8 +290,7 @@ def _read(peer: Peer, room: Room, connection: ServerConnection, events: list[Ser
         if web is not None:
             data = web.receive(data)  # b"" until a message is complete
             if web.replies:
-                room.send_raw(peer, b"".join(web.replies))
-                web.replies.clear()
+                room.send_raw(peer, web.take_replies())
             ending = ending or web.closed  # a close frame
         if (data and not reader.feed(data)) or ending:
             return

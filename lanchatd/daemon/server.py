@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from lanchatd.core import paths
 from lanchatd.core.framing import Framing
-from lanchatd.daemon import config, interfaces, logs
+from lanchatd.daemon import config, discovery, interfaces, logs
 from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
 from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
@@ -101,7 +101,10 @@ class Server:
         self._config_path = config_path
         self._overrides = overrides
         self._listeners = [*web_listeners, *listeners]  # web_started is logged first
+        self._chat_listeners = listeners
         self._web_listeners = frozenset(web_listeners)
+        #: The web port as bound (announced beside the chat port), if the page is served.
+        self._web_port: int | None = web_listeners[0].getsockname()[1] if web_listeners else None
         self._site = Site.load(tls=tls is not None) if web_listeners else None
         self._notifier = notifier
         self._tls = tls
@@ -127,6 +130,7 @@ class Server:
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
+        self._announcer: discovery.Announcer | None = None
 
     def _web_page(self) -> tuple[str, list[socket.socket]] | None:
         """The web page's scheme and listeners (``lanchatctl url``); None when it is off."""
@@ -167,6 +171,9 @@ class Server:
                 self.log.info("web_started", host=host, port=port, addresses=addresses)
             else:
                 self.log.info("server_started", host=host, port=port, addresses=addresses)
+        self._announcer = discovery.start(
+            self.settings, self._chat_listeners, self._tls is not None, self.log, self._web_port
+        )
         self._notifier.ready(self._status())
         try:
             while True:
@@ -367,6 +374,10 @@ class Server:
             self._reload_certificate(new)
         self.settings = new
         self.room.reconfigure(new)
+        if self._announcer is not None:
+            port = self._chat_listeners[0].getsockname()[1]
+            tls = self._tls is not None
+            self._announcer.update(discovery.announcement(new, port, tls, self._web_port))
         applied = {name: list(values) for name, values in changed.items() if name not in frozen}
         self.log.info("config_reloaded", changed=applied)
         self._reload_finished({"changed": applied, "needs_restart": frozen})
@@ -387,6 +398,8 @@ class Server:
             signal.signal(signum, signal.SIG_IGN)
         self.log.info("server_stopping", clients=len(self.room))
         self._notifier.stopping()
+        if self._announcer is not None:
+            self._announcer.withdraw()  # first, so browsers drop it while clients are told
         if self.admin is not None:
             self.admin.stop()
         for listener in self._listeners:
@@ -400,6 +413,8 @@ class Server:
         self.room.delivery.join(CLOSE_GRACE + 1.0)
         if self.room.history is not None:
             self.room.history.close()
+        if self._announcer is not None:
+            self._announcer.join()
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
         self.log.info("server_stopped", log_events_lost=logs.lost())

@@ -74,6 +74,12 @@ class WebSocket:
             lines.append(bytes(self._message) + b"\n")
             self._message.clear()
 
+    def take_replies(self) -> bytes:
+        """The pongs owed so far, once."""
+        replies = b"".join(self.replies)
+        self.replies.clear()
+        return replies
+
     @staticmethod
     def farewell(reason: str) -> bytes:
         """The close frame for a page that leaves (or is refused) for ``reason``."""
