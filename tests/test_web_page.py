@@ -17,7 +17,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
 from tests.browser_helpers import Page, drivers, needs_chromium
-from tests.support import Daemon, TutorialClient, wait_until
+from tests.support import Daemon, TutorialClient, free_port, wait_until
 
 pytestmark = needs_chromium
 
@@ -138,6 +138,52 @@ def test_a_banned_page_shows_the_ban_and_does_not_knock_again(
     )
     with pytest.raises(AssertionError):
         wait_until(lambda: daemon.find("client_refused"), timeout=NO_RETRY_WINDOW)
+
+
+def _network(page: Page, *, online: bool) -> None:
+    """Take the browser off the network or put it back (new connections fail meanwhile)."""
+    conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    page.driver.execute_cdp_cmd("Network.enable", {})
+    page.driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions", {"offline": not online, **conditions}
+    )
+
+
+def test_after_a_restart_the_page_comes_back_and_shows_what_it_missed(
+    start_daemon: Callable[..., Daemon], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon = start_daemon("--web-port", str(free_port()))
+    url = _web(daemon)
+    page = Page(browsers(), url)
+    page.join("ana")
+    bob = daemon.chat("bob")
+    bob.send("before the restart")
+    page.wait_entry("bob: before the restart")
+    bob.close()
+    # Offline, the page cannot come back before the test has said what it is to miss.
+    _network(page, online=False)
+    assert daemon.stop() == 0
+    page.wait(
+        lambda d: "reconnecting" in page.find("#status").get_attribute("class"),
+        "the reconnecting state",
+    )
+    daemon.start()
+    carol = daemon.chat("carol")
+    clients.append(carol)
+    carol.send("while ana was away")
+    daemon.wait_event("message", nick="carol")
+    _network(page, online=True)
+    missed = page.wait_entry("carol: while ana was away", timeout=30)
+    assert "riwayat" in missed
+    page.wait(
+        lambda d: "reconnecting" not in page.find("#status").get_attribute("class"),
+        "the page back in the room",
+    )
+    entries = page.entries()
+    assert sum("bob: before the restart" in e for e in entries) == 1
+    assert sum("carol: while ana was away" in e for e in entries) == 1
+    carol.send("live again")
+    page.wait_entry("carol: live again")
 
 
 def _rect(page: Page, selector: str) -> dict[str, float]:
@@ -316,3 +362,22 @@ def test_quit_leaves_the_room_and_offers_the_form_again(
     with pytest.raises(AssertionError):
         wait_until(lambda: len(daemon.find("client_joined")) > 1, timeout=NO_RETRY_WINDOW)
     assert page.find("input[name=nick]").get_attribute("value") == "ana"
+
+
+def test_recent_history_is_marked_and_comes_before_the_join(
+    start_daemon: Callable[..., Daemon], browsers: Callable[..., webdriver.Chrome], clients: list
+) -> None:
+    daemon = start_daemon("--history-on-join", "5")
+    bob = daemon.chat("bob")
+    clients.append(bob)
+    bob.send("said before ana came")
+    daemon.wait_event("message", nick="bob")
+    page = Page(browsers(), _web(daemon))
+    page.join("ana")
+    earlier = page.wait_entry("bob: said before ana came")
+    assert "riwayat" in earlier
+    entries = page.entries()
+    assert entries.index(earlier) < next(i for i, e in enumerate(entries) if "ana Bergabung!" in e)
+    assert _entry_of(page, "bob: said before ana came")["kind"] == "line line-chat history"
+    bob.send("said after")
+    assert "riwayat" not in page.wait_entry("bob: said after")
