@@ -172,7 +172,10 @@ def test_after_a_restart_the_page_comes_back_and_shows_what_it_missed(
     clients.append(carol)
     carol.send("while ana was away")
     daemon.wait_event("message", nick="carol")
+    page.say("typed while away")
+    page.wait(lambda d: "1 pesan menunggu dikirim" in page.text("#status"), "the waiting count")
     _network(page, online=True)
+    assert carol.expect_start("ana: ") == "ana: typed while away"
     missed = page.wait_entry("carol: while ana was away", timeout=30)
     assert "riwayat" in missed
     page.wait(

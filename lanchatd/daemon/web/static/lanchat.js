@@ -116,7 +116,8 @@
     replaying: false, // between the welcome and the first live line
     attempt: 0,
     retryTimer: 0,
-    outbox: [],
+    outbox: [], // typed while away: sent once back in
+    reconnecting: "", // the status while away, without the count of waiting messages
     unread: 0,
     whoPending: 0,
     online: new Set(),
@@ -466,7 +467,7 @@
     state.lastServerLine = "";
     state.anchor = null;
     state.whoPending = 0;
-    if (state.everJoined) setStatus(word("reconnecting_now"), "reconnecting");
+    if (state.everJoined) showReconnecting(word("reconnecting_now"));
     else setStatus(word("connecting"));
     socket.addEventListener("open", () => {
       if (state.newestId) socket.send(`/cap ids after=${state.newestId}`);
@@ -518,11 +519,15 @@
     const jittered = Math.round(delay * (0.8 + 0.4 * Math.random()));
     state.attempt += 1;
     const seconds = Math.max(1, Math.round(jittered / 1000));
-    const parts = [word("reconnecting", { seconds })];
-    if (state.outbox.length) parts.push(word("waiting", { count: state.outbox.length }));
-    if (reason) parts.push(reason);
-    setStatus(parts.join(" "), "reconnecting");
+    showReconnecting([word("reconnecting", { seconds }), reason].filter(Boolean).join(" "));
     state.retryTimer = setTimeout(connect, jittered);
+  }
+
+  // The "reconnecting" status, with how many typed messages wait to be sent.
+  function showReconnecting(text) {
+    state.reconnecting = text;
+    const count = state.outbox.length;
+    setStatus(count ? `${text} ${word("waiting", { count })}` : text, "reconnecting");
   }
 
   // Kicked or banned: say why, keep what was said, and never come back by ourselves.
@@ -608,6 +613,7 @@
       state.socket.send(text);
     } else {
       state.outbox.push(text);
+      if (state.everJoined) showReconnecting(state.reconnecting);
     }
   }
 
