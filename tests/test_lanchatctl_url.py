@@ -6,16 +6,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import segno
 
 from lanchatd.daemon import interfaces
 from tests.support import Daemon
-
-
-def _web_port(daemon: Daemon) -> int:
-    return int(daemon.wait_event("web_started")["port"])
+from tests.tls_support import make_certificate
 
 
 def test_url_names_the_page_on_each_address_others_can_reach(
@@ -34,6 +32,19 @@ def test_url_names_the_page_on_each_address_others_can_reach(
     assert answer["scheme"] == "http"
     assert answer["port"] == port
     assert answer["urls"] == urls
+
+
+def test_url_with_tls_is_https(start_daemon: Callable[..., Daemon], tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    daemon = start_daemon(
+        "--web-port", "0", "--web-host", "::", "--tls-cert", str(cert), "--tls-key", str(key)
+    )
+    started = daemon.wait_event("web_started")
+    answer = json.loads(daemon.ctl("url", "--json").stdout)
+    assert answer["scheme"] == "https"
+    assert answer["urls"] == [
+        interfaces.url("https", address, started["port"]) for address in started["addresses"]
+    ]
 
 
 def test_url_qr_draws_each_url_for_a_phone_to_scan(start_daemon: Callable[..., Daemon]) -> None:
