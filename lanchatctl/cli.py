@@ -479,6 +479,43 @@ def purge(ctx: click.Context, nick: str, since: float | None, as_json: bool) -> 
     )
 
 
+@cli.command(short_help="The web page's address on each LAN address, or as QR codes.")
+@click.option("--qr", is_flag=True, help="Draw each address as a QR code for phones to scan.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def url(ctx: click.Context, qr: bool, as_json: bool) -> None:
+    """Print the web page's URL for each address of this machine that others can reach.
+
+    The daemon answers with the addresses its web port listens on (loopback and link-local
+    left out) and whether it speaks HTTPS. --qr draws each URL as a QR code in the
+    terminal, to scan with a phone's camera (or to show on a projector).
+    """
+    with _daemon(ctx) as daemon:
+        result = daemon.request("url")
+    if as_json:
+        _echo_json(result)
+        return
+    if not result["urls"]:
+        listening = ", ".join(result["listening"])
+        _echo(
+            f"lanchatctl: error: the web page listens only on {listening}, which other machines "
+            "cannot reach; set [web] host",
+            err=True,
+        )
+        raise click.exceptions.Exit(REFUSED)
+    for address in result["urls"]:
+        _echo(address)
+        if qr:
+            _draw_qr(address)
+
+
+def _draw_qr(text: str) -> None:
+    """``text`` as a QR code on the terminal, two modules a character (Unicode half blocks)."""
+    import segno  # noqa: PLC0415 -- only --qr needs segno; every other command runs without it
+
+    segno.make(text).terminal(out=sys.stdout, compact=True)
+
+
 def _describe(event: dict[str, Any]) -> str:
     kind = event.get("type", "?")
     when = _local_time(event.get("time"), "%H:%M:%S")

@@ -37,6 +37,7 @@ class Code(enum.StrEnum):
     WATCH_OVERFLOW = "watch_overflow"
     HISTORY_OFF = "history_off"
     HISTORY_FAILED = "history_failed"
+    WEB_OFF = "web_off"
     INTERNAL_ERROR = "internal_error"
 
 

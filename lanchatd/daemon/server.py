@@ -123,12 +123,20 @@ class Server:
         self.moderation = Moderation(self.room, bans, self.peers)
         self.admin: AdminServer | None = None
         if admin is not None:
-            operations = DaemonOperations(self.room, self.moderation, self.request_reload)
+            operations = DaemonOperations(
+                self.room, self.moderation, self.request_reload, self._web_page
+            )
             self.admin = AdminServer(operations, admin, settings.admin_group, self.log)
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
         self._announcer: discovery.Announcer | None = None
+
+    def _web_page(self) -> tuple[str, list[socket.socket]] | None:
+        """The web page's scheme and listeners (``lanchatctl url``); None when it is off."""
+        if not self._web_listeners:
+            return None
+        return ("https" if self._tls is not None else "http", list(self._web_listeners))
 
     def _history(self, settings: Settings) -> History | None:
         """The room's history in the state directory, unless ``[history] enabled`` is off."""

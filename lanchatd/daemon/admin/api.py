@@ -72,6 +72,11 @@ class Operations(Protocol):
         """The room's history store; None when ``[history] enabled`` is off."""
         ...
 
+    def web_page(self) -> dict[str, Any] | None:
+        """Where people open the web page: ``scheme``, ``port``, the ``addresses`` other
+        machines reach it at and their ``urls``; None when ``[web] enabled`` is off."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:

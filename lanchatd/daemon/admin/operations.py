@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lanchatd import __version__
 from lanchatd.core.framing import Framing
-from lanchatd.daemon import logs
+from lanchatd.daemon import interfaces, logs
 from lanchatd.daemon.admin.api import Watcher
 from lanchatd.daemon.bans import Ban, iso
 from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import BanOutcome, Moderation
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.room import Room
+
+#: The web page's scheme and listening sockets, or None when it is turned off.
+WebListeners = Callable[[], tuple[str, Sequence[socket.socket]] | None]
 
 
 class DaemonOperations:
@@ -25,10 +29,12 @@ class DaemonOperations:
         room: Room,
         moderation: Moderation,
         request_reload: Callable[[float], dict[str, Any] | None],
+        web_listeners: WebListeners = lambda: None,
     ) -> None:
         self._room = room
         self._moderation = moderation
         self._request_reload = request_reload
+        self._web_listeners = web_listeners
 
     def who(self) -> list[Peer]:
         return self._room.members()
@@ -101,3 +107,19 @@ class DaemonOperations:
 
     def history(self) -> History | None:
         return self._room.history
+
+    def web_page(self) -> dict[str, Any] | None:
+        found = self._web_listeners()
+        if found is None:
+            return None
+        scheme, listeners = found
+        port = listeners[0].getsockname()[1]
+        found_addresses = (a for listener in listeners for a in interfaces.reachable(listener))
+        addresses = list(dict.fromkeys(found_addresses))
+        return {
+            "scheme": scheme,
+            "port": port,
+            "listening": [listener.getsockname()[0] for listener in listeners],
+            "addresses": addresses,
+            "urls": [interfaces.url(scheme, address, port) for address in addresses],
+        }
