@@ -50,7 +50,7 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             "colour = 1\n[server]\n",
             "colour: a key outside any section; keys go under a "
-            "section: [server], [limits], [admin], [log], [tls], [history]",
+            "section: [server], [limits], [admin], [log], [tls], [history], [cluster]",
         ),
         ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
         (
@@ -66,6 +66,19 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             '[history]\nenabled = "no"\n',
             "[history] enabled: expected true or false, got str 'no'",
+        ),
+        ('[cluster]\nroom = "x"\n', "[cluster] redis: missing; the Redis server's URL is required"),
+        (
+            '[cluster]\nredis = "http://h"\n',
+            "[cluster] redis: expected redis://HOST:PORT/DB or rediss://..., got 'http://h'",
+        ),
+        (
+            '[cluster]\nredis = "redis://:secret@h:6379/0"\n',
+            "[cluster] redis: put the password in password_file, not in the URL",
+        ),
+        (
+            '[cluster]\nredis = "redis://h"\nroom = "a b"\n',
+            "[cluster] room: use at most 64 letters, digits, '-', '_' or '.', got 'a b'",
         ),
     ],
 )
@@ -95,3 +108,18 @@ def test_the_history_section_loads(tmp_path: Path) -> None:
     assert (defaults.history_keep_days, defaults.history_on_join) == (7.0, 20)
     assert "history_keep" not in config.RESTART_ONLY
     assert "history" in config.RESTART_ONLY
+
+
+def test_a_cluster_section_loads(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text(
+        '[cluster]\nredis = "rediss://h:6380/1"\npassword_file = "/etc/p"\n'
+        'room = "lab.room-1"\nnode = "lab_2"\n'
+    )
+    settings = config.load(path, {})
+    assert (
+        settings.cluster_redis,
+        settings.cluster_password_file,
+        settings.cluster_room,
+        settings.cluster_node,
+    ) == ("rediss://h:6380/1", "/etc/p", "lab.room-1", "lab_2")

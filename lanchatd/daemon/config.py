@@ -48,11 +48,16 @@ class Settings:
     history_keep: int = 10_000
     history_keep_days: float = 7.0
     history_on_join: int = 20
+    cluster_redis: str | None = None
+    cluster_password_file: str | None = None
+    cluster_room: str = "lanchat"
+    cluster_node: str | None = None
 
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
 RESTART_ONLY: Final = frozenset(
     {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history"}
+    | {"cluster_redis", "cluster_password_file", "cluster_room", "cluster_node"}
 )
 
 
@@ -115,6 +120,27 @@ def _boolean(value: Any) -> str | None:
     return None
 
 
+def _redis_url(value: Any) -> str | None:
+    """A redis:// or rediss:// URL without a password: that belongs in ``password_file``."""
+    if problem := _text(value):
+        return problem
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("redis", "rediss") or not rest:
+        return f"expected redis://HOST:PORT/DB or rediss://..., got {value!r}"
+    if "@" in rest.split("/", 1)[0]:
+        return "put the password in password_file, not in the URL"
+    return None
+
+
+def _name(value: Any) -> str | None:
+    """A room or node name: it becomes part of Redis key names and log fields."""
+    if problem := _text(value):
+        return problem
+    if len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        return f"use at most 64 letters, digits, '-', '_' or '.', got {value!r}"
+    return None
+
+
 def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -155,6 +181,12 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "keep_days": Key("history_keep_days", _number(0, 36_500)),
         "on_join": Key("history_on_join", _integer(0, 500)),
     },
+    "cluster": {
+        "redis": Key("cluster_redis", _redis_url),
+        "password_file": Key("cluster_password_file", _text),
+        "room": Key("cluster_room", _name),
+        "node": Key("cluster_node", _name),
+    },
 }
 
 
@@ -191,6 +223,8 @@ def read_file(path: Path) -> dict[str, Any]:
             if problem:
                 raise ConfigError(f"{path}: [{section}] {name}: {problem}")
             values[key.field] = float(value) if key.field in _FLOATS else value
+    if "cluster" in document and "cluster_redis" not in values:
+        raise ConfigError(f"{path}: [cluster] redis: missing; the Redis server's URL is required")
     return values
 
 
