@@ -227,6 +227,21 @@ class History:
             memory.unsaved.append(entry)
         return entry
 
+    def record(self, entry: Entry) -> MessageId | None:
+        """Keep an entry whose id was assigned elsewhere (a cluster's stream, in its order).
+
+        An id not above the last one is not kept (None): ids only grow.
+        """
+        memory = self._memory
+        with self._lock:
+            if entry.id <= memory.last:
+                return None
+            memory.last = entry.id
+            if not memory.unsaved:
+                self._wake.set()
+            memory.unsaved.append(entry)
+        return entry.id
+
     def commit_through(self, last: MessageId) -> bool:
         """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
 
