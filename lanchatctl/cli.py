@@ -342,9 +342,20 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("log events lost", str(result.get("log_events_lost", "?"))),
         ("history", _history_counters(result)),
     ]
+    if result.get("cluster"):
+        rows.append(("cluster", _cluster_summary(result["cluster"])))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         _echo(f"{name.ljust(width)}  {value}")
+
+
+def _cluster_summary(cluster: dict[str, Any]) -> str:
+    """``node n1 ok; n1 3 clients, n2 2 clients; 5 in all`` (docs/cluster.md)."""
+    nodes = ", ".join(f"{n['node']} {n['clients']} clients" for n in cluster["nodes"])
+    return (
+        f"node {cluster['node']} {cluster['state']}; {nodes or 'no node seen yet'}; "
+        f"{cluster['total_clients']} in all"
+    )
 
 
 def _history_counters(result: dict[str, Any]) -> str:

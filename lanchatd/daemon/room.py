@@ -76,6 +76,10 @@ class Room:
         if self.history is not None:
             self.history.configure(settings.history_keep, settings.history_keep_days)
 
+    def cluster_stats(self) -> dict[str, Any] | None:
+        """This node's view of the room's nodes (docs/cluster.md); None on a single node."""
+        return None
+
     def __len__(self) -> int:
         return len(self._members)
 
@@ -114,7 +118,6 @@ class Room:
 
     def say(self, peer: Peer, texts: list[str]) -> None:
         """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
-        prefix = chat_prefix(peer.nick)
         if all(map(str.isascii, texts)):  # a character a byte: no encoding to count them
             sizes = list(map(len, texts))
         else:
@@ -122,9 +125,7 @@ class Room:
         with self.lock:
             if peer.left:
                 return
-            self.delivery.broadcast_many_locked(prefix, texts)
-            for text in texts:
-                self._record_locked(Kind.MESSAGE, peer.nick, text)
+            self._say_locked(peer, texts)
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
             log_text = self.settings.log_message_text
@@ -132,6 +133,12 @@ class Room:
                 for text in texts:
                     self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
         logs.messages(peer.log, texts, sizes, log_text)
+
+    def _say_locked(self, peer: Peer, texts: list[str]) -> None:
+        """Hand chat lines to delivery and history (a cluster's room appends them instead)."""
+        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts)
+        for text in texts:
+            self._record_locked(Kind.MESSAGE, peer.nick, text)
 
     def command(self, peer: Peer, command: commands.Command) -> bool:
         """Carry out a slash command; False when the client asked to leave."""

@@ -99,7 +99,7 @@ class Server:
         self._notifier = notifier
         self._tls = tls
         self.log = logs.get_logger()
-        self.room = Room(settings, self.log, self._history(settings))
+        self.room = self._room(settings)
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
@@ -118,6 +118,15 @@ class Server:
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
+
+    def _room(self, settings: Settings) -> Room:
+        """The room: this node's own, or one shared with other nodes (``[cluster]``)."""
+        if settings.cluster_redis is None:
+            return Room(settings, self.log, self._history(settings))
+        # Imported here: it imports redis, which a single node never loads.
+        from lanchatd.daemon.cluster.room import SharedRoom  # noqa: PLC0415
+
+        return SharedRoom(settings, self.log, self._history(settings))
 
     def _history(self, settings: Settings) -> History | None:
         """The room's history in the state directory, unless ``[history] enabled`` is off."""
@@ -197,7 +206,9 @@ class Server:
 
     def _status(self) -> str:
         stats = self.room.stats
-        return f"{len(self.room)} clients, {stats.messages} messages relayed"
+        status = f"{len(self.room)} clients, {stats.messages} messages relayed"
+        cluster = self.room.cluster_stats()
+        return status if cluster is None else f"{status}; cluster {cluster['state']}"
 
     def _signals(self, wake: socket.socket) -> bool:
         """Handle pending signals; True when it is time to stop."""

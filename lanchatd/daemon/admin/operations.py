@@ -71,6 +71,7 @@ class DaemonOperations:
             "watchers": len(room.watchers),
             "log_events_lost": logs.lost(),
             **self._history_stats(),
+            "cluster": room.cluster_stats(),
         }
 
     def _history_stats(self) -> dict[str, Any]:
