@@ -1,0 +1,227 @@
+"""One room across several real lanchatd nodes through a real redis-server (docs/cluster.md).
+
+Every node is the installed ``lanchatd`` with a ``[cluster]`` section; clients are raw line
+clients; Redis is Debian's ``redis-server`` on a free loopback port in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.redis_support import REDIS_SERVER, RedisServer
+from tests.support import LANCHATD, Daemon, LineClient, join, wait_until, write_config
+
+pytestmark = [
+    pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
+    pytest.mark.timeout(120),
+]
+
+Nodes = Callable[..., Daemon]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Nodes]:
+    """Start nodes of one room on ``redis_server``; all killed afterwards."""
+    started: list[Daemon] = []
+
+    def start(name: str, *args: str, extra: str = "") -> Daemon:
+        config = (
+            f'[cluster]\nredis = "{redis_server.url}"\nnode = "{name}"\n[limits]\nrate = 0\n{extra}'
+        )
+        node = Daemon(*args, config=write_config(tmp_path, config, f"{name}.toml"))
+        started.append(node)
+        node.wait_event("cluster_ok")
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def opened() -> Iterator[list[LineClient]]:
+    clients: list[LineClient] = []
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def chat_lines(client: LineClient, count: int, timeout: float = 30.0) -> list[str]:
+    """The next ``count`` chat lines (``nick: text``) the client receives, skipping others."""
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count:
+        line = client.line(max(0.01, deadline - time.monotonic()))
+        if ": " in line and not line.startswith("*"):
+            found.append(line)
+    return found
+
+
+def test_every_client_on_every_node_sees_one_sequence(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    servers = [nodes("n1"), nodes("n2"), nodes("n3")]
+    nicks = [f"u{n}{i}" for n in range(3) for i in range(3)]
+    for index, nick in enumerate(nicks):
+        opened.append(join(servers[index // 3].port, nick))
+    for client in opened[:-1]:  # everyone has seen the last join: the sends come after it
+        client.expect(f"{nicks[-1]} Bergabung!")
+    per_client = 200
+    total = per_client * len(nicks)
+    received: dict[str, list[str]] = {}
+
+    def read(nick: str, client: LineClient) -> None:
+        received[nick] = chat_lines(client, total, timeout=60.0)
+
+    readers = [
+        threading.Thread(target=read, args=(nick, client))
+        for nick, client in zip(nicks, opened, strict=True)
+    ]
+    for thread in readers:
+        thread.start()
+    for nick, client in zip(nicks, opened, strict=True):
+        client.send_bytes("".join(f"{nick} says {n}\n" for n in range(per_client)).encode())
+    for thread in readers:
+        thread.join(90)
+    first = received[nicks[0]]
+    assert len(first) == total
+    for nick in nicks:
+        assert received[nick] == first, nick
+    for nick in nicks:  # each sender's lines in the order it sent them
+        own = [line for line in first if line.startswith(f"{nick}: ")]
+        assert own == [f"{nick}: {nick} says {n}" for n in range(per_client)]
+
+
+def test_nicknames_are_unique_across_nodes(nodes: Nodes, opened: list[LineClient]) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    opened.append(join(one.port, "alice"))
+    taken = LineClient(two.port, "ALICE")
+    opened.append(taken)
+    assert taken.rest_until_closed() == ["*** Nickname ditolak: ALICE sudah dipakai"]
+    lookalike = LineClient(two.port, "\u0430lice")  # with a Cyrillic a
+    opened.append(lookalike)
+    assert lookalike.rest_until_closed() == [
+        "*** Nickname ditolak: \u0430lice terlihat sama dengan nickname yang sudah ada"
+    ]
+    opened[0].send("/quit")
+    opened[0].rest_until_closed()
+    wait_until(lambda: _joins(two.port, "ALICE"), what="ALICE free once alice left")
+
+
+def _joins(port: int, nick: str) -> bool:
+    client = LineClient(port, nick)
+    try:
+        return client.line() == f"{nick} Bergabung!"
+    finally:
+        client.close()
+
+
+def test_who_lists_every_node(nodes: Nodes, opened: list[LineClient]) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    opened.append(join(one.port, "alice"))
+    opened.append(join(two.port, "bob"))
+    opened[1].send("/who")
+    assert opened[1].expect_start("*** Online") == "*** Online (2): alice, bob"
+
+
+def test_a_killed_node_s_users_leave_once_everywhere(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    one, two, three = nodes("n1"), nodes("n2"), nodes("n3")
+    watcher = join(one.port, "watcher")
+    other = join(three.port, "other")
+    opened += [watcher, other]
+    opened += [join(two.port, "doomed1"), join(two.port, "doomed2")]
+    watcher.expect("doomed2 Bergabung!")
+    other.expect("doomed2 Bergabung!")
+    two.process.kill()  # kill -9: no leave is sent by the node itself
+    started = time.monotonic()
+    for client in (watcher, other):
+        gone = set()
+        while gone != {"doomed1", "doomed2"}:
+            line = client.line(timeout=15.0)
+            assert line.endswith(" Keluar!"), line
+            nick = line.removesuffix(" Keluar!")
+            assert nick not in gone  # announced once
+            gone.add(nick)
+    assert time.monotonic() - started < 15.0
+    watcher.send("/who")
+    assert watcher.expect_start("*** Online") == "*** Online (2): watcher, other"  # by node
+    other.send("hi")
+    assert watcher.line() == "other: hi"  # and not a third leave line before it
+
+
+def test_redis_down_means_an_error_line_then_resume(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    alice, bob = join(one.port, "alice"), join(two.port, "bob")
+    opened += [alice, bob]
+    alice.expect("bob Bergabung!")
+    redis_server.kill()
+    sent = time.monotonic()
+    alice.send("anyone there?")
+    assert alice.line(timeout=2.5) == (
+        "*** Tidak terkirim: server ruang obrolan tidak terjangkau: anyone there?"
+    )
+    assert time.monotonic() - sent < 2.0
+    stats = wait_until(lambda: _cluster_stats(one)["state"] == "degraded" and _cluster_stats(one))
+    assert stats["node"] == "n1"
+    redis_server.start()  # appendonly: the stream and the nicknames are back
+    wait_until(lambda: _cluster_stats(two)["state"] == "ok", what="n2 back")
+    wait_until(lambda: _cluster_stats(one)["state"] == "ok", what="n1 back")
+    bob.send_bytes(b"".join(b"back %d\n" % n for n in range(20)))
+    assert chat_lines(alice, 20) == [f"bob: back {n}" for n in range(20)]
+    assert chat_lines(bob, 20) == [f"bob: back {n}" for n in range(20)]
+
+
+def _cluster_stats(node: Daemon) -> dict[str, Any]:
+    result = node.ctl("stats", "--json")
+    assert result.returncode == 0, result.stderr
+    stats: dict[str, Any] = json.loads(result.stdout)["cluster"]
+    return stats
+
+
+def test_redis_losing_its_data_is_told_to_clients(tmp_path: Path, opened: list[LineClient]) -> None:
+    server = RedisServer(appendonly=False)
+    config = write_config(tmp_path, f'[cluster]\nredis = "{server.url}"\nnode = "n1"\n')
+    try:
+        with Daemon(config=config) as node:
+            node.wait_event("cluster_ok")
+            alice = join(node.port, "alice")
+            opened.append(alice)
+            server.kill()
+            server.start()  # empty: Debian's default after a crash
+            assert alice.line(timeout=10.0) == (
+                "*** Riwayat ruang obrolan diatur ulang (servernya kehilangan datanya); "
+                "pesan sebelumnya hilang"
+            )
+            alice.send("after the reset")
+            assert alice.expect_start("alice: ") == "alice: after the reset"
+    finally:
+        server.close()
+
+
+def test_redis_is_never_imported_without_a_cluster_section(tmp_path: Path) -> None:
+    command = [sys.executable, "-X", "importtime", str(LANCHATD)]
+    with Daemon(command=command) as single:
+        single.stop()
+    imported = [line.split("|")[-1].strip() for line in single.stderr if "import time:" in line]
+    assert "lanchatd.daemon.room" in imported  # the measurement works
+    assert not [name for name in imported if name.split(".")[0] == "redis"]
+    assert "lanchatd.daemon.cluster" not in imported
