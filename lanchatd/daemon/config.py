@@ -223,7 +223,7 @@ def read_file(path: Path) -> dict[str, Any]:
             if problem:
                 raise ConfigError(f"{path}: [{section}] {name}: {problem}")
             values[key.field] = float(value) if key.field in _FLOATS else value
-    if "cluster" in document and "cluster_redis" not in values:
+    if document.get("cluster") and "cluster_redis" not in values:
         raise ConfigError(f"{path}: [cluster] redis: missing; the Redis server's URL is required")
     return values
 
