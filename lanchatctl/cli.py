@@ -259,7 +259,7 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
     if not clients:
         click.echo("No clients connected.")
         return
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             c["nick"],
             c["host"],
@@ -269,9 +269,22 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
             _duration(c["idle_s"]),
             str(c["messages"]),
         )
+        if c["host"] is not None
+        else (c["nick"], *"------")  # served by another node: only it knows the details
         for c in clients
     ]
-    header = ("NICK", "ADDRESS", "PORT", "MODE", "CONNECTED SINCE", "IDLE", "MESSAGES")
+    header: tuple[str, ...] = (
+        "NICK",
+        "ADDRESS",
+        "PORT",
+        "MODE",
+        "CONNECTED SINCE",
+        "IDLE",
+        "MESSAGES",
+    )
+    if any("node" in c for c in clients):
+        rows = [(*row, c.get("node", "-")) for row, c in zip(rows, clients, strict=True)]
+        header = (*header, "NODE")
     _table(header, rows, right={2, 5, 6})
 
 
@@ -291,6 +304,9 @@ def kick(ctx: click.Context, nick: str, reason: str | None, as_json: bool) -> No
         result = daemon.request("kick", nick=nick, reason=reason)
     if as_json:
         _echo_json(result)
+        return
+    if result.get("node") is not None and result["host"] is None:
+        _echo(f"Kicked {result['nick']} (on node {result['node']}): {result['reason']}")
         return
     _echo(f"Kicked {result['nick']} ({result['host']}:{result['port']}): {result['reason']}")
 

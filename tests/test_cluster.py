@@ -225,3 +225,32 @@ def test_redis_is_never_imported_without_a_cluster_section(tmp_path: Path) -> No
     assert "lanchatd.daemon.room" in imported  # the measurement works
     assert not [name for name in imported if name.split(".")[0] == "redis"]
     assert "lanchatd.daemon.cluster" not in imported
+
+
+def test_administration_reaches_every_node(nodes: Nodes, opened: list[LineClient]) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    alice, bob = join(one.port, "alice"), join(two.port, "bob")
+    opened += [alice, bob]
+    alice.expect("bob Bergabung!")
+    who = json.loads(one.ctl("who", "--json").stdout)
+    assert [(c["nick"], c["node"], c["host"]) for c in who] == [
+        ("alice", "n1", "127.0.0.1"),
+        ("bob", "n2", None),
+    ]
+    header, _, bob_row = one.ctl("who").stdout.splitlines()
+    assert header.split()[-1] == "NODE"
+    assert bob_row.split() == ["bob", *"------", "n2"]
+    broadcast = one.ctl("broadcast", "--json", "lunch is ready")
+    assert json.loads(broadcast.stdout)["recipients"] == 2
+    for client in (alice, bob):
+        assert client.line() == "*** Pengumuman server: lunch is ready"
+    kicked = one.ctl("kick", "bob", "--reason", "testing")
+    assert kicked.stdout == "Kicked bob (on node n2): testing\n"
+    assert bob.rest_until_closed() == ["*** Anda dikeluarkan oleh administrator: testing"]
+    assert alice.lines(2) == [
+        "*** bob dikeluarkan oleh administrator: testing",
+        "bob Keluar!",
+    ]
+    wait_until(lambda: _cluster_stats(two)["total_clients"] == 1, what="the heartbeat's count")
+    stats = _cluster_stats(two)
+    assert [(n["node"], n["clients"]) for n in stats["nodes"]] == [("n1", 1), ("n2", 0)]

@@ -76,8 +76,18 @@ class Room:
         if self.history is not None:
             self.history.configure(settings.history_keep, settings.history_keep_days)
 
+    # Several nodes (docs/cluster.md): a single node has no other. ---------------------------
+
     def cluster_stats(self) -> dict[str, Any] | None:
-        """This node's view of the room's nodes (docs/cluster.md); None on a single node."""
+        """This node's view of the room's nodes; None on a single node."""
+        return None
+
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        """This node's name and the members other nodes serve, as (nick, node); None alone."""
+        return None
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        """Have the node serving ``nick`` kick it; that node's name, None if nobody has it."""
         return None
 
     def __len__(self) -> int:

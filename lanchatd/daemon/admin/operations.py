@@ -50,6 +50,12 @@ class DaemonOperations:
     def notice(self, text: str, admin_uid: int) -> int:
         return self._room.notice(text, admin_uid)
 
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        return self._room.elsewhere()
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        return self._room.kick_elsewhere(nick, reason or self._room.catalog("no_reason"))
+
     def stats(self, admin_connections: int) -> dict[str, Any]:
         room = self._room
         counters, delivery = room.stats, room.delivery

@@ -122,13 +122,18 @@ class SharedRoom(Room):
         self._exited(peer, "kicked")
         return peer
 
-    def kick_elsewhere(self, nick: str, reason: str) -> Member | None:
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
         """Ask the node holding ``nick`` to kick it; None if nobody holds it (or no Redis)."""
         member = self.cluster.find(nick)
         if member is None:
             return None
         event = self.cluster.event(Kind.KICK, member.nick, reason=reason, target=member.ident)
-        return member if self.cluster.append_now(event) is not None else None
+        return member.node if self.cluster.append_now(event) is not None else None
+
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        ident = self.cluster.ident
+        others = [(m.nick, m.node) for m in self.cluster.members() if m.ident != ident]
+        return self.cluster.node, others
 
     def expel_banned(self, peers: list[Peer], reason: str, farewell: str) -> list[Peer]:
         """Disconnect this node's members among ``peers``; the ban line goes to every node."""
