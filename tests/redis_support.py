@@ -20,11 +20,12 @@ class RedisServer:
     configuration does after a crash.
     """
 
-    def __init__(self, *, appendonly: bool = False) -> None:
+    def __init__(self, *, appendonly: bool = False, password: str | None = None) -> None:
         assert REDIS_SERVER is not None, "redis-server is not installed (apt-get install it)"
         self._dir = tempfile.TemporaryDirectory(prefix="lanchat-redis-")
         self.port = free_port()
         self.appendonly = appendonly
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -36,6 +37,8 @@ class RedisServer:
         argv = [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--dir", self._dir.name, "--save", "", "--daemonize", "no"]
         argv += ["--appendonly", "yes" if self.appendonly else "no"]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, what="redis-server to answer PING")
 
@@ -43,15 +46,18 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16) == b"+PONG\r\n"
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
-    def command(self, *words: str) -> bytes:
+    def command(self, *words: str | bytes) -> bytes:
         """One command, its raw reply (enough for a test to peek at a key)."""
-        request = f"*{len(words)}\r\n".encode() + b"".join(
-            f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words
+        raw = [w.encode() if isinstance(w, str) else w for w in words]
+        request = f"*{len(raw)}\r\n".encode() + b"".join(
+            b"$%d\r\n%s\r\n" % (len(w), w) for w in raw
         )
+        if self.password is not None:
+            request = f"AUTH {self.password}\r\n".encode() + request
         with socket.create_connection(("127.0.0.1", self.port), timeout=5.0) as sock:
             sock.sendall(request)
             return sock.recv(65536)

@@ -254,3 +254,39 @@ def test_administration_reaches_every_node(nodes: Nodes, opened: list[LineClient
     wait_until(lambda: _cluster_stats(two)["total_clients"] == 1, what="the heartbeat's count")
     stats = _cluster_stats(two)
     assert [(n["node"], n["clients"]) for n in stats["nodes"]] == [("n1", 1), ("n2", 0)]
+
+
+def test_the_password_comes_from_its_file(tmp_path: Path, opened: list[LineClient]) -> None:
+    server = RedisServer(password="s3cret")
+    secret = tmp_path / "redis.password"
+    secret.write_text("s3cret\n")
+    text = f'[cluster]\nredis = "{server.url}"\nnode = "n1"\npassword_file = "{secret}"\n'
+    try:
+        with Daemon(config=write_config(tmp_path, text)) as node:
+            node.wait_event("cluster_ok")
+            alice = join(node.port, "alice")
+            opened.append(alice)
+            alice.send("hi")
+            assert alice.line() == "alice: hi"
+            assert "s3cret" not in "".join(node.stderr)
+    finally:
+        server.close()
+
+
+def test_entries_that_are_not_ours_are_skipped(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one = nodes("n1")
+    alice = join(one.port, "alice")
+    opened.append(alice)
+    log = "lanchat:lanchat:log"
+    assert redis_server.command("XADD", log, "*", "k", "message", "n", "x").startswith(b"$")
+    assert redis_server.command("XADD", log, "*", "k", "bogus", "at", "1").startswith(b"$")
+    assert redis_server.command("XADD", log, "*", "junk", b"\x00\xff").startswith(b"$")
+    at = str(time.time()).encode()
+    bad = ["k", "message", "n", b"m\xffllory", "t", b"\xfe", "at", at, "o", "x"]
+    assert redis_server.command("XADD", log, "*", *bad).startswith(b"$")
+    assert alice.line() == "m\ufffdllory: \ufffd"
+    alice.send("still here")
+    assert alice.line() == "alice: still here"
+    assert not one.find("cluster_error")

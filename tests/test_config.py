@@ -112,8 +112,10 @@ def test_the_history_section_loads(tmp_path: Path) -> None:
 
 def test_a_cluster_section_loads(tmp_path: Path) -> None:
     path = tmp_path / "lanchatd.toml"
+    secret = tmp_path / "redis.password"
+    secret.write_text("s3cret\n")
     path.write_text(
-        '[cluster]\nredis = "rediss://h:6380/1"\npassword_file = "/etc/p"\n'
+        f'[cluster]\nredis = "rediss://h:6380/1"\npassword_file = "{secret}"\n'
         'room = "lab.room-1"\nnode = "lab_2"\n'
     )
     settings = config.load(path, {})
@@ -122,4 +124,15 @@ def test_a_cluster_section_loads(tmp_path: Path) -> None:
         settings.cluster_password_file,
         settings.cluster_room,
         settings.cluster_node,
-    ) == ("rediss://h:6380/1", "/etc/p", "lab.room-1", "lab_2")
+    ) == ("rediss://h:6380/1", str(secret), "lab.room-1", "lab_2")
+
+
+def test_a_cluster_password_file_must_be_readable(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    missing = tmp_path / "no-such-file"
+    path.write_text(f'[cluster]\nredis = "redis://h"\npassword_file = "{missing}"\n')
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path, {})
+    assert str(error.value) == (
+        f"{path}: [cluster] password_file: cannot read {missing}: No such file or directory"
+    )

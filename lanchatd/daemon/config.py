@@ -8,6 +8,7 @@ listens. The same loader serves start-up and SIGHUP reloads.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import tomllib
 from collections.abc import Callable, Mapping
@@ -249,7 +250,25 @@ def load(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         where = path if path is not None else "command line"
         raise ConfigError(f"{where}: [tls] cert and key must be given together")
+    if settings.cluster_redis is not None:
+        _check_cluster(path, settings)
     return settings
+
+
+def _check_cluster(path: Path | None, settings: Settings) -> None:
+    """What a node needs before it starts: the redis module and a readable password file."""
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            f"{path}: [cluster] needs the Python module redis (apt-get install python3-redis)"
+        )
+    if settings.cluster_password_file is not None:
+        try:
+            Path(settings.cluster_password_file).read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                f"{path}: [cluster] password_file: cannot read "
+                f"{settings.cluster_password_file}: {error.strerror}"
+            ) from None
 
 
 def changes(old: Settings, new: Settings) -> dict[str, tuple[Any, Any]]:

@@ -115,6 +115,9 @@ def connect(settings: Settings, timeout: float) -> redis.Redis:
         socket_timeout=timeout,
         socket_connect_timeout=COMMAND_TIMEOUT,
         decode_responses=True,
+        # Anyone who can write to the stream can write bytes that are not UTF-8: they are
+        # read as U+FFFD, never an error that would stop the reader at that entry for good.
+        encoding_errors="replace",
     )
 
 
