@@ -40,6 +40,7 @@ def nodes(tmp_path: Path, redis_server: RedisServer) -> Iterator[Nodes]:
     started: list[Daemon] = []
 
     def start(name: str, *args: str, extra: str = "") -> Daemon:
+        """A node; ``args`` are lanchatd flags, ``extra`` more config text."""
         config = (
             f'[cluster]\nredis = "{redis_server.url}"\nnode = "{name}"\n[limits]\nrate = 0\n{extra}'
         )
@@ -182,9 +183,14 @@ def test_redis_down_means_an_error_line_then_resume(
     assert time.monotonic() - sent < 2.0
     stats = wait_until(lambda: _cluster_stats(one)["state"] == "degraded" and _cluster_stats(one))
     assert stats["node"] == "n1"
+    late = LineClient(one.port, "late")
+    opened.append(late)
+    assert late.rest_until_closed() == [
+        "*** Server ruang obrolan tidak terjangkau; coba lagi sebentar lagi"
+    ]
     redis_server.start()  # appendonly: the stream and the nicknames are back
+    # bob's node appends at once; alice's reads them from its last id whenever it is back
     wait_until(lambda: _cluster_stats(two)["state"] == "ok", what="n2 back")
-    wait_until(lambda: _cluster_stats(one)["state"] == "ok", what="n1 back")
     bob.send_bytes(b"".join(b"back %d\n" % n for n in range(20)))
     assert chat_lines(alice, 20) == [f"bob: back {n}" for n in range(20)]
     assert chat_lines(bob, 20) == [f"bob: back {n}" for n in range(20)]
@@ -290,3 +296,34 @@ def test_entries_that_are_not_ours_are_skipped(
     alice.send("still here")
     assert alice.line() == "alice: still here"
     assert not one.find("cluster_error")
+
+
+def test_history_is_the_stream_on_every_node(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one = nodes("n1")
+    alice = join(one.port, "alice")
+    opened.append(alice)
+    alice.send_bytes(b"one\ntwo\n")
+    assert chat_lines(alice, 2) == ["alice: one", "alice: two"]
+    two = nodes("n2", "--history-on-join", "5")  # started afterwards: it reads the stream
+    bob = LineClient(two.port, "bob")
+    opened.append(bob)
+    assert bob.lines(2) == ["bob Bergabung!", "Terkoneksi dengan Server!"]
+    shown = bob.lines(5)
+    assert shown[0] == "*** Riwayat: 3 kejadian terakhir (waktu server)"
+    assert [line.split("] ", 1)[1] for line in shown[1:4]] == [
+        "alice Bergabung!",
+        "alice: one",
+        "alice: two",
+    ]
+    assert shown[4] == "*** Akhir riwayat"
+
+    def ids(node: Daemon) -> list[str]:
+        entries = json.loads(node.ctl("history", "--json").stdout)
+        return [entry["id"] for entry in entries]
+
+    stream = redis_server.command("XRANGE", "lanchat:lanchat:log", "-", "+").decode()
+    wait_until(lambda: ids(one) == ids(two), what="the same ids on both nodes")
+    assert len(ids(one)) == 4
+    assert all(entry_id in stream for entry_id in ids(one))  # the stream's own ids
