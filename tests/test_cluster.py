@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.redis_support import REDIS_SERVER, RedisServer
-from tests.support import LANCHATD, Daemon, LineClient, join, wait_until, write_config
+from tests.support import (
+    LANCHATD,
+    Daemon,
+    LineClient,
+    join,
+    refused_connection,
+    wait_until,
+    write_config,
+)
 
 pytestmark = [
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
@@ -327,3 +335,24 @@ def test_history_is_the_stream_on_every_node(
     wait_until(lambda: ids(one) == ids(two), what="the same ids on both nodes")
     assert len(ids(one)) == 4
     assert all(entry_id in stream for entry_id in ids(one))  # the stream's own ids
+
+
+def test_a_ban_on_one_node_holds_on_every_node(nodes: Nodes, opened: list[LineClient]) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    alice = join(one.port, "alice")
+    mallory = join(two.port, "mallory", source="127.0.0.2")
+    opened += [alice, mallory]
+    alice.expect("mallory Bergabung!")
+    banned = one.ctl("ban", "127.0.0.2", "--reason", "spam")
+    assert banned.returncode == 0, banned.stderr
+    assert mallory.rest_until_closed() == ["*** Anda diblokir dari server ini: spam"]
+    assert alice.lines(2) == ["*** mallory diblokir oleh administrator: spam", "mallory Keluar!"]
+    assert refused_connection(two.port, source="127.0.0.2") == (
+        b"*** Anda diblokir dari server ini: spam\n"
+    )
+    listed = json.loads(two.ctl("bans", "--json").stdout)
+    assert [ban["address"] for ban in listed] == ["127.0.0.2"]
+    assert two.ctl("unban", "127.0.0.2").returncode == 0
+    wait_until(lambda: json.loads(one.ctl("bans", "--json").stdout) == [], what="unban on n1")
+    back = join(one.port, "mallory", source="127.0.0.2")
+    opened.append(back)

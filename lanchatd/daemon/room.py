@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lanchatd.core import commands
@@ -20,6 +21,7 @@ from lanchatd.core.framing import Framing
 from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon import logs
+from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
 from lanchatd.daemon.history import History, Kind
@@ -89,6 +91,10 @@ class Room:
     def kick_elsewhere(self, nick: str, reason: str) -> str | None:
         """Have the node serving ``nick`` kick it; that node's name, None if nobody has it."""
         return None
+
+    def ban_store(self, path: Path) -> BanStore:
+        """The ban list (with several nodes, one that every node shares)."""
+        return BanStore(path, self.log)
 
     def __len__(self) -> int:
         return len(self._members)

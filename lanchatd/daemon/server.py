@@ -26,7 +26,6 @@ from lanchatd.core import paths
 from lanchatd.core.framing import Framing
 from lanchatd.daemon import config, interfaces, logs
 from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
-from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
 from lanchatd.daemon.history import History
@@ -108,7 +107,7 @@ class Server:
         self._handshaking: dict[Peer, None] = {}
         self._refusals = RefusalLog(self.log)
         self._next_report = 0.0
-        bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
+        bans = self.room.ban_store(paths.state_dir() / paths.BANS_FILE_NAME)
         bans.load()
         self.moderation = Moderation(self.room, bans, self.peers)
         self.admin: AdminServer | None = None

@@ -21,8 +21,11 @@ class Control(enum.StrEnum):
 
     #: Remove what ``nick`` said (``text``: since when, seconds, or empty) from history.
     PURGE = "purge"
-    #: Disconnect every member connected from the address ``target`` (a ban).
+    #: A ban (``data``: the ban as JSON) on the address ``target``: every node refuses it and
+    #: disconnects its members from there with ``text``.
     EXPEL = "expel"
+    #: The ban on the address ``target`` was lifted.
+    UNBAN = "unban"
 
 
 CONTROL_KINDS: Final = frozenset(control.value for control in Control)
@@ -43,6 +46,7 @@ class StreamEvent:
     at: float
     origin: str
     target: str = ""
+    data: str = ""
 
     def entry(self) -> Entry:
         """The history entry of a room event, under the stream's id."""
@@ -58,10 +62,11 @@ def fields(
     text: str = "",
     reason: str = "",
     target: str = "",
+    data: str = "",
 ) -> dict[str, str]:
     """The stream fields of an event; empty ones are left out."""
     out = {"k": str(kind), "n": nick, "at": repr(at), "o": origin}
-    for name, value in (("t", text), ("r", reason), ("g", target)):
+    for name, value in (("t", text), ("r", reason), ("g", target), ("d", data)):
         if value:
             out[name] = value
     return out
@@ -82,6 +87,7 @@ def decode(entry_id: str, raw: dict[str, str]) -> StreamEvent | None:
             float(raw["at"]),
             raw.get("o", ""),
             raw.get("g", ""),
+            raw.get("d", ""),
         )
     except (KeyError, ValueError, TypeError):
         return None

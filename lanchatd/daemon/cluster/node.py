@@ -19,6 +19,7 @@ the one that died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import socket
@@ -33,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 
 from lanchatd.core.nicknames import nick_key
-from lanchatd.daemon.cluster.entries import StreamEvent, decode, fields
+from lanchatd.daemon.bans import Ban
+from lanchatd.daemon.cluster.entries import Control, StreamEvent, decode, fields
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.history import ORIGIN, Kind, MessageId
 from lanchatd.daemon.logs import Logger
@@ -218,6 +220,45 @@ class Cluster:
         with self._queued:
             self._queue.append(_Out(entry, peer, release))
             self._queued.notify()
+
+    def share_ban(self, address: str, ban: str) -> str | None:
+        """Put a ban (JSON) in the room's list and tell every node; an error if not done."""
+        event = self.event(Control.EXPEL, "", target=address, data=ban)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(self.keys.bans, address, ban)
+            pipe.xadd(self.keys.log, event, maxlen=self.keep, approximate=True)
+            pipe.execute()
+        except redis.RedisError as error:
+            self._failed(error)
+            return f"the other nodes were not told (Redis: {error})"
+        return None
+
+    def share_unban(self, address: str) -> str | None:
+        """Lift a ban in the room's list and tell every node; an error if not done."""
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hdel(self.keys.bans, address)
+            event = self.event(Control.UNBAN, "", target=address)
+            pipe.xadd(self.keys.log, event, maxlen=self.keep, approximate=True)
+            pipe.execute()
+        except redis.RedisError as error:
+            self._failed(error)
+            return f"the other nodes were not told (Redis: {error})"
+        return None
+
+    def bans(self) -> list[Ban]:
+        """The room's ban list as Redis holds it; [] if it cannot be read."""
+        try:
+            held = self._redis.hvals(self.keys.bans)
+        except redis.RedisError as error:
+            self._failed(error)
+            return []
+        found = []
+        for value in held:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                found.append(Ban.from_json(json.loads(value)))
+        return found
 
     def members(self) -> list[Member]:
         """Everyone in the room, by node then nickname; None-safe: [] if Redis is away."""

@@ -12,15 +12,20 @@ Single-node mode never loads this module: its hot path is the unchanged Room.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from lanchatd.core import commands
 from lanchatd.core.nicknames import nick_key
-from lanchatd.daemon.cluster.entries import Control, StreamEvent
+from lanchatd.daemon.bans import Ban, BanStore
+from lanchatd.daemon.cluster.bans import SharedBanStore
+from lanchatd.daemon.cluster.entries import CONTROL_KINDS, Control, StreamEvent
 from lanchatd.daemon.cluster.node import Cluster, Member
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.history import History, Kind
 from lanchatd.daemon.logs import Logger
+from lanchatd.daemon.moderation import farewell, host_is
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.recall import event_line
 from lanchatd.daemon.room import _GRACEFUL, Room
@@ -32,6 +37,8 @@ class SharedRoom(Room):
     def __init__(self, settings: Settings, log: Logger, history: History | None = None) -> None:
         super().__init__(settings, log, history)
         self.cluster = Cluster(settings, self, log)
+        #: The ban list, once the server has asked for it.
+        self.bans: SharedBanStore | None = None
         #: Members whose join has not come back from the stream yet (not attached).
         self._joining: set[Peer] = set()
         self.cluster.start()
@@ -40,6 +47,10 @@ class SharedRoom(Room):
         """As on one node, and the leaves reach the stream before this node leaves it."""
         super().shutdown()
         self.cluster.close()
+
+    def ban_store(self, path: Path) -> BanStore:
+        self.bans = SharedBanStore(path, self.log, self.cluster)
+        return self.bans
 
     def cluster_stats(self) -> dict[str, Any] | None:
         return self.cluster.stats()
@@ -184,21 +195,34 @@ class SharedRoom(Room):
 
     def apply(self, events: list[StreamEvent]) -> None:
         """Deliver and record entries read back from the stream, in its order."""
-        purges: list[StreamEvent] = []
-        expels: list[StreamEvent] = []
+        controls: list[StreamEvent] = []
         with self.lock:
             for event in events:
-                if event.kind == Control.PURGE:
-                    purges.append(event)
-                elif event.kind == Control.EXPEL:
-                    expels.append(event)
+                if event.kind in CONTROL_KINDS:
+                    controls.append(event)
                 else:
                     self._apply_locked(event)
-        for event in purges:
-            if self.history is not None:
+        for event in controls:  # outside the lock: they take it themselves, or write files
+            if event.origin != self.cluster.ident:  # done here already
+                self._control(event)
+
+    def _control(self, event: StreamEvent) -> None:
+        """A purge, ban or unban made on another node."""
+        match event.kind:
+            case Control.PURGE if self.history is not None:
                 self.history.purge(event.nick, float(event.text) if event.text else None)
-        for event in expels:
-            self._expel_address(event)
+            case Control.EXPEL if self.bans is not None:
+                try:
+                    ban = Ban.from_json(json.loads(event.data))
+                except (ValueError, TypeError, KeyError):
+                    return
+                self.bans.adopt(ban)
+                peers = [peer for peer in self.members() if host_is(peer.host, ban.address)]
+                self.expel_banned(
+                    peers, ban.reason or self.catalog("no_reason"), farewell(self.catalog, ban)
+                )
+            case Control.UNBAN if self.bans is not None:
+                self.bans.drop(event.target)
 
     def _apply_locked(self, event: StreamEvent) -> None:
         entry = event.entry()
@@ -226,12 +250,6 @@ class SharedRoom(Room):
             self.delivery.unicast_locked(joined, self.catalog("welcome"))
             for line in shown.lines if shown is not None else ():
                 self.delivery.unicast_locked(joined, line)
-
-    def _expel_address(self, event: StreamEvent) -> None:
-        """A ban made on any node: disconnect this node's members from that address."""
-        peers = [peer for peer in self.members() if peer.host == event.target]
-        if peers:
-            self.expel_banned(peers, event.reason, event.text)
 
     def not_sent(self, peer: Peer, text: str) -> None:
         """Tell ``peer`` a message of theirs could not be appended (Redis unreachable)."""
