@@ -223,23 +223,20 @@ class Cluster:
 
     def share_ban(self, address: str, ban: str) -> str | None:
         """Put a ban (JSON) in the room's list and tell every node; an error if not done."""
-        event = self.event(Control.EXPEL, "", target=address, data=ban)
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hset(self.keys.bans, address, ban)
-            pipe.xadd(self.keys.log, event, maxlen=self.keep, approximate=True)
-            pipe.execute()
-        except redis.RedisError as error:
-            self._failed(error)
-            return f"the other nodes were not told (Redis: {error})"
-        return None
+        return self._share(Control.EXPEL, address, ban)
 
     def share_unban(self, address: str) -> str | None:
         """Lift a ban in the room's list and tell every node; an error if not done."""
+        return self._share(Control.UNBAN, address)
+
+    def _share(self, kind: Control, address: str, ban: str = "") -> str | None:
+        event = self.event(kind, "", target=address, data=ban)
         try:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hdel(self.keys.bans, address)
-            event = self.event(Control.UNBAN, "", target=address)
+            if ban:
+                pipe.hset(self.keys.bans, address, ban)
+            else:
+                pipe.hdel(self.keys.bans, address)
             pipe.xadd(self.keys.log, event, maxlen=self.keep, approximate=True)
             pipe.execute()
         except redis.RedisError as error:
@@ -249,25 +246,23 @@ class Cluster:
 
     def bans(self) -> list[Ban]:
         """The room's ban list as Redis holds it; [] if it cannot be read."""
-        try:
-            held = self._redis.hvals(self.keys.bans)
-        except redis.RedisError as error:
-            self._failed(error)
-            return []
         found = []
-        for value in held:
+        for value in self._values(self.keys.bans):
             with contextlib.suppress(ValueError, TypeError, KeyError):
                 found.append(Ban.from_json(json.loads(value)))
         return found
 
-    def members(self) -> list[Member]:
-        """Everyone in the room, by node then nickname; None-safe: [] if Redis is away."""
+    def _values(self, key: str) -> list[str]:
+        """A hash's values; [] when Redis cannot be reached."""
         try:
-            held = self._redis.hvals(self.keys.nicks)
+            return list(self._redis.hvals(key))
         except redis.RedisError as error:
             self._failed(error)
             return []
-        found = [m for m in map(_member, held) if m is not None]
+
+    def members(self) -> list[Member]:
+        """Everyone in the room, by node then nickname; None-safe: [] if Redis is away."""
+        found = [m for m in map(_member, self._values(self.keys.nicks)) if m is not None]
         return sorted(found, key=lambda m: (m.node, m.nick.casefold()))
 
     def find(self, nick: str) -> Member | None:
