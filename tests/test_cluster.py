@@ -356,3 +356,25 @@ def test_a_ban_on_one_node_holds_on_every_node(nodes: Nodes, opened: list[LineCl
     wait_until(lambda: json.loads(one.ctl("bans", "--json").stdout) == [], what="unban on n1")
     back = join(one.port, "mallory", source="127.0.0.2")
     opened.append(back)
+
+
+def test_a_purge_reaches_the_stream_and_every_node(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    alice, bob = join(one.port, "alice"), join(two.port, "bob")
+    opened += [alice, bob]
+    alice.expect("bob Bergabung!")
+    alice.send("my password is hunter2")
+    assert chat_lines(bob, 1) == ["alice: my password is hunter2"]
+    bob.send("oops")
+    assert chat_lines(alice, 2) == ["alice: my password is hunter2", "bob: oops"]
+    purged = one.ctl("purge", "alice", "--json")
+    assert purged.returncode == 0, purged.stderr
+
+    def texts(node: Daemon) -> list[str]:
+        return [e["text"] for e in json.loads(node.ctl("history", "--json").stdout) if e["text"]]
+
+    wait_until(lambda: texts(two) == ["oops"], what="the purge on n2")
+    assert texts(one) == ["oops"]
+    assert b"hunter2" not in redis_server.command("XRANGE", "lanchat:lanchat:log", "-", "+")

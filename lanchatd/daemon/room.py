@@ -92,6 +92,9 @@ class Room:
         """Have the node serving ``nick`` kick it; that node's name, None if nobody has it."""
         return None
 
+    def purged(self, nick: str, since: float | None) -> None:
+        """After ``nick``'s words were purged from history here: the other nodes too."""
+
     def ban_store(self, path: Path) -> BanStore:
         """The ban list (with several nodes, one that every node shares)."""
         return BanStore(path, self.log)

@@ -61,6 +61,11 @@ class Operations(Protocol):
         """With several nodes: kick ``nick`` on the node serving it; that node, or None."""
         ...
 
+    def purged(self, nick: str, since: float | None) -> None:
+        """With several nodes: after a purge here, the stream and every node forget it too
+        (HistoryError if Redis cannot be reached)."""
+        ...
+
     def stats(self, admin_connections: int) -> dict[str, Any]:
         """The counters ``stats`` reports."""
         ...

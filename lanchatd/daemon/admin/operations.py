@@ -53,6 +53,9 @@ class DaemonOperations:
     def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
         return self._room.elsewhere()
 
+    def purged(self, nick: str, since: float | None) -> None:
+        self._room.purged(nick, since)
+
     def kick_elsewhere(self, nick: str, reason: str) -> str | None:
         return self._room.kick_elsewhere(nick, reason or self._room.catalog("no_reason"))
 

@@ -244,6 +244,26 @@ class Cluster:
             return f"the other nodes were not told (Redis: {error})"
         return None
 
+    def purge(self, nick: str, since: float | None) -> bool:
+        """Delete ``nick``'s messages and actions from the stream (since a time), then have
+        every node purge its history; False if Redis could not be reached."""
+        key, first = nick_key(nick), "-" if since is None else str(int(since * 1000))
+        said = (Kind.MESSAGE.value, Kind.ACTION.value)
+        try:
+            while entries := self._redis.xrange(self.keys.log, first, "+", count=BATCH):
+                gone = [
+                    i for i, f in entries if f.get("k") in said and nick_key(f.get("n", "")) == key
+                ]
+                if gone:
+                    self._redis.xdel(self.keys.log, *gone)
+                first = "(" + entries[-1][0]
+            event = self.event(Control.PURGE, nick, text="" if since is None else repr(since))
+            self._redis.xadd(self.keys.log, event, maxlen=self.keep, approximate=True)
+        except redis.RedisError as error:
+            self._failed(error)
+            return False
+        return True
+
     def bans(self) -> list[Ban]:
         """The room's ban list as Redis holds it; [] if it cannot be read."""
         found = []

@@ -23,7 +23,7 @@ from lanchatd.daemon.cluster.bans import SharedBanStore
 from lanchatd.daemon.cluster.entries import CONTROL_KINDS, Control, StreamEvent
 from lanchatd.daemon.cluster.node import Cluster, Member
 from lanchatd.daemon.config import Settings
-from lanchatd.daemon.history import History, Kind
+from lanchatd.daemon.history import History, HistoryError, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.moderation import farewell, host_is
 from lanchatd.daemon.peer import Peer
@@ -51,6 +51,10 @@ class SharedRoom(Room):
     def ban_store(self, path: Path) -> BanStore:
         self.bans = SharedBanStore(path, self.log, self.cluster)
         return self.bans
+
+    def purged(self, nick: str, since: float | None) -> None:
+        if not self.cluster.purge(nick, since):
+            raise HistoryError("purged here, but Redis cannot be reached: not on the other nodes")
 
     def cluster_stats(self) -> dict[str, Any] | None:
         return self.cluster.stats()
