@@ -70,6 +70,17 @@ def opened() -> Iterator[list[LineClient]]:
         client.close()
 
 
+def alice_and_bob(
+    nodes: Nodes, opened: list[LineClient]
+) -> tuple[Daemon, Daemon, LineClient, LineClient]:
+    """Nodes n1 and n2, alice on n1 and bob on n2, once alice has seen bob join."""
+    one, two = nodes("n1"), nodes("n2")
+    alice, bob = join(one.port, "alice"), join(two.port, "bob")
+    opened += [alice, bob]
+    alice.expect("bob Bergabung!")
+    return one, two, alice, bob
+
+
 def chat_lines(client: LineClient, count: int, timeout: float = 30.0) -> list[str]:
     """The next ``count`` chat lines (``nick: text``) the client receives, skipping others."""
     found: list[str] = []
@@ -178,10 +189,7 @@ def test_a_killed_node_s_users_leave_once_everywhere(
 def test_redis_down_means_an_error_line_then_resume(
     nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
 ) -> None:
-    one, two = nodes("n1"), nodes("n2")
-    alice, bob = join(one.port, "alice"), join(two.port, "bob")
-    opened += [alice, bob]
-    alice.expect("bob Bergabung!")
+    one, two, alice, bob = alice_and_bob(nodes, opened)
     redis_server.kill()
     sent = time.monotonic()
     alice.send("anyone there?")
@@ -242,10 +250,7 @@ def test_redis_is_never_imported_without_a_cluster_section(tmp_path: Path) -> No
 
 
 def test_administration_reaches_every_node(nodes: Nodes, opened: list[LineClient]) -> None:
-    one, two = nodes("n1"), nodes("n2")
-    alice, bob = join(one.port, "alice"), join(two.port, "bob")
-    opened += [alice, bob]
-    alice.expect("bob Bergabung!")
+    one, two, alice, bob = alice_and_bob(nodes, opened)
     who = json.loads(one.ctl("who", "--json").stdout)
     assert [(c["nick"], c["node"], c["host"]) for c in who] == [
         ("alice", "n1", "127.0.0.1"),
@@ -361,10 +366,7 @@ def test_a_ban_on_one_node_holds_on_every_node(nodes: Nodes, opened: list[LineCl
 def test_a_purge_reaches_the_stream_and_every_node(
     nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
 ) -> None:
-    one, two = nodes("n1"), nodes("n2")
-    alice, bob = join(one.port, "alice"), join(two.port, "bob")
-    opened += [alice, bob]
-    alice.expect("bob Bergabung!")
+    one, two, alice, bob = alice_and_bob(nodes, opened)
     alice.send("my password is hunter2")
     assert chat_lines(bob, 1) == ["alice: my password is hunter2"]
     bob.send("oops")
