@@ -26,6 +26,7 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.test_daemon_systemd import NotifyListener
 
 pytestmark = [
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
@@ -380,3 +381,24 @@ def test_a_purge_reaches_the_stream_and_every_node(
     wait_until(lambda: texts(two) == ["oops"], what="the purge on n2")
     assert texts(one) == ["oops"]
     assert b"hunter2" not in redis_server.command("XRANGE", "lanchat:lanchat:log", "-", "+")
+
+
+def test_systemd_status_says_degraded(tmp_path: Path, redis_server: RedisServer) -> None:
+    notify = NotifyListener(tmp_path / "notify")
+    text = f'[cluster]\nredis = "{redis_server.url}"\nnode = "n1"\n'
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    with Daemon(config=write_config(tmp_path, text), env=env) as node:
+        node.wait_event("cluster_ok")
+        notify.next("STATUS=0 clients, 0 messages relayed; cluster ok", timeout=10)
+        redis_server.kill()
+        notify.next("STATUS=0 clients, 0 messages relayed; cluster degraded", timeout=10)
+        redis_server.start()
+        notify.next("STATUS=0 clients, 0 messages relayed; cluster ok", timeout=10)
+
+
+def test_a_stopped_node_s_users_leave_at_once(nodes: Nodes, opened: list[LineClient]) -> None:
+    _, two, alice, _ = alice_and_bob(nodes, opened)
+    assert two.stop() == 0  # SIGTERM: the node says goodbye itself
+    assert alice.line(timeout=3.0) == "bob Keluar!"
+    alice.send("/who")
+    assert alice.expect_start("*** Online") == "*** Online (1): alice"
