@@ -7,6 +7,7 @@ clients; Redis is Debian's ``redis-server`` on a free loopback port in a tempora
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -402,3 +403,19 @@ def test_a_stopped_node_s_users_leave_at_once(nodes: Nodes, opened: list[LineCli
     assert alice.line(timeout=3.0) == "bob Keluar!"
     alice.send("/who")
     assert alice.expect_start("*** Online") == "*** Online (1): alice"
+
+
+def test_clusterbench_runs_and_loses_nothing() -> None:
+    command = [sys.executable, "-m", "benchmarks.clusterbench", "--clients", "12"]
+    command += ["--messages", "20", "--duration", "0.5", "--rate", "40", "--timeout", "20"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stderr
+    runs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(run["mode"], run["nodes"]) for run in runs] == [
+        ("throughput", 1),
+        ("throughput", 2),
+        ("latency", 1),
+        ("latency", 2),
+    ]
+    for run in runs:
+        assert (run["lost"], run["out_of_order"], run["unfinished_clients"]) == (0, 0, 0)
