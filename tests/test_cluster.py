@@ -419,3 +419,24 @@ def test_clusterbench_runs_and_loses_nothing() -> None:
     ]
     for run in runs:
         assert (run["lost"], run["out_of_order"], run["unfinished_clients"]) == (0, 0, 0)
+
+
+def test_a_node_started_before_redis_joins_when_it_answers(
+    tmp_path: Path, opened: list[LineClient]
+) -> None:
+    server = RedisServer()
+    server.kill()
+    text = f'[cluster]\nredis = "{server.url}"\nnode = "n1"\n'
+    try:
+        with Daemon(config=write_config(tmp_path, text)) as node:
+            node.wait_event("cluster_degraded")
+            early = LineClient(node.port, "early")
+            opened.append(early)
+            assert early.rest_until_closed() == [
+                "*** Server ruang obrolan tidak terjangkau; coba lagi sebentar lagi"
+            ]
+            server.start()
+            node.wait_event("cluster_ok")
+            opened.append(join(node.port, "early"))
+    finally:
+        server.close()
