@@ -49,6 +49,7 @@ with atheris.instrument_imports(include=["lanchatd"]):
         ProtocolError,
         ServerConnection,
     )
+    from lanchatd.core.tags import CapRequest, is_cap, parse_cap
 
 MAX_CUTS = 24
 
@@ -115,25 +116,34 @@ def reference_server(reads: list[bytes], grace_after: set[int], limit: int) -> l
     nick = b""
     line_stream = b""
     classic_reads: list[bytes] = []
+    caps: list[object] = []  # /cap lines before the nickname (core/tags.py)
+    tagged = False
     for index, chunk in enumerate(reads):
         if framing is None:
             held.append(chunk)
             joined = b"".join(held)
             newline = joined.find(b"\n")
+            while newline >= 0 and is_cap(joined[:newline].decode(errors="replace")):
+                cap = parse_cap(joined[:newline].decode(errors="replace"))
+                caps.append(cap)
+                tagged = tagged or cap.ids
+                joined = joined[newline + 1 :]
+                held = [joined] if joined else []
+                newline = joined.find(b"\n")
             if newline >= 0:
                 framing, nick, line_stream = Framing.LINE, joined[:newline], joined[newline + 1 :]
             elif len(joined) > MAX_NICK_REPLY:
-                framing, nick = Framing.CLASSIC, joined
+                framing, nick = (Framing.LINE if tagged else Framing.CLASSIC), joined
         elif framing is Framing.LINE:
             line_stream += chunk
         else:
             classic_reads.append(chunk)
-        if index in grace_after and framing is None:
+        if index in grace_after and framing is None and held and not tagged:
             framing, nick = Framing.CLASSIC, held[0]
             classic_reads.extend(held[1:])
     if framing is None:
-        return []
-    events: list[object] = [NickReply(nick, framing)]
+        return caps
+    events: list[object] = [*caps, NickReply(nick, framing)]
     if framing is Framing.LINE:
         events += [reference_decode(item, limit) for item in reference_lines(line_stream, limit)]
     else:
@@ -204,10 +214,14 @@ def fuzz_server(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
         assert server.awaiting_grace == (server.state is HandshakeState.GRACE)
     replies = [e for e in events if isinstance(e, NickReply)]
     assert len(replies) <= 1
-    if events:
-        assert isinstance(events[0], NickReply)
-        check_nick(events[0].raw)
-    for event in events[1:]:
+    caps = 0
+    while caps < len(events) and isinstance(events[caps], CapRequest):
+        caps += 1
+    opened = events[caps:]
+    if opened:
+        assert isinstance(opened[0], NickReply)
+        check_nick(opened[0].raw)
+    for event in opened[1:]:
         assert isinstance(event, Message | LineTooLong | InvalidUtf8), event
         if isinstance(event, Message):
             assert "\n" not in event.text
@@ -235,7 +249,9 @@ def fuzz_round_trip(fdp: atheris.FuzzedDataProvider, limit: int) -> None:
             events += server.receive_data(text.encode())
         sent = texts
     else:
-        # Our own client (and netcat): a nickname line, then message lines, cut anyhow.
+        # Our own client (and netcat): a nickname line, then message lines, cut anyhow. A
+        # first line that is a /cap line is never a nickname (docs/protocol.md).
+        nick = "x" + nick if is_cap(nick) else nick
         client = ClientConnection()
         client.receive_data(GREETING)
         wire = client.send(Nick(nick))

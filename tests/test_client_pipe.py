@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.client_helpers import CLIENT, WAIT, client_env, run_client
-from tests.support import Daemon, LineClient, free_port, join
+from tests.support import Daemon, LineClient, free_port, join, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -224,3 +225,54 @@ def test_version_and_help() -> None:
     assert "lanchat [OPTIONS] [HOST]" in usage.stdout
     assert "--nick" in usage.stdout
     assert "--port" in usage.stdout
+
+
+def test_after_a_daemon_restart_lanchat_shows_exactly_the_200_it_missed_as_history(
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    daemon = start_daemon(config="[limits]\nrate = 0\n")
+    bob = join(daemon.port, "bob")
+    client = start_client(daemon.port, "--nick", "ci")
+    assert client.stdin is not None
+    assert client.stdout is not None
+    shown: list[str] = []
+    stdout = client.stdout
+
+    def read() -> None:
+        for line in iter(stdout.readline, ""):
+            shown.append(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        bob.expect("ci Bergabung!")
+        bob.send("before")
+        wait_until(lambda: "bob: before\n" in shown, what="the line before the restart")
+        daemon.stop()
+        daemon.start()  # the same port and state directory
+        holder = join(daemon.port, "ci")  # keeps lanchat out while the room talks
+        talker = join(daemon.port, "dan")
+        talker.send_bytes("".join(f"m{n}\n" for n in range(200)).encode())
+        holder.expect("dan: m199", timeout=WAIT)
+        holder.send("/quit")
+        holder.rest_until_closed()
+        talker.expect_start("ci Bergabung!", timeout=30)  # lanchat is back
+        talker.send("live")
+        wait_until(lambda: "dan: live\n" in shown, timeout=WAIT, what="the live line")
+        client.stdin.close()
+        assert client.wait(WAIT) == 0
+    finally:
+        client.kill()
+        reader.join(WAIT)
+    after = shown[shown.index("bob: before\n") + 1 :]
+    history = [line for line in after if " history] " in line]
+    assert [line.split("] ", 1)[1] for line in history] == [
+        "ci Bergabung!\n",
+        "dan Bergabung!\n",
+        *(f"dan: m{n}\n" for n in range(200)),
+        "ci Keluar!\n",
+    ]
+    assert after.count("--- end of history; live from here ---\n") == 1
+    end = after.index("--- end of history; live from here ---\n")
+    assert after.index(history[-1]) < end < after.index("dan: live\n")
+    assert not [line for line in after if "dan: m" in line and line not in history]

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
@@ -274,3 +275,23 @@ def test_a_kicked_user_is_told_and_does_not_come_back(daemon: Daemon, terminals:
     assert alice.exitstatus == 1
     joins = [line for line in daemon.stderr if '"client_joined"' in line and '"alice"' in line]
     assert len(joins) == 1
+
+
+def test_history_on_join_is_marked_with_its_time_and_ends_with_one_separator(
+    start_daemon: Callable[..., Daemon], terminals: Clients
+) -> None:
+    server = start_daemon("--history-on-join", "5")
+    bob = terminals.user(server.port, "bob")
+    bob.send("said before alice came")
+    bob.expect("bob: said before alice came")
+    alice = terminals.spawn(server.port, "--nick", "alice")
+    joined(alice)
+    alice.expect_exact("--- end of history; live from here ---")
+    bob.send("live now")
+    alice.expect_exact("bob: live now")
+    assert quit_client(alice) == 0
+    screen = screen_text(alice)
+    history = re.findall(r"\[\d\d:\d\d history\] (.*?)\r?\n", screen)
+    assert history == ["--> bob Bergabung!", "bob: said before alice came"]
+    assert screen.count("--- end of history") == 1
+    assert "*** Riwayat" not in screen  # the server's own frame is for untagged clients

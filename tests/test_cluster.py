@@ -28,6 +28,7 @@ from tests.support import (
     write_config,
 )
 from tests.test_daemon_systemd import NotifyListener
+from tests.test_ids_daemon import read, tagged
 
 pytestmark = [
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
@@ -440,3 +441,32 @@ def test_a_node_started_before_redis_joins_when_it_answers(
             opened.append(join(node.port, "early"))
     finally:
         server.close()
+
+
+def test_a_client_resumes_on_another_node_without_gaps_or_repeats(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    one, two, _, bob = alice_and_bob(nodes, opened)
+    carol = tagged(one.port, "carol")  # sees everything, with ids
+    opened.append(carol)
+    read(carol, "Terkoneksi dengan Server!")
+    dave = tagged(one.port, "dave")
+    opened.append(dave)
+    newest, _ = read(dave, "Terkoneksi dengan Server!")  # its own join, and the welcome
+    assert newest.id is not None
+    assert read(carol, "dave Bergabung!")[-1].id == newest.id
+    dave.close()
+    bob.send_bytes(b"".join(b"line %d\n" % n for n in range(50)))
+    seen = read(carol, "bob: line 49")
+    assert [line.text for line in seen][-50:] == [f"bob: line {n}" for n in range(50)]
+    back = tagged(two.port, "dave", f"/cap ids after={newest.id}")  # the other node
+    opened.append(back)
+    rejoin, _ = read(back, "Terkoneksi dengan Server!")
+    bob.send("now")
+    replayed = read(back, "bob: now")
+    live = replayed.pop()
+    assert [(line.id, line.text) for line in replayed] == [(line.id, line.text) for line in seen]
+    assert all(line.history for line in replayed)
+    assert not live.history
+    assert not rejoin.history
+    assert rejoin.text == "dave Bergabung!"

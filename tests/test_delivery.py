@@ -174,7 +174,7 @@ def test_a_client_that_does_not_read_is_dropped_and_was_sent_what_the_kernel_too
 
 def test_the_journal_forgets_what_every_client_was_sent(harness: Harness) -> None:
     _, far = harness.attach(Framing.LINE)
-    journal = harness.delivery.journals[Framing.LINE]
+    journal = harness.delivery.journals[Framing.LINE, False]
     for _ in range(TRIM_BYTES // 1000 + 100):
         with harness.lock:
             harness.delivery.broadcast_locked("y" * 999)

@@ -21,7 +21,8 @@ from structlog.testing import capture_logs
 
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
-from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
+from lanchatd.core.tags import ORIGIN, MessageId
+from lanchatd.daemon.history import Entry, History, Kind
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0

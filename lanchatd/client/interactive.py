@@ -93,6 +93,7 @@ async def _chat(endpoint: Endpoint, nick: str, connection: Connection, renderer:
             nick,
             connection,
             on_line=lambda raw: print(renderer.line(raw)),
+            on_history=lambda clock, raw: print(renderer.history(clock, raw)),
             on_status=show_status,
         )
         session.start()

@@ -27,10 +27,12 @@ from lanchatd.core.protocol import (
     Message,
     Nick,
     NickRequested,
+    OfferIds,
     ProtocolError,
     Refusal,
     Removal,
 )
+from lanchatd.core.tags import MessageId
 
 DEFAULT_PORT: Final = 5001
 CONNECT_TIMEOUT: Final = 10.0
@@ -227,9 +229,12 @@ def _tune(writer: asyncio.StreamWriter) -> None:
 
 
 async def join(
-    endpoint: Endpoint, nick: str, timeout: float = CONNECT_TIMEOUT
+    endpoint: Endpoint, nick: str, timeout: float = CONNECT_TIMEOUT, after: MessageId | None = None
 ) -> Connection | Refused:
     """Connect (over TLS if the endpoint says so), answer ``NICK`` and wait to be let in.
+
+    Message ids are always asked for (``/cap ids``); ``after`` resumes after the newest
+    room event already shown, so the server replays exactly what was missed.
 
     The server's first line to a newcomer is its own join broadcast; a refusal is one line
     starting with ``*`` followed by the server closing the connection.
@@ -239,7 +244,7 @@ async def join(
     try:
         async with asyncio.timeout(timeout):
             greeted = await _reach(endpoint)
-            return await greeted.admit(nick)
+            return await greeted.admit(nick, after)
     except TimeoutError:
         raise _timed_out(endpoint) from None
 
@@ -296,10 +301,13 @@ class Greeted:
         except TimeoutError:
             raise _timed_out(self.endpoint) from None
 
-    async def admit(self, nick: str) -> Connection | Refused:
-        """Answer ``NICK`` and read until let in or refused."""
+    async def admit(self, nick: str, after: MessageId | None = None) -> Connection | Refused:
+        """Answer ``NICK`` (asking for ids, resuming ``after``) and read until let in or
+        refused."""
         try:
-            return await _admission(self._reader, self._writer, self._protocol, nick, self.endpoint)
+            return await _admission(
+                self._reader, self._writer, self._protocol, nick, self.endpoint, after
+            )
         except BaseException:
             self.close()
             raise
@@ -451,9 +459,11 @@ async def _admission(
     protocol: ClientConnection,
     nick: str,
     endpoint: Endpoint,
+    after: MessageId | None,
 ) -> Connection | Refused:
-    """Answer ``NICK``; then the first line is our own join, or a refusal and the close."""
-    writer.write(protocol.send(Nick(nick)))
+    """Ask for ids and answer ``NICK``; then the first line is our own join, or a refusal
+    and the close."""
+    writer.write(protocol.send(OfferIds(after)) + protocol.send(Nick(nick)))
     refusal: Refusal | None = None
     while True:
         events = protocol.receive_data(await _receive(reader, str(endpoint)))

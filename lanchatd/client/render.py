@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Final
 
+from lanchatd.client.words import say
 from lanchatd.core.lines import LineKind, ReceivedLine, classify_line
 from lanchatd.core.text import sanitize
 
@@ -61,6 +62,10 @@ class Renderer:
     def line(self, raw: str) -> str:
         """One received line, sanitised and styled by kind."""
         return self.received(classify_line(raw), raw)
+
+    def history(self, clock: str, raw: str) -> str:
+        """A replayed line: styled as live, after a grey mark with its time."""
+        return f"{self._sgr(_GREY, say('history_mark', time=clock))} {self.line(raw)}"
 
     def received(self, line: ReceivedLine, raw: str) -> str:
         """Style a classified line; ``raw`` is used as is when nothing more is known."""

@@ -30,6 +30,7 @@ from lanchatd.client.words import messages, say
 from lanchatd.core.commands import Quit, parse_command
 from lanchatd.core.lines import chat_prefix, own_words
 from lanchatd.core.protocol import Line, Removal
+from lanchatd.core.tags import MessageId, parse_time
 from lanchatd.core.text import sanitize
 
 #: A connection that stays completely silent this long while a line awaits its echo is
@@ -113,6 +114,7 @@ class Session:
         *,
         on_line: Callable[[str], None],
         on_status: Callable[[Status], None],
+        on_history: Callable[[str, str], None] | None = None,
         give_up_after: float | None = None,
         backoff: Backoff = Backoff(),
         echo_timeout: float = ECHO_TIMEOUT,
@@ -122,6 +124,10 @@ class Session:
         self.nick = nick
         self._conn: Connection | None = connection
         self._on_line = on_line
+        #: Shows a replayed line (local ``HH:MM``, the line); by default marked in text.
+        self._on_history = on_history or (
+            lambda clock, raw: on_line(f"{say('history_mark', time=clock)} {raw}")
+        )
         self._on_status = on_status
         self._give_up_after = give_up_after
         self._backoff = backoff
@@ -130,6 +136,10 @@ class Session:
         self._unconfirmed: deque[_Outgoing] = deque()
         self._held: deque[_Outgoing] = deque()
         self._sync_echoes: set[str] = set()
+        #: The newest room event id shown: a reconnect resumes after it (no gap, no repeat).
+        self.newest: MessageId | None = None
+        #: History lines were shown and their closing separator was not yet.
+        self._in_history = False
         self._closing = False
         self._removed: str | None = None
         self.quit_sent = False
@@ -262,6 +272,14 @@ class Session:
             self._settled.set()
 
     def _receive(self, event: Line | Removal) -> None:
+        if isinstance(event, Line):
+            if event.id is not None and (self.newest is None or event.id > self.newest):
+                self.newest = event.id
+            if event.history:
+                self._in_history = True
+                self._on_history(_clock(event.time), event.text)
+                return
+        self._end_history()
         raw = event.text
         if isinstance(event, Removal):
             self._removed = raw
@@ -276,6 +294,13 @@ class Session:
                 self._sync_echoes.discard(raw)
                 return
         self._on_line(raw)
+
+    def _end_history(self) -> None:
+        """Close a block of history lines with one separator, before the next live line (or
+        once the server has gone quiet after it)."""
+        if self._in_history:
+            self._in_history = False
+            self._on_line(say("history_end"))
 
     async def _wait_end(self, timeout: float) -> None:
         if self._task is None:
@@ -328,6 +353,7 @@ class Session:
             try:
                 lines = await conn.read(tick)
             except TimeoutError:
+                self._end_history()
                 if self._unconfirmed:
                     waited = loop.time() - max(last_heard, self._unconfirmed[0].sent_at)
                     if waited >= self._echo_timeout:
@@ -338,6 +364,7 @@ class Session:
                         return
                 continue
             if lines is None:
+                self._end_history()
                 return
             last_heard = loop.time()
             for event in lines:
@@ -369,7 +396,7 @@ class Session:
             if self._closing:
                 return None
             try:
-                result = await join(self.endpoint, self.nick)
+                result = await join(self.endpoint, self.nick, after=self.newest)
             except ConnectError as error:
                 reason = str(error).removeprefix(
                     say("cannot_connect", where=self._where, reason="")
@@ -414,3 +441,9 @@ class Session:
 
     def _status(self, level: str, text: str) -> None:
         self._on_status(Status(level, text))
+
+
+def _clock(stamp: str | None) -> str:
+    """A ``time`` tag as local ``HH:MM`` (``--:--`` if the server sent none we can read)."""
+    moment = None if stamp is None else parse_time(stamp)
+    return "--:--" if moment is None else moment.astimezone().strftime("%H:%M")

@@ -54,6 +54,8 @@ _EN: Final = {
     "final": "{reason}; not reconnecting",
     "still_disconnected": "still disconnected ({reason}); next try in {seconds} s",
     "reconnected": "reconnected to {where} as {nick}",
+    "history_mark": "[{time} history]",
+    "history_end": "--- end of history; live from here ---",
     "messages_one": "{count} message",
     "messages_many": "{count} messages",
     "resent": "sent again {messages} whose delivery was not confirmed before the connection "
@@ -113,6 +115,8 @@ _ID: Final = {
     "final": "{reason}; tidak menyambung kembali",
     "still_disconnected": "masih terputus ({reason}); dicoba lagi dalam {seconds} detik",
     "reconnected": "tersambung kembali ke {where} sebagai {nick}",
+    "history_mark": "[{time} riwayat]",
+    "history_end": "--- akhir riwayat; langsung dari sini ---",
     "messages_one": "{count} pesan",
     "messages_many": "{count} pesan",
     "resent": "{messages} yang belum pasti tersampaikan sebelum koneksi terputus dikirim lagi",

@@ -34,6 +34,10 @@ _EN: Final = {
     "history_end": "*** End of history",
     "history_empty": "*** History: nothing yet",
     "history_off": "*** History is turned off on this server",
+    "history_missed": "*** Missed at least {count} messages; they are no longer kept",
+    "cap_bad_after": "*** Not a message id: {text}; sending recent history instead",
+    "cap_repeated": "*** /cap may only be sent once, as the first line",
+    "cap_too_late": "*** /cap must be the first line, before the nickname",
     "no_such_nick": "*** No such nickname: {nick}",
     "msg_ambiguous": "*** Not sent: that could be {nicks}; quote the nickname, e.g. /msg "
     '"{example}" TEXT',
@@ -90,6 +94,10 @@ _ID: Final = {
     "history_end": "*** Akhir riwayat",
     "history_empty": "*** Riwayat: belum ada apa-apa",
     "history_off": "*** Riwayat tidak diaktifkan di server ini",
+    "history_missed": "*** Terlewat paling sedikit {count} pesan; pesan itu tidak disimpan lagi",
+    "cap_bad_after": "*** Bukan id pesan: {text}; riwayat terbaru dikirim sebagai gantinya",
+    "cap_repeated": "*** /cap hanya boleh dikirim sekali, sebagai baris pertama",
+    "cap_too_late": "*** /cap harus menjadi baris pertama, sebelum nickname",
     "no_such_nick": "*** Nickname tidak ada: {nick}",
     "msg_ambiguous": "*** Tidak terkirim: bisa jadi {nicks}; pakai tanda kutip, misalnya /msg "
     '"{example}" PESAN',

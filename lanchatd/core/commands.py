@@ -92,6 +92,8 @@ def parse_command(text: str) -> Command | None:
             return _history(argument)
         case "/msg":
             return _private_message(argument) if " " in argument else Usage("usage_msg")
+        case "/cap":  # negotiated only as the first line (core/tags.py)
+            return Usage("cap_too_late")
         case _:
             return Unknown(name)
 

@@ -21,6 +21,17 @@ from typing import Final
 
 from lanchatd.core.framing import TOO_LONG, Framing, LineSplitter, Splitter
 from lanchatd.core.lines import REMOVALS, refusal_key
+from lanchatd.core.tags import (
+    CapRequest,
+    MessageId,
+    Tags,
+    cap_line,
+    event_tags,
+    format_tags,
+    is_cap,
+    parse_cap,
+    split_tags,
+)
 
 GREETING: Final = b"NICK"
 #: Longest nickname reply buffered while waiting for its end (32 characters of 4 bytes each,
@@ -48,6 +59,14 @@ class Nick:
 
 
 @dataclass(frozen=True, slots=True)
+class OfferIds:
+    """The client asks for message ids (``/cap ids``), resuming after ``after`` if given;
+    sent right before :class:`Nick`."""
+
+    after: MessageId | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One complete message from a client (a chat line or a command), decoded."""
 
@@ -56,9 +75,37 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One line from the server, decoded (invalid bytes replaced, never raised)."""
+    """One line from the server, decoded (invalid bytes replaced, never raised).
+
+    On a connection that negotiated ids, the line's tags: ``id`` on room events, the
+    server's ``time`` (RFC 3339), ``history`` on replayed entries, ``missed`` on the one line
+    that says a resume came too late.
+    """
 
     text: str
+    id: MessageId | None = None
+    time: str | None = None
+    history: bool = False
+    missed: int | None = None
+
+    @classmethod
+    def tagged(cls, raw: str) -> Line:
+        """The line ``raw`` as received on a tagged connection (tags it cannot read ignored)."""
+        tags, text = split_tags(raw)
+        return cls(text, _tag_id(tags), tags.get("time"), "history" in tags, _tag_count(tags))
+
+
+def _tag_id(tags: Tags) -> MessageId | None:
+    value = tags.get("id")
+    try:
+        return None if value is None else MessageId.parse(value)
+    except ValueError:
+        return None
+
+
+def _tag_count(tags: Tags) -> int | None:
+    value = tags.get("missed")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +162,7 @@ class ProtocolError:
     received: bytes
 
 
-ServerEvent = NickReply | Message | LineTooLong | InvalidUtf8 | EndOfStream
+ServerEvent = CapRequest | NickReply | Message | LineTooLong | InvalidUtf8 | EndOfStream
 ClientEvent = NickRequested | Line | Refusal | Removal | ProtocolError | EndOfStream
 
 
@@ -131,11 +178,13 @@ class HandshakeState(enum.Enum):
 class ServerConnection:
     """The server's side of one connection."""
 
-    __slots__ = ("_chunks", "_splitter", "framing", "state")
+    __slots__ = ("_chunks", "_splitter", "framing", "state", "tagged")
 
     def __init__(self, max_line_bytes: int) -> None:
         self.state = HandshakeState.AWAIT_NICK
         self.framing: Framing | None = None
+        #: The client's first line was ``/cap``: every line it is sent carries tags.
+        self.tagged = False
         #: Lines until a classic reply is seen; then the framing's own splitter.
         self._splitter: Splitter = LineSplitter(max_line_bytes)
         self._chunks: list[bytes] = []
@@ -153,15 +202,19 @@ class ServerConnection:
         """True while a reply without newline is held: the caller should run the grace timer."""
         return self.state is HandshakeState.GRACE
 
-    def send(self, event: NickRequested | Line) -> bytes:
+    def send(self, event: NickRequested | Line, at: float = 0.0) -> bytes:
         """The bytes that say ``event`` to this client.
 
         Lines are made safe to show, in the connection's framing; before the client has
-        chosen one (a refusal during the handshake) in line mode.
+        chosen one (a refusal during the handshake) in line mode. A connection that
+        negotiated ids tags each line with ``at``, the server's time (the caller's clock).
         """
         if isinstance(event, NickRequested):
             return GREETING
-        return (self.framing or Framing.LINE).encode_safe(event.text)
+        data = (self.framing or Framing.LINE).encode_safe(event.text)
+        if self.tagged:
+            return format_tags(event_tags(None, at)).encode() + data
+        return data
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Feed bytes from one read (``b""`` at the end); return the events they complete."""
@@ -174,14 +227,26 @@ class ServerConnection:
         if self.state is HandshakeState.OPEN:
             return self._messages(data)
         self._chunks.append(data)
-        joined = b"".join(self._chunks)
-        newline = joined.find(b"\n")
-        if newline >= 0:
-            return self._open(NickReply(joined[:newline], Framing.LINE), joined[newline + 1 :])
+        events: list[ServerEvent] = []
+        while True:
+            joined = b"".join(self._chunks)
+            newline = joined.find(b"\n")
+            if newline < 0:
+                break
+            line, rest = joined[:newline], joined[newline + 1 :]
+            if not is_cap(line.decode(errors="replace")):
+                return [*events, *self._open(NickReply(line, Framing.LINE), rest)]
+            cap = parse_cap(line.decode(errors="replace"))
+            events.append(cap)
+            self.tagged = self.tagged or cap.ids
+            self._chunks = [rest] if rest else []
         if len(joined) > MAX_NICK_REPLY:
-            return self._open(NickReply(joined, Framing.CLASSIC), b"")
-        self.state = HandshakeState.GRACE
-        return []
+            framing = Framing.LINE if self.tagged else Framing.CLASSIC
+            return [*events, *self._open(NickReply(joined, framing), b"")]
+        # After /cap the nickname is a line, never classic: no grace timer for it.
+        grace = joined and not self.tagged
+        self.state = HandshakeState.GRACE if grace else HandshakeState.AWAIT_NICK
+        return events
 
     def grace_expired(self) -> list[ServerEvent]:
         """No newline followed the reply in time: this is a classic client."""
@@ -239,16 +304,23 @@ class ClientConnection:
     removes us (kick, ban) is a :class:`Removal`, told apart by catalogue key.
     """
 
-    __slots__ = ("_pending", "_splitter", "state")
+    __slots__ = ("_pending", "_splitter", "state", "tagged")
 
     def __init__(self, max_line_bytes: int = 1 << 16) -> None:
         self._splitter = LineSplitter(max_line_bytes)
         self.state = ClientState.AWAIT_GREETING
         self._pending = b""
+        #: We sent ``/cap ids``: every line from the server carries tags.
+        self.tagged = False
 
-    def send(self, event: Nick | Message) -> bytes:
+    def send(self, event: OfferIds | Nick | Message) -> bytes:
         """The bytes that say ``event``; a newline inside a message would split it, so it
         becomes a space."""
+        if isinstance(event, OfferIds):
+            if self.state is not ClientState.GREETED or self.tagged:
+                raise LocalProtocolError(f"cannot offer ids in state {self.state.value}")
+            self.tagged = True
+            return Framing.LINE.encode(cap_line(event.after))
         if isinstance(event, Nick):
             if self.state is not ClientState.GREETED:
                 raise LocalProtocolError(f"cannot answer NICK in state {self.state.value}")
@@ -278,13 +350,14 @@ class ClientConnection:
         for line in self._splitter.feed(data):
             if line is not TOO_LONG:
                 assert isinstance(line, bytes)
-                event = self._line(line.decode(errors="replace"))
+                text = line.decode(errors="replace")
+                event = self._line(Line.tagged(text) if self.tagged else Line(text))
                 if event is not None:
                     events.append(event)
         return events
 
-    def _line(self, text: str) -> Line | Refusal | Removal | None:
-        state = self.state
+    def _line(self, line: Line) -> Line | Refusal | Removal | None:
+        state, text = self.state, line.text
         if state is ClientState.JOINING:
             if text.startswith("*"):
                 self.state = ClientState.REFUSED
@@ -297,4 +370,4 @@ class ClientConnection:
             if key in REMOVALS:
                 assert key is not None
                 return Removal(text, key)
-        return Line(text)
+        return line

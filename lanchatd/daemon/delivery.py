@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from lanchatd.core.framing import Framing
-from lanchatd.daemon.history import MessageId
-from lanchatd.daemon.journal import Journal, Outbox
+from lanchatd.core.tags import MessageId, event_tags, format_tags
+from lanchatd.daemon.history import Entry
+from lanchatd.daemon.journal import Journal, Outbox, Wire
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.tls import TlsError
 
@@ -74,7 +75,11 @@ class Delivery:
         self._commit = commit
         #: The newest history id the room handed over since the last round (room lock).
         self.recorded: MessageId | None = None
-        self.journals = {framing: Journal(framing) for framing in Framing}
+        self.journals: dict[Wire, Journal] = {
+            (framing, tagged): Journal(framing, tagged)
+            for framing in Framing
+            for tagged in (False, True)
+        }
         self._changes: list[tuple[int, Peer, int, memoryview | None]] = []
         self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._signalled = False
@@ -102,36 +107,54 @@ class Delivery:
 
     # Called under the room lock -------------------------------------------------------------
 
-    def broadcast_locked(self, text: str) -> None:
-        """Queue one line for every attached client, encoded once per framing in use."""
+    def broadcast_locked(self, text: str, entry: Entry | None = None) -> None:
+        """Queue one line for every attached client, encoded once per journal in use.
+
+        ``entry`` is the history entry the line is (its id and time tag it for clients that
+        negotiated ids); other lines are tagged with the time now.
+        """
         for journal in self.journals.values():
             if journal.readers:
-                journal.append(journal.framing.encode_safe(text))
+                data = journal.framing.encode_safe(text)
+                journal.append(_tags(entry) + data if journal.tagged else data)
                 self.lines_out += journal.readers
         self._wake_locked()
 
-    def broadcast_many_locked(self, prefix: str, texts: list[str]) -> None:
+    def broadcast_many_locked(
+        self, prefix: str, texts: list[str], entries: list[Entry] | None = None
+    ) -> None:
         """Queue ``prefix + text`` for every text as ``broadcast_locked`` would, line after
-        line, but encoded as one append per framing in use and with one wake-up."""
+        line, but encoded as one append per journal in use and with one wake-up."""
         lines: list[str] | None = None
         for journal in self.journals.values():
             if journal.readers:
                 if lines is None:
                     lines = [prefix + text for text in texts]
-                journal.append(journal.framing.encode_safe_many(lines))
+                if not journal.tagged:
+                    journal.append(journal.framing.encode_safe_many(lines))
+                else:
+                    encode = journal.framing.encode_safe
+                    stamps: list[Entry | None] = [*entries] if entries else [None] * len(lines)
+                    journal.append(
+                        b"".join(_tags(e) + encode(ln) for e, ln in zip(stamps, lines, strict=True))
+                    )
                 self.lines_out += journal.readers * len(lines)
         self._wake_locked()
 
-    def unicast_locked(self, peer: Peer, text: str) -> None:
-        """Queue one line for ``peer`` only, after every broadcast queued so far."""
-        data = memoryview(peer.framing.encode_safe(text))
-        self._changes.append((_UNICAST, peer, self.journals[peer.framing].end, data))
+    def unicast_locked(self, peer: Peer, text: str, tags: bytes | None = None) -> None:
+        """Queue one line for ``peer`` only, after every broadcast queued so far; a tagged
+        peer gets ``tags`` (a replayed entry's) or the time now."""
+        data = peer.framing.encode_safe(text)
+        if peer.tagged:
+            data = (tags if tags is not None else _tags(None)) + data
+        journal = self.journals[peer.framing, peer.tagged]
+        self._changes.append((_UNICAST, peer, journal.end, memoryview(data)))
         self.lines_out += 1
         self._wake_locked()
 
     def attach_locked(self, peer: Peer) -> None:
         """Start delivering to ``peer``: it receives every broadcast queued from now on."""
-        journal = self.journals[peer.framing]
+        journal = self.journals[peer.framing, peer.tagged]
         journal.readers += 1
         peer.retain()
         self._changes.append((_ATTACH, peer, journal.end, None))
@@ -139,7 +162,7 @@ class Delivery:
 
     def detach_locked(self, peer: Peer, *, graceful: bool) -> None:
         """Stop delivering to ``peer``: after what is queued so far if graceful, else at once."""
-        journal = self.journals[peer.framing]
+        journal = self.journals[peer.framing, peer.tagged]
         journal.readers -= 1
         self._changes.append((_DETACH if graceful else _ABORT, peer, journal.end, None))
         self._wake_locked()
@@ -212,7 +235,9 @@ class Delivery:
         outboxes = self._outboxes
         for kind, peer, pos, data in changes:
             if kind == _ATTACH:
-                outboxes[peer] = Outbox(self.journals[peer.framing], pos, peer.sock.send, peer.tls)
+                outboxes[peer] = Outbox(
+                    self.journals[peer.framing, peer.tagged], pos, peer.sock.send, peer.tls
+                )
             elif (outbox := outboxes.get(peer)) is None:
                 continue
             elif kind == _UNICAST:
@@ -291,3 +316,11 @@ class Delivery:
                 peer.sock.send(peer.tls.close(), _SEND_FLAGS)
         peer.shutdown()
         peer.release()
+
+
+def _tags(entry: Entry | None) -> bytes:
+    """The tag section of a live line for clients that negotiated ids: a room event's id
+    and time, or the time now for any other line."""
+    if entry is None:
+        return format_tags(event_tags(None, time.time())).encode()
+    return format_tags(event_tags(entry.id, entry.at)).encode()

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Final
 
 from lanchatd.core.nicknames import nick_key
+from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.logs import Logger
 
 #: Most entries one ``/history N`` or on-join replay may ask for.
@@ -73,35 +74,6 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STR
 _COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _INSERT: Final = "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-@dataclass(frozen=True, order=True, slots=True)
-class MessageId:
-    """A room event's identity: ordered, and written ``<ms>-<seq>`` like a Redis stream id."""
-
-    ms: int
-    seq: int
-
-    def __str__(self) -> str:
-        return f"{self.ms}-{self.seq}"
-
-    @classmethod
-    def parse(cls, text: str) -> MessageId:
-        """The id written as ``text``; ValueError if it is not ``<ms>-<seq>`` in digits."""
-        ms, dash, seq = text.partition("-")
-        if not (dash and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
-            raise ValueError(f"not a message id: {text!r}")
-        return cls(int(ms), int(seq))
-
-    def following(self, ms: int) -> MessageId:
-        """The next id at clock millisecond ``ms``: never smaller than this one."""
-        if ms > self.ms:
-            return MessageId(ms, 0)
-        return MessageId(self.ms, self.seq + 1)
-
-
-#: Before every id: resuming after it replays everything kept.
-ORIGIN: Final = MessageId(0, 0)
 
 
 class HistoryError(Exception):

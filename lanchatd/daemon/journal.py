@@ -23,7 +23,8 @@ The plan:
   ``cipher`` and nothing more is encrypted before they have left, so a client that does not
   read holds one chunk of ciphertext, not the journal's worth.
 - The journal forgets segments once every reader has sent past them (``trim``); a third
-  framing (WebSocket, say) is one more journal, keyed by its ``Framing``.
+  framing (WebSocket, say) is one more journal, keyed by its ``Wire``. Connections that
+  negotiated message ids read their own journal per framing: tagged bytes, encoded once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from lanchatd.daemon.tls import TlsSession
 #: Plaintext encrypted at once for a TLS client (TLS records are at most 16 KiB each).
 TLS_CHUNK: Final = 65536
 
+#: What a journal's bytes are for: a framing, and whether its lines carry tags (``/cap ids``).
+Wire = tuple[Framing, bool]
+
 #: ``socket.send``'s shape: ``send(data, flags)`` returns bytes taken, raises
 #: ``BlockingIOError`` when the socket takes none.
 Send = Callable[[memoryview, int], int]
@@ -49,10 +53,11 @@ class Journal:
     ``end`` counts bytes appended, ``sealed_end`` those sealed into segments so far.
     """
 
-    __slots__ = ("end", "framing", "pending", "readers", "sealed_end", "segments")
+    __slots__ = ("end", "framing", "pending", "readers", "sealed_end", "segments", "tagged")
 
-    def __init__(self, framing: Framing) -> None:
+    def __init__(self, framing: Framing, tagged: bool = False) -> None:
         self.framing = framing
+        self.tagged = tagged
         self.pending: list[bytes] = []
         self.end = 0
         self.sealed_end = 0

@@ -40,6 +40,7 @@ class Peer:
         "port",
         "shed",
         "sock",
+        "tagged",
         "tls",
     )
 
@@ -60,6 +61,8 @@ class Peer:
         self.nick = ""
         self.key = ""
         self.framing = Framing.LINE
+        #: It negotiated ids (``/cap ids``): every line it is sent carries tags.
+        self.tagged = False
         self.left = False
         # Written by the reader thread only.
         self.last_active = time.monotonic()

@@ -30,6 +30,7 @@ from lanchatd.core.protocol import (
     ServerConnection,
     ServerEvent,
 )
+from lanchatd.core.tags import CapRequest, MessageId
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.ratelimit import TokenBucket
 from lanchatd.daemon.room import Room
@@ -88,6 +89,8 @@ def _handshake(
     deadline = time.monotonic() + settings.handshake_timeout
     grace_deadline = 0.0
     events: list[ServerEvent] = []
+    after: MessageId | None = None
+    told: list[str] = []
     try:
         if tls is not None and not _start_tls(peer, room, tls, deadline):
             return None
@@ -105,6 +108,9 @@ def _handshake(
                 return None
             else:
                 events = connection.receive_data(data)
+                while events and isinstance(cap := events[0], CapRequest):
+                    events.pop(0)
+                    after = _negotiate(peer, room, connection, cap, told) or after
                 if connection.awaiting_grace:  # restarted by every byte: someone is still typing
                     grace_deadline = min(deadline, time.monotonic() + NICK_GRACE)
     except OSError:
@@ -122,14 +128,33 @@ def _handshake(
         return None
     peer.framing = reply.framing
     sock.settimeout(None)
-    refused = room.join(peer, nick)
+    refused = room.join(peer, nick, after)
     if refused:
         text = room.catalog(refused, nick=nick, limit=settings.max_clients)
         _refuse(peer, connection, text, refused)
         return None
     peer.log = peer.log.bind(nick=nick)
     peer.log.info("client_joined", mode=reply.framing.value)
+    for text in told:
+        room.tell(peer, text)
     return connection, events
+
+
+def _negotiate(
+    peer: Peer, room: Room, connection: ServerConnection, cap: CapRequest, told: list[str]
+) -> MessageId | None:
+    """Apply the client's ``/cap`` line: ids from now on, and the id it resumes after, if
+    well formed. A problem goes to ``told``, said once it has joined (its first line is its
+    own join, as for everyone); only the first ``/cap`` counts."""
+    catalog = room.catalog
+    if peer.tagged:
+        if catalog("cap_repeated") not in told:
+            told.append(catalog("cap_repeated"))
+        return None
+    peer.tagged = connection.tagged
+    if cap.bad_after is not None:
+        told.append(catalog("cap_bad_after", text=repr(cap.bad_after)))
+    return cap.after
 
 
 def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float) -> bool:
@@ -191,7 +216,7 @@ def _send_direct(peer: Peer, data: bytes) -> None:
 def _refuse(peer: Peer, connection: ServerConnection, text: str, reason: str) -> None:
     """Tell a client why it cannot join; it is closed afterwards."""
     peer.log.info("nick_rejected", reason=reason)
-    _say_last(peer, connection.send(Line(text)))
+    _say_last(peer, connection.send(Line(text), time.time()))
 
 
 def _say_last(peer: Peer, data: bytes) -> None:

@@ -13,28 +13,71 @@ from dataclasses import dataclass
 
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import chat_prefix
-from lanchatd.daemon.history import ORIGIN, Entry, History, Kind, MessageId
+from lanchatd.core.tags import ORIGIN, MessageId, event_tags, format_tags
+from lanchatd.daemon.history import Entry, History, Kind
+
+#: A line for one client and, for a client that negotiated ids, its tag section.
+Shown = tuple[str, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """What a newcomer is shown: the last ``count`` events up to ``newest``, as lines."""
+    """What a newcomer is shown: the last ``count`` events up to ``newest``, as lines; for a
+    client that negotiated ids (``tagged``), tagged entries, or everything after ``after``."""
 
     count: int
     newest: MessageId
-    lines: list[str]
+    lines: list[Shown]
+    tagged: bool = False
+    after: MessageId | None = None
 
 
-def earlier(history: History, count: int, catalog: Catalog) -> Earlier:
-    """Read and render the last ``count`` events (none at all: no lines, not even a frame).
+def earlier(
+    history: History,
+    count: int,
+    catalog: Catalog,
+    *,
+    tagged: bool = False,
+    after: MessageId | None = None,
+) -> Earlier:
+    """Read and render the last ``count`` events (none at all: no lines, not even a frame),
+    or for a resuming client every event after ``after`` (or the one "missed" line).
 
     The room calls it before taking its lock, and again under the lock only if an event
     came meanwhile (``newest`` is no longer the history's newest), so a join storm does not
     hold up the chat with reads.
     """
+    if after is not None:
+        newest = history.newest()  # read first: unchanged later means nothing came since
+        replay = history.after(after)
+        if replay.too_old:
+            return Earlier(count, newest, [missed_line(replay.missed, catalog)], True, after)
+        return Earlier(count, newest, tagged_lines(replay.entries, catalog), True, after)
     entries = history.last(count)
+    newest = entries[-1].id if entries else ORIGIN
+    if tagged:
+        return Earlier(count, newest, tagged_lines(entries, catalog), True)
     lines = replay_lines(entries, catalog) if entries else []
-    return Earlier(count, entries[-1].id if entries else ORIGIN, lines)
+    return Earlier(count, newest, [(line, None) for line in lines])
+
+
+def tagged_lines(entries: list[Entry], catalog: Catalog) -> list[Shown]:
+    """Entries for a client that negotiated ids: each line as it was sent live, tagged with
+    its id, time and ``history``; the client draws its own frame."""
+    return [
+        (
+            event_line(entry, catalog),
+            format_tags(event_tags(entry.id, entry.at, history=True)).encode(),
+        )
+        for entry in entries
+    ]
+
+
+def missed_line(count: int, catalog: Catalog) -> Shown:
+    """The one line a client resuming too late gets: how many events it missed."""
+    tags = event_tags(None, time.time())
+    tags["missed"] = str(count)
+    return catalog("history_missed", count=count), format_tags(tags).encode()
 
 
 def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:

@@ -20,14 +20,15 @@ from lanchatd.core.catalog import Catalog
 from lanchatd.core.framing import Framing
 from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
+from lanchatd.core.tags import MessageId
 from lanchatd.daemon import logs
 from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
-from lanchatd.daemon.history import History, Kind
+from lanchatd.daemon.history import Entry, History, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
-from lanchatd.daemon.recall import Earlier, earlier, replay_lines
+from lanchatd.daemon.recall import Earlier, earlier, replay_lines, tagged_lines
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
 #: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.
@@ -107,10 +108,14 @@ class Room:
         with self.lock:
             return list(self._members.values())
 
-    def join(self, peer: Peer, nick: str) -> str | None:
-        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, look-alike, full)."""
+    def join(self, peer: Peer, nick: str, after: MessageId | None = None) -> str | None:
+        """Add ``peer`` as ``nick``; return a catalogue key if refused (taken, look-alike, full).
+
+        A peer that negotiated ids and resumes ``after`` an id gets exactly the events since,
+        decided here under the lock with its join, so the replay meets the live lines.
+        """
         key = nick_key(nick)
-        shown = self._earlier(peer)
+        shown = self._earlier(peer, after)
         with self.lock:
             if (holder := self._members.get(key)) is not None:
                 return (
@@ -123,12 +128,12 @@ class Room:
             self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
             delivery = self.delivery
             delivery.attach_locked(peer)
-            delivery.broadcast_locked(self.catalog("joined", nick=nick))
             shown = self._still_earlier_locked(shown)
-            self._record_locked(Kind.JOIN, nick)
+            entry = self._record_locked(Kind.JOIN, nick)
+            delivery.broadcast_locked(self.catalog("joined", nick=nick), entry)
             delivery.unicast_locked(peer, self.catalog("welcome"))
-            for line in shown.lines if shown is not None else ():
-                delivery.unicast_locked(peer, line)
+            for line, tags in shown.lines if shown is not None else ():
+                delivery.unicast_locked(peer, line, tags)
             if self.watchers:
                 self._emit_locked(
                     "join", nick=nick, host=peer.host, port=peer.port, mode=peer.framing.value
@@ -154,10 +159,12 @@ class Room:
         logs.messages(peer.log, texts, sizes, log_text)
 
     def _say_locked(self, peer: Peer, texts: list[str]) -> None:
-        """Hand chat lines to delivery and history (a cluster's room appends them instead)."""
-        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts)
-        for text in texts:
-            self._record_locked(Kind.MESSAGE, peer.nick, text)
+        """Hand chat lines to history and delivery (a cluster's room appends them instead)."""
+        entries = None
+        if (history := self.history) is not None:
+            entries = [history.append(Kind.MESSAGE, peer.nick, text) for text in texts]
+            self.delivery.recorded = entries[-1].id
+        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts, entries)
 
     def command(self, peer: Peer, command: commands.Command) -> bool:
         """Carry out a slash command; False when the client asked to leave."""
@@ -176,10 +183,10 @@ class Room:
             case commands.Me(action):
                 with self.lock:
                     if not peer.left:
+                        entry = self._record_locked(Kind.ACTION, peer.nick, action)
                         self.delivery.broadcast_locked(
-                            catalog("action", nick=peer.nick, text=action)
+                            catalog("action", nick=peer.nick, text=action), entry
                         )
-                        self._record_locked(Kind.ACTION, peer.nick, action)
                         if self.watchers:
                             self._emit_locked("action", nick=peer.nick, text=action)
             case commands.PrivateMessage():
@@ -190,16 +197,21 @@ class Room:
                 self.tell(peer, catalog("unknown_command", command=name))
         return True
 
-    def _earlier(self, peer: Peer) -> Earlier | None:
-        """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events.
+    def _earlier(self, peer: Peer, after: MessageId | None) -> Earlier | None:
+        """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events,
+        or for a client resuming ``after`` an id, everything since.
 
         Classic clients get none: the original tutorial client's first lines stay as they
         always were.
         """
         count = self.settings.history_on_join
-        if self.history is None or not count or peer.framing is not Framing.LINE:
+        if self.history is None or peer.framing is not Framing.LINE:
             return None
-        return earlier(self.history, count, self.catalog)
+        if after is not None and peer.tagged:
+            return earlier(self.history, count, self.catalog, after=after)
+        if not count:
+            return None
+        return earlier(self.history, count, self.catalog, tagged=peer.tagged)
 
     def _still_earlier_locked(self, shown: Earlier | None) -> Earlier | None:
         """``shown``, read again if an event came since: under the lock, before the
@@ -207,19 +219,24 @@ class Room:
         gap or a repeat."""
         if shown is None or self.history is None or shown.newest == self.history.newest():
             return shown
-        return earlier(self.history, shown.count, self.catalog)
+        return earlier(
+            self.history, shown.count, self.catalog, tagged=shown.tagged, after=shown.after
+        )
 
     def _show_history(self, peer: Peer, count: int) -> None:
         """``/history N``: read outside the lock (up to 500 rows), then queued to ``peer``."""
         catalog = self.catalog
+        lines: list[tuple[str, bytes | None]]
         if self.history is None:
-            lines = [catalog("history_off")]
+            lines = [(catalog("history_off"), None)]
+        elif peer.tagged and (entries := self.history.last(count)):
+            lines = tagged_lines(entries, catalog)
         else:
-            lines = replay_lines(self.history.last(count), catalog)
+            lines = [(line, None) for line in replay_lines(self.history.last(count), catalog)]
         with self.lock:
             if not peer.left:
-                for line in lines:
-                    self.delivery.unicast_locked(peer, line)
+                for line, tags in lines:
+                    self.delivery.unicast_locked(peer, line, tags)
 
     def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
         """Deliver ``/msg`` if exactly one reading names someone online; else say why not."""
@@ -285,12 +302,12 @@ class Room:
             self.stats.kicks += 1
             if self.watchers:
                 self._emit_locked("kick", nick=peer.nick, reason=reason, admin_uid=admin_uid)
-            self._record_locked(Kind.KICK, peer.nick, reason=reason)
             self._exit_locked(
                 peer,
                 "kicked",
                 catalog("kicked_you", reason=reason),
                 catalog("kicked", nick=peer.nick, reason=reason),
+                self._record_locked(Kind.KICK, peer.nick, reason=reason),
             )
         peer.log.info("client_kicked", reason=reason, admin_uid=admin_uid)
         self._exited(peer, "kicked")
@@ -307,8 +324,8 @@ class Room:
             catalog = self.catalog
             for peer in [member for member in self._members.values() if member in wanted]:
                 announcement = catalog("banned", nick=peer.nick, reason=reason)
-                self._record_locked(Kind.BAN, peer.nick, reason=reason)
-                self._exit_locked(peer, "banned", farewell, announcement)
+                entry = self._record_locked(Kind.BAN, peer.nick, reason=reason)
+                self._exit_locked(peer, "banned", farewell, announcement, entry)
                 expelled.append(peer)
         for peer in expelled:
             self._exited(peer, "banned")
@@ -317,8 +334,8 @@ class Room:
     def notice(self, text: str, admin_uid: int) -> int:
         """Broadcast a server notice; return how many clients it went to."""
         with self.lock:
-            self.delivery.broadcast_locked(self.catalog("notice", text=text))
-            self._record_locked(Kind.NOTICE, "", text)
+            entry = self._record_locked(Kind.NOTICE, "", text)
+            self.delivery.broadcast_locked(self.catalog("notice", text=text), entry)
             recipients = len(self._members)
             if self.watchers:
                 self._emit_locked("notice", text=text, admin_uid=admin_uid)
@@ -326,11 +343,17 @@ class Room:
         return recipients
 
     def _exit_locked(
-        self, peer: Peer, reason: str, farewell: str | None = None, announcement: str = ""
+        self,
+        peer: Peer,
+        reason: str,
+        farewell: str | None = None,
+        announcement: str = "",
+        announced: Entry | None = None,
     ) -> None:
         """The one way out of the room for a member: leaving, being kicked or banned.
 
-        An expelled member gets ``farewell`` as its last line and the rest ``announcement``;
+        An expelled member gets ``farewell`` as its last line and the rest ``announcement``
+        (the history entry ``announced``);
         the usual leave line follows, so clients that track who is online by joins and
         leaves see this one go too. At shutdown nobody is told (the room is going away).
         """
@@ -340,24 +363,30 @@ class Room:
         if farewell is not None:
             delivery.unicast_locked(peer, farewell)
             delivery.detach_locked(peer, graceful=True)
-            delivery.broadcast_locked(announcement)
-            delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
-            self._record_locked(Kind.LEAVE, peer.nick)
+            delivery.broadcast_locked(announcement, announced)
+            entry = self._record_locked(Kind.LEAVE, peer.nick)
+            delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
         elif reason == "shutdown":
             delivery.detach_locked(peer, graceful=True)
         else:
-            delivery.broadcast_locked(self.catalog("left", nick=peer.nick))
-            self._record_locked(Kind.LEAVE, peer.nick)
+            entry = self._record_locked(Kind.LEAVE, peer.nick)
+            delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
             delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
         if reason == "slow_consumer":
             self.stats.slow_consumer_drops += 1
         if self.watchers:
             self._emit_locked("leave", nick=peer.nick, reason=reason)
 
-    def _record_locked(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> None:
-        """Keep an event the whole room was just sent; delivery commits it before sending."""
-        if self.history is not None:
-            self.delivery.recorded = self.history.append(kind, nick, text, reason).id
+    def _record_locked(
+        self, kind: Kind, nick: str, text: str = "", reason: str = ""
+    ) -> Entry | None:
+        """Keep an event the whole room is about to be sent, so its id can tag the line;
+        delivery commits it before sending. None when history is off."""
+        if self.history is None:
+            return None
+        entry = self.history.append(kind, nick, text, reason)
+        self.delivery.recorded = entry.id
+        return entry
 
     @staticmethod
     def _exited(peer: Peer, reason: str) -> None:

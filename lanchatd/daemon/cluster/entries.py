@@ -10,7 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from lanchatd.daemon.history import Entry, Kind, MessageId
+from lanchatd.core.tags import MessageId
+from lanchatd.daemon.history import Entry, Kind
 
 #: Room events (history kinds) plus the controls every node carries out on its own.
 ROOM_KINDS: Final = frozenset(kind.value for kind in Kind)

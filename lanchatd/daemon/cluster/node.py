@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 
 from lanchatd.core.nicknames import nick_key
+from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.bans import Ban
 from lanchatd.daemon.cluster.entries import Control, StreamEvent, decode, fields
 from lanchatd.daemon.config import Settings
-from lanchatd.daemon.history import ORIGIN, Kind, MessageId
+from lanchatd.daemon.history import Kind
 from lanchatd.daemon.logs import Logger
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ class Cluster:
         self._last = history.newest() if history is not None else ORIGIN
         self._degraded = threading.Event()
         self._degraded.set()  # until the reader has talked to Redis
+        #: Whether ``cluster_degraded`` was logged since Redis last answered.
+        self._told = False
         #: The other nodes as their last heartbeats showed them, for ``lanchatctl stats``.
         self.nodes: dict[str, dict[str, Any]] = {}
         self._threads = [
@@ -320,13 +323,16 @@ class Cluster:
         return run
 
     def _failed(self, error: Exception) -> None:
-        if not self._degraded.is_set():
-            self._degraded.set()
+        """Redis did not answer: degraded (logged once until it answers again)."""
+        self._degraded.set()
+        if not self._told:
+            self._told = True
             self.log.error("cluster_degraded", error=str(error))
 
     def _recovered(self) -> None:
         if self._degraded.is_set():
             self._degraded.clear()
+            self._told = False
             self.log.info("cluster_ok", ident=self.ident, last=str(self._last))
 
     def _append_loop(self) -> None:

@@ -18,12 +18,13 @@ from typing import Any
 
 from lanchatd.core import commands
 from lanchatd.core.nicknames import nick_key
+from lanchatd.core.tags import MessageId
 from lanchatd.daemon.bans import Ban, BanStore
 from lanchatd.daemon.cluster.bans import SharedBanStore
 from lanchatd.daemon.cluster.entries import CONTROL_KINDS, Control, StreamEvent
 from lanchatd.daemon.cluster.node import Cluster, Member
 from lanchatd.daemon.config import Settings
-from lanchatd.daemon.history import History, HistoryError, Kind
+from lanchatd.daemon.history import Entry, History, HistoryError, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.moderation import farewell, host_is
 from lanchatd.daemon.peer import Peer
@@ -40,7 +41,8 @@ class SharedRoom(Room):
         #: The ban list, once the server has asked for it.
         self.bans: SharedBanStore | None = None
         #: Members whose join has not come back from the stream yet (not attached).
-        self._joining: set[Peer] = set()
+        #: Each with the id it resumes after (``/cap ids after=``), if any.
+        self._joining: dict[Peer, MessageId | None] = {}
         self.cluster.start()
 
     def shutdown(self) -> None:
@@ -59,8 +61,9 @@ class SharedRoom(Room):
     def cluster_stats(self) -> dict[str, Any] | None:
         return self.cluster.stats()
 
-    def join(self, peer: Peer, nick: str) -> str | None:
-        """Claim ``nick`` room-wide, then append the join; attached when it comes back."""
+    def join(self, peer: Peer, nick: str, after: MessageId | None = None) -> str | None:
+        """Claim ``nick`` room-wide, then append the join; attached when it comes back, with
+        what it is owed (on-join history, or every event after ``after``) read then."""
         cluster = self.cluster
         refused = cluster.claim(nick)
         if refused:
@@ -71,7 +74,7 @@ class SharedRoom(Room):
             if not full:
                 peer.nick, peer.key = nick, key
                 self._members[key] = peer
-                self._joining.add(peer)
+                self._joining[peer] = after
                 self.stats.peak_clients = max(self.stats.peak_clients, len(self._members))
         if not full and cluster.append_now(cluster.event(Kind.JOIN, nick)) is not None:
             self.emit("join", nick=nick, host=peer.host, port=peer.port, mode=peer.framing.value)
@@ -79,7 +82,7 @@ class SharedRoom(Room):
         with self.lock:
             if self._members.get(key) is peer:
                 del self._members[key]
-                self._joining.discard(peer)
+                self._joining.pop(peer, None)
             cluster.publish(None, release=key)
         return "server_full" if full else "cluster_unavailable"
 
@@ -172,7 +175,12 @@ class SharedRoom(Room):
         self._exit_locked(peer, why, farewell)
 
     def _exit_locked(
-        self, peer: Peer, reason: str, farewell: str | None = None, announcement: str = ""
+        self,
+        peer: Peer,
+        reason: str,
+        farewell: str | None = None,
+        announcement: str = "",
+        announced: Entry | None = None,
     ) -> None:
         """The one way out, as on one node; the leave line reaches everyone via the stream.
 
@@ -182,7 +190,7 @@ class SharedRoom(Room):
         peer.left = True
         del self._members[peer.key]
         if peer in self._joining:
-            self._joining.discard(peer)
+            del self._joining[peer]
         else:
             if farewell is not None:
                 self.delivery.unicast_locked(peer, farewell)
@@ -231,11 +239,11 @@ class SharedRoom(Room):
     def _apply_locked(self, event: StreamEvent) -> None:
         entry = event.entry()
         mine = event.origin == self.cluster.ident
-        joined = None
+        joined, after = None, None
         if event.kind == Kind.JOIN and mine:
             peer = self._members.get(nick_key(event.nick))
             if peer is not None and peer in self._joining:
-                self._joining.discard(peer)
+                after = self._joining.pop(peer)
                 self.delivery.attach_locked(peer)
                 joined = peer
         elif event.kind == Kind.KICK and event.target == self.cluster.ident:
@@ -244,8 +252,8 @@ class SharedRoom(Room):
                 self.stats.kicks += 1
                 self._exit_locked(peer, "kicked", self.catalog("kicked_you", reason=event.reason))
                 peer.stop_reading()
-        shown = self._earlier(joined) if joined is not None else None
-        self.delivery.broadcast_locked(event_line(entry, self.catalog))
+        shown = self._earlier(joined, after) if joined is not None else None
+        self.delivery.broadcast_locked(event_line(entry, self.catalog), entry)
         if self.history is not None:
             recorded = self.history.record(entry)
             if recorded is not None:
@@ -253,7 +261,7 @@ class SharedRoom(Room):
         if joined is not None:
             self.delivery.unicast_locked(joined, self.catalog("welcome"))
             for line in shown.lines if shown is not None else ():
-                self.delivery.unicast_locked(joined, line)
+                self.delivery.unicast_locked(joined, *line)
 
     def not_sent(self, peer: Peer, text: str) -> None:
         """Tell ``peer`` a message of theirs could not be appended (Redis unreachable)."""
