@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
+from tests.client_helpers import CLIENT, client_env
 from tests.redis_support import REDIS_SERVER, RedisServer
 from tests.support import (
     LANCHATD,
     Daemon,
     LineClient,
+    free_port,
     join,
     refused_connection,
     wait_until,
@@ -470,3 +472,59 @@ def test_a_client_resumes_on_another_node_without_gaps_or_repeats(
     assert not live.history
     assert not rejoin.history
     assert rejoin.text == "dave Bergabung!"
+
+
+def lanchat(*args: str) -> subprocess.Popen[str]:
+    """The lanchat client in a pipe (HOST may name several nodes: ``HOST1,HOST2``)."""
+    pipe = subprocess.PIPE
+    return subprocess.Popen(
+        [*CLIENT, *args], stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=client_env()
+    )
+
+
+def test_lanchat_given_two_nodes_moves_to_the_live_one_and_misses_nothing(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    one, two = nodes("n1"), nodes("n2")
+    bob = join(two.port, "bob")
+    opened.append(bob)
+    hosts = f"127.0.0.1:{one.port},127.0.0.1:{two.port}"
+    client = lanchat(hosts, "--nick", "ci")
+    assert client.stdin is not None
+    assert client.stdout is not None
+    shown: list[str] = []
+    stdout = client.stdout
+    reader = threading.Thread(target=lambda: shown.extend(iter(stdout.readline, "")))
+    reader.start()
+    try:
+        bob.expect("ci Bergabung!")
+        bob.send("before")
+        wait_until(lambda: "bob: before\n" in shown, what="the line before n1 dies")
+        one.process.kill()  # kill -9 the node lanchat is on
+        bob.send_bytes(b"".join(b"m%d\n" % n for n in range(20)))
+        bob.expect("ci Keluar!", timeout=15.0)  # announced by the node that buried n1
+        bob.expect("ci Bergabung!", timeout=40.0)  # lanchat is back, on n2
+        bob.send("live")
+        wait_until(lambda: "bob: live\n" in shown, timeout=10.0, what="the live line")
+        client.stdin.close()
+        assert client.wait(10) == 0
+    finally:
+        client.kill()
+        reader.join(10)
+    after = shown[shown.index("bob: before\n") + 1 :]
+    history = [line.split("] ", 1)[1] for line in after if " history] " in line]
+    assert history == [*(f"bob: m{n}\n" for n in range(20)), "ci Keluar!\n"]
+    assert not [line for line in after if line.startswith("bob: m") and " history] " not in line]
+
+
+def test_lanchat_starts_on_the_first_node_that_answers(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    node = nodes("n1")
+    bob = join(node.port, "bob")
+    opened.append(bob)
+    hosts = f"127.0.0.1:{free_port()},127.0.0.1:{node.port}"  # nobody listens on the first
+    client = lanchat(hosts, "--nick", "ci")
+    _, errors = client.communicate("hello\n", timeout=30)
+    assert client.returncode == 0, errors
+    bob.expect("ci: hello")

@@ -71,6 +71,8 @@ def main(
     """Chat in the lanchat room served at HOST (default 127.0.0.1, or LANCHAT_HOST).
 
     HOST is a name or an address, and may carry the port: 192.168.1.2:5001, ::1, [::1]:5001.
+    Several nodes of one room, separated by commas (HOST1,HOST2), are tried in order: when
+    the one in use dies, lanchat moves to another and misses nothing.
 
     On a terminal it asks for a nickname (unless --nick is given) and shows a >> prompt;
     messages appear above what you are typing. /help lists the server's commands; /quit,
@@ -102,8 +104,9 @@ def main(
         nick = nick.strip()  # as the server trims it: our echoes are matched on this name
     if not tty and nick is None:
         raise click.UsageError(say("nick_required"))
-    host, port = _host_and_port(host, port)
-    endpoint = Endpoint(host, port, _tls_settings(tls, cafile, insecure))
+    context = _tls_settings(tls, cafile, insecure)
+    first, *others = [Endpoint(*_host_and_port(part, port), context) for part in host.split(",")]
+    endpoint = Endpoint(first.host, first.port, context, tuple(others))
     try:
         if tty:
             renderer = Renderer(color=color_wanted())
