@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 from click.shell_completion import CompletionItem
-from wcwidth import wcswidth
 
 from lanchatctl.transport import (
     DENIED,
@@ -23,6 +22,7 @@ from lanchatctl.transport import (
     AdminError,
 )
 from lanchatd import __version__
+from lanchatd.core import columns
 from lanchatd.core.paths import ADMIN_SOCKET_ENV
 from lanchatd.core.text import sanitize
 
@@ -95,22 +95,10 @@ def _size(count: int) -> str:
     raise AssertionError
 
 
-def _width(text: str) -> int:
-    """Columns ``text`` takes on a terminal: an emoji or a CJK character takes two."""
-    width = wcswidth(text)
-    return len(text) if width < 0 else width
-
-
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int]) -> None:
-    """Print aligned columns; cells are sanitised before they are measured."""
-    rows = [header, *([sanitize(str(cell)) for cell in row] for row in rows)]
-    widths = [max(_width(row[column]) for row in rows) for column in range(len(header))]
-    for row in rows:
-        cells = []
-        for column, (cell, width) in enumerate(zip(row, widths, strict=True)):
-            padding = " " * (width - _width(cell))
-            cells.append(padding + cell if column in right else cell + padding)
-        click.echo("  ".join(cells).rstrip())
+    """Print aligned columns (cells sanitised first)."""
+    for line in columns.table(header, rows, frozenset(right)):
+        click.echo(line)
 
 
 def _echo_json(value: Any, *, lines: bool = False) -> None:

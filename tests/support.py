@@ -103,6 +103,7 @@ class Daemon(LoggedProcess):
         admin_flag: bool = True,
         state_dir: Path | None = None,
         wait: bool = True,
+        discovery: bool = False,
     ) -> None:
         """``host=None`` leaves the listen address to the daemon's default, ``admin_flag=False``
         the admin socket. ``workdir`` holds the admin socket and the state directory (by default
@@ -110,7 +111,9 @@ class Daemon(LoggedProcess):
         ``env`` with ``clean_env``) without LANCHATD_ADMIN_SOCKET, plus ``env``. ``wait=False``
         returns before the daemon has started (``port`` stays 0). Newcomers are shown no
         history unless ``--history-on-join`` is among ``args`` (tests/test_history_daemon.py),
-        so every other test reads the greeting and live lines alone.
+        so every other test reads the greeting and live lines alone. It announces nothing on
+        the LAN (``--no-discovery``) unless ``discovery`` (tests/test_discovery.py, in network
+        namespaces of its own); then the config file and the default decide.
         """
         self._cleanup: Callable[[], None] = lambda: None
         if workdir is None:
@@ -128,6 +131,8 @@ class Daemon(LoggedProcess):
             argv += ["--port", "0"]
         if "--history-on-join" not in args:
             argv += ["--history-on-join", "0"]
+        if not discovery:
+            argv += ["--no-discovery"]
         if admin_flag and "--admin-socket" not in args:
             argv += ["--admin-socket", str(self.admin_socket)]
         base_env = {} if clean_env else {**os.environ}

@@ -317,8 +317,9 @@ def tiny_run(tmp_path: Path, servers: str, stalled: str) -> dict:
 
 @pytest.mark.timeout(180)
 def test_tiny_benchmark_run_reports_a_clean_lanchatd(tmp_path: Path) -> None:
-    servers = "lanchatd,ncat" if Ncat.available() else "lanchatd"
-    result = tiny_run(tmp_path, servers, "--stalled 2 --stalled-clients 10")
+    servers = "lanchatd,lanchatd-nohistory" + (",ncat" if Ncat.available() else "")
+    logs = tmp_path / "logs"
+    result = tiny_run(tmp_path, servers, f"--stalled 2 --stalled-clients 10 --server-log {logs}")
     assert set(result) >= {"meta", "runs", "summary"}
     assert result["meta"]["command"].startswith("python -m benchmarks.chatbench")
     assert len(result["runs"]) == 3 * len(servers.split(","))
@@ -338,7 +339,7 @@ def test_tiny_benchmark_run_reports_a_clean_lanchatd(tmp_path: Path) -> None:
         assert row["server_cpu_us_per_delivery"] is not None
         assert row["generator_cpu_s"] > 0
         assert row["latency_p99_ms"] is not None
-        if row["server"] == "lanchatd":
+        if row["server"].startswith("lanchatd"):
             errors = ("lost", "duplicated", "reordered", "corrupted", "unexpected")
             assert {key: row[key] for key in errors} == dict.fromkeys(errors, 0), row
         if row["stalled"]:
@@ -346,8 +347,13 @@ def test_tiny_benchmark_run_reports_a_clean_lanchatd(tmp_path: Path) -> None:
     latency = [r for r in result["summary"] if r["mode"] == "latency"]
     for row in latency:
         # 200 messages/s for 0.6 s, to every reading client (ncat does not echo).
-        readers = 10 if row["server"] == "lanchatd" else 9
+        readers = 10 if row["server"].startswith("lanchatd") else 9
         assert row["deliveries_per_s"] == pytest.approx(200 * readers, rel=0.1)
+    # The variant is lanchatd with history off: only the other one opened a history file.
+    opened = {
+        log.name.rsplit("-", 3)[0]: '"history_opened"' in log.read_text() for log in logs.iterdir()
+    }
+    assert opened == {"lanchatd": True, "lanchatd-nohistory": False}
 
 
 @pytest.mark.timeout(180)
@@ -402,6 +408,10 @@ def test_goals_compare_lanchatd_with_the_best_peer_of_each_configuration() -> No
             "lanchatd", "throughput", 1000, deliveries_per_s=7e6, join_s=0.9, rss_per_client_kib=30
         ),
         summary_row("ncat", "throughput", 1000, deliveries_per_s=5e6, join_s=5.0),
+        # A variant of lanchatd: never the best peer, only what history on is compared with.
+        summary_row("lanchatd-nohistory", "throughput", 1000, deliveries_per_s=8e6, join_s=0.3),
+        summary_row("lanchatd-nohistory", "throughput", 100, deliveries_per_s=2e6),
+        summary_row("lanchatd", "throughput", 100, deliveries_per_s=1.9e6),
         summary_row("ncat", "latency", 1000, latency_p99_ms=9.0, join_s=6.0),
         summary_row("lanchatd", "latency", 10, latency_p99_ms=0.8),
         summary_row("ncat", "latency", 10, latency_p99_ms=20.0),
@@ -416,6 +426,7 @@ def test_goals_compare_lanchatd_with_the_best_peer_of_each_configuration() -> No
             "700.0k, clean",
             "naive 750.0k (0.93x)",
         ),
+        "deliveries/s N=100 >= 1.0x best peer, clean": (None, "1.90M, clean", "-"),
         "deliveries/s N=1000 >= 1.5x best peer, clean": (
             False,
             "7.00M, clean",
@@ -426,6 +437,16 @@ def test_goals_compare_lanchatd_with_the_best_peer_of_each_configuration() -> No
         "server CPU/delivery N=10 <= 2x ngircd's": (True, "0.50 us", "ngircd 0.30 us (1.7x)"),
         "1000 clients joined <= 1.0 s (worst median)": (True, "0.90 s", "ncat 6.00 s"),
         "(issue 6) RSS <= 40 KiB per client at N=1000": (True, "30.0 KiB", "-"),
+        "(issue 14) deliveries/s N=100, history on >= 0.9x off": (
+            True,
+            "1.90M (0.95x)",
+            "history off 2.00M",
+        ),
+        "(issue 14) deliveries/s N=1000, history on >= 0.9x off": (
+            False,
+            "7.00M (0.88x)",
+            "history off 8.00M",
+        ),
     }
     lines = report.goals_table(report.goals(rows)).splitlines()
     cells = [cell.strip() for cell in lines[2].strip("|").split("|")]

@@ -50,7 +50,8 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             "colour = 1\n[server]\n",
             "colour: a key outside any section; keys go under a "
-            "section: [server], [limits], [admin], [log], [tls], [history], [cluster]",
+            "section: [server], [limits], [admin], [log], [tls], [history], [discovery], "
+            "[cluster]",
         ),
         ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
         (
@@ -66,6 +67,19 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             '[history]\nenabled = "no"\n',
             "[history] enabled: expected true or false, got str 'no'",
+        ),
+        (
+            "[discovery]\nenabled = 1\n",
+            "[discovery] enabled: expected true or false, got int 1",
+        ),
+        (
+            '[discovery]\nname = "lab\\u001b[2J"\n',
+            "[discovery] name: must be one line of visible text, without leading or trailing "
+            "spaces",
+        ),
+        (
+            f'[discovery]\nname = "{"é" * 101}"\n',
+            "[discovery] name: must be at most 200 bytes in UTF-8, got 202",
         ),
         ('[cluster]\nroom = "x"\n', "[cluster] redis: missing; the Redis server's URL is required"),
         (

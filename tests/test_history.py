@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
-from lanchatd.daemon.history import Entry, History, Kind
+from lanchatd.daemon.history import SWEEP_CHUNK, Entry, History, Kind
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0
@@ -168,6 +168,26 @@ def test_last_is_bounded_and_oldest_first(stores: Any) -> None:
     assert store.last(-3) == []
 
 
+def test_reads_beyond_the_newest_kept_in_memory_are_exact(stores: Any) -> None:
+    """The newest MAX_READ entries are served from memory, older ones from the file: the
+    answers meet without a gap or a repeat, after a restart and a purge too."""
+    store = stores()
+    said = say(store, 550) + say(store, 100, nick="bob", start=550)
+    store.close()
+    again = stores(batch_interval=NEVER)
+    newer = say(again, 3, start=650)
+    everything = said + newer
+    assert again.last(500) == everything[-500:]
+    assert again.after(said[100].id).entries == everything[101:]
+    assert again.after(said[200].id).entries == everything[201:]
+    assert again.after(ORIGIN).entries == everything
+    assert again.purge("bob") == 100
+    kept = said[:550] + newer
+    assert again.last(500) == kept[-500:]
+    assert again.after(said[100].id).entries == kept[101:]
+    assert again.after(said[540].id, limit=4).entries == kept[541:545]
+
+
 def test_resume_after_an_id_gets_exactly_what_was_missed(stores: Any) -> None:
     store = stores()
     seen = say(store, 10)
@@ -196,6 +216,21 @@ def test_retention_by_count_and_a_resume_from_before_it(stores: Any, tmp_path: P
     # What was removed is remembered across a restart.
     store.close()
     assert stores().after(said[4].id).too_old
+
+
+def test_a_sweep_of_many_rows_goes_in_chunks_and_leaves_exactly_the_newest(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(keep=10, sweep_interval=NEVER)
+    said = say(store, SWEEP_CHUNK * 2 + 500)
+    assert store.commit_through(said[-1].id)
+    store.configure(keep=5, keep_days=7)  # a reload: the next sweep comes promptly
+    wait_until(lambda: len(stored(tmp_path / "history.db")) == 5, what="a chunked sweep")
+    assert stored(tmp_path / "history.db") == rows(said[-5:])
+    assert store.last(500) == said[-5:]
+    replay = store.after(said[-7].id)
+    assert (replay.too_old, replay.missed) == (True, 5)
+    assert store.after(said[-6].id).entries == said[-5:]
 
 
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,49 @@ def test_reload_applies_history_settings_but_enabled_waits_for_a_restart(
         "changed": {"history_keep": [100, 50], "history_keep_days": [7.0, 0.0]},
         "needs_restart": ["history"],
     }
+
+
+def kept_texts(state_dir: Path) -> list[str]:
+    """The text of every entry in the history file, oldest first, read as another process
+    reads it (read-only) while the daemon runs."""
+    uri = f"{(state_dir / 'history.db').as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        return [text for (text,) in db.execute("SELECT text FROM entries ORDER BY ms, seq")]
+
+
+def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """By count once the 51st event is kept, and by age once a reload lowers keep_days."""
+    state = tmp_path / "state"
+    server = start_daemon("--lang", "en", config="[history]\nkeep = 50\n", state_dir=state)
+    alice = server.chat("alice")
+    said = [f"line {number}" for number in range(60)]
+    for text in said:
+        alice.send(text)
+    alice.expect("alice: line 59")
+    wait_until(lambda: kept_texts(state) == said[-50:], timeout=60, what="the newest 50 kept")
+    assert server.stop() == 0
+    # Ten entries two days old, as a file written then would hold them.
+    two_days_ago = time.time() - 2 * 86_400
+    with contextlib.closing(sqlite3.connect(state / "history.db")) as db, db:
+        db.executemany(
+            "INSERT INTO entries VALUES (?, 0, ?, 'message', 'old', 'old', ?, '')",
+            [
+                (int(two_days_ago * 1000) + i, two_days_ago + i / 1000, f"old {i}")
+                for i in range(10)
+            ],
+        )
+    config = "[history]\nkeep = 1000\nkeep_days = {}\n"
+    again = start_daemon("--lang", "en", config=config.format(7), state_dir=state)
+    bob = again.chat("bob")
+    assert kept_texts(state) == [f"old {i}" for i in range(10)] + said[-50:] + [""]
+    (tmp_path / "lanchatd-1.toml").write_text(config.format(1))
+    assert json.loads(again.ctl("reload", "--json").stdout)["changed"] == {
+        "history_keep_days": [7.0, 1.0]
+    }
+    wait_until(lambda: kept_texts(state) == [*said[-50:], ""], timeout=60, what="by age")
+    bob.close()
 
 
 def test_newcomers_joining_during_chat_see_every_line_once_between_history_and_live(

@@ -5,6 +5,9 @@ Example (the full comparison of issue 13)::
     .venv/bin/python -m benchmarks.chatbench --servers lanchatd,ngircd,naive,ncat \\
         --clients 10,100,1000 --mode throughput,latency --repeat 3 --json bench.json
 
+What history costs (issue 14): ``--servers lanchatd,lanchatd-nohistory`` runs lanchatd with
+history on and off in turns; the goals table gives the ratio.
+
 See docs/performance.md for the method and what every column means.
 """
 
@@ -43,7 +46,9 @@ def _installed(name: str) -> bool:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    default_servers = ",".join(name for name in SERVERS if _installed(name))
+    default_servers = ",".join(
+        name for name, kind in SERVERS.items() if _installed(name) and not kind.variant
+    )
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.chatbench",
         description="Benchmark chat servers on loopback: deliveries/s, latency, loss, "

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from benchmarks.chatbench.servers import SERVERS, LanchatdNoHistory
+
 MEDIAN_KEYS: Final = (
     "deliveries_per_s",
     "messages_per_s",
@@ -258,11 +260,17 @@ class Goal:
     verdict: bool | None  # None: the runs it needs are missing or failed
 
 
+def _peer(server: str) -> bool:
+    """Another server: neither lanchatd nor a variant of it."""
+    kind = SERVERS.get(server)
+    return server != "lanchatd" and not (kind is not None and kind.variant)
+
+
 def _peers(rows: list[dict[str, Any]], mode: str, n: int, key: str) -> list[dict[str, Any]]:
     return [
         r
         for r in rows
-        if r["server"] != "lanchatd"
+        if _peer(r["server"])
         and (r["mode"], r["clients"], r["stalled"]) == (mode, n, 0)
         and r[key] is not None
     ]
@@ -320,17 +328,8 @@ def goals(rows: list[dict[str, Any]]) -> list[Goal]:
                 None if not theirs else cpu <= 2 * theirs,
             )
         )
-    joins = [r["join_s"] for r in rows if r["server"] == "lanchatd" and r["clients"] == 1000
-             and not r["stalled"] and r["join_s"] is not None]  # fmt: skip
-    if joins:
-        peers: dict[str, float] = {}
-        for r in rows:
-            if r["clients"] == 1000 and r["server"] != "lanchatd" and r["join_s"] is not None:
-                peers[r["server"]] = max(r["join_s"], peers.get(r["server"], 0.0))
-        peer = ", ".join(f"{k} {v:.2f} s" for k, v in peers.items()) or "-"
-        worst = max(joins)
-        out.append(Goal("1000 clients joined <= 1.0 s (worst median)", f"{worst:.2f} s", peer,
-                        worst <= 1.0))  # fmt: skip
+    out.extend(_join_goal(rows))
+    out.extend(_history_goals(by))
     thousand = [r for r in rows if r["server"] == "lanchatd" and r["clients"] == 1000]
     per_client = _median(r["rss_per_client_kib"] for r in thousand)
     if per_client is not None:
@@ -346,6 +345,42 @@ def goals(rows: list[dict[str, Any]]) -> list[Goal]:
                     row["stalled_ratio"] >= 0.9,
                 )
             )
+    return out
+
+
+def _join_goal(rows: list[dict[str, Any]]) -> list[Goal]:
+    """1000 clients joined in <= 1 s (issue 13), with the peers' join times beside."""
+    joins = [r["join_s"] for r in rows if r["server"] == "lanchatd" and r["clients"] == 1000
+             and not r["stalled"] and r["join_s"] is not None]  # fmt: skip
+    if not joins:
+        return []
+    peers: dict[str, float] = {}
+    for r in rows:
+        if r["clients"] == 1000 and _peer(r["server"]) and r["join_s"] is not None:
+            peers[r["server"]] = max(r["join_s"], peers.get(r["server"], 0.0))
+    peer = ", ".join(f"{k} {v:.2f} s" for k, v in peers.items()) or "-"
+    worst = max(joins)
+    return [Goal("1000 clients joined <= 1.0 s (worst median)", f"{worst:.2f} s", peer,
+                 worst <= 1.0)]  # fmt: skip
+
+
+def _history_goals(by: dict[tuple[str, str, int, int], dict[str, Any]]) -> list[Goal]:
+    """(issue 14) deliveries/s with history on >= 0.9x off, from lanchatd-nohistory's runs."""
+    out = []
+    for n in (100, 1000):
+        on = by.get(("lanchatd", "throughput", n, 0))
+        off = by.get((LanchatdNoHistory.name, "throughput", n, 0))
+        if not (on and off and on["deliveries_per_s"] and off["deliveries_per_s"]):
+            continue
+        ratio = on["deliveries_per_s"] / off["deliveries_per_s"]
+        out.append(
+            Goal(
+                f"(issue 14) deliveries/s N={n}, history on >= 0.9x off",
+                f"{_num(on['deliveries_per_s'], 'rate')} ({ratio:.2f}x)",
+                f"history off {_num(off['deliveries_per_s'], 'rate')}",
+                ratio >= 0.9,
+            )
+        )
     return out
 
 

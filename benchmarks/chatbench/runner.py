@@ -210,14 +210,15 @@ def _sleep_until(when_ns: int) -> None:
 
 
 def make_server(plan: RunPlan) -> Server:
-    if plan.server == "lanchatd":
+    kind = SERVERS[plan.server]
+    if issubclass(kind, Lanchatd):
         log = None
         if plan.server_log:
             directory = Path(plan.server_log)
             directory.mkdir(parents=True, exist_ok=True)
-            log = directory / f"lanchatd-{plan.mode}-{plan.clients}-{time.time_ns()}.log"
-        return Lanchatd(log_path=log, settings=plan.lanchatd_settings)
-    return SERVERS[plan.server]()
+            log = directory / f"{plan.server}-{plan.mode}-{plan.clients}-{time.time_ns()}.log"
+        return kind(log_path=log, settings=plan.lanchatd_settings)
+    return kind()
 
 
 def run_once(plan: RunPlan) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
     specs = [
         WorkerSpec(
             index=index,
-            server=plan.server,
+            server=server.protocol(),
             host=HOST,
             port=server.port,
             clients=group,

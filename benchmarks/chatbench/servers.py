@@ -133,6 +133,14 @@ class Server:
     name: ClassVar[str]
     #: Whether a sender receives its own messages back.
     echo: ClassVar[bool]
+    #: A variant of another server (same wire, other settings): left out of the default
+    #: run and never counted as a peer.
+    variant: ClassVar[bool] = False
+
+    @classmethod
+    def protocol(cls) -> str:
+        """How clients join and speak to it (see loadgen.Client)."""
+        return cls.name
 
     def __init__(self) -> None:
         self.process: subprocess.Popen[bytes] | None = None
@@ -353,6 +361,23 @@ class Lanchatd(Server):
         return result.stdout.strip().rsplit(" ", 1)[-1] or "?"
 
 
+class LanchatdNoHistory(Lanchatd):
+    """lanchatd with ``[history] enabled = false``: beside ``lanchatd`` in one run, what
+    history costs (issue 14 wants history on at >= 0.9x of off)."""
+
+    name = "lanchatd-nohistory"
+    variant = True
+
+    def __init__(
+        self, log_path: Path | None = None, settings: Iterable[tuple[str, str, str]] = ()
+    ) -> None:
+        super().__init__(log_path, [*settings, ("history", "enabled", "false")])
+
+    @classmethod
+    def protocol(cls) -> str:
+        return Lanchatd.name
+
+
 class Ncat(Server):
     """nmap's ``ncat -l --chat``: the C reference broker (no handshake, no echo)."""
 
@@ -485,6 +510,7 @@ class Ngircd(Server):
 
 SERVERS: Final[dict[str, type[Server]]] = {
     "lanchatd": Lanchatd,
+    "lanchatd-nohistory": LanchatdNoHistory,
     "ngircd": Ngircd,
     "naive": Naive,
     "ncat": Ncat,

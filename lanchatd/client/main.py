@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import sys
-from typing import Final
 
 import click
 
 from lanchatd import __version__
-from lanchatd.client import interactive, pipe
+from lanchatd.client import discover, interactive, pipe
 from lanchatd.client.link import (
     DEFAULT_PORT,
     Endpoint,
+    describe_address,
     nick_problem,
     parse_address,
     tls_context,
 )
 from lanchatd.client.render import Renderer, color_wanted
 from lanchatd.client.words import say
-
-#: The daemon's own machine; on a LAN, pass the server's address (or set LANCHAT_HOST).
-DEFAULT_HOST: Final = "127.0.0.1"
+from lanchatd.core import columns
+from lanchatd.core.announce import Found
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("host", required=False, default=DEFAULT_HOST, envvar="LANCHAT_HOST")
+@click.argument("host", required=False, envvar="LANCHAT_HOST")
 @click.option(
     "-p",
     "--port",
@@ -64,15 +64,32 @@ DEFAULT_HOST: Final = "127.0.0.1"
     help="With --tls: do not check the server's certificate at all (encrypted, but anyone "
     "on the way could pose as the server).",
 )
+@click.option(
+    "--list",
+    "list_servers",
+    is_flag=True,
+    help="List the lanchat servers on the local network (name, addresses, port, TLS, web "
+    "page) and exit.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --list: print a JSON array.")
 @click.version_option(__version__, "-V", "--version", prog_name="lanchat")
 def main(
-    host: str, port: int, nick: str | None, tls: bool, cafile: str | None, insecure: bool
+    host: str | None,
+    port: int,
+    nick: str | None,
+    tls: bool,
+    cafile: str | None,
+    insecure: bool,
+    list_servers: bool,
+    as_json: bool,
 ) -> None:
-    """Chat in the lanchat room served at HOST (default 127.0.0.1, or LANCHAT_HOST).
+    """Chat in the lanchat room served at HOST (or LANCHAT_HOST).
 
     HOST is a name or an address, and may carry the port: 192.168.1.2:5001, ::1, [::1]:5001.
     Several nodes of one room, separated by commas (HOST1,HOST2), are tried in order: when
     the one in use dies, lanchat moves to another and misses nothing.
+    Without HOST, lanchat looks for servers on the local network for about 1.5 s (mDNS):
+    it connects to the one it finds, or on a terminal lets you choose among several.
 
     On a terminal it asks for a nickname (unless --nick is given) and shows a >> prompt;
     messages appear above what you are typing. /help lists the server's commands; /quit,
@@ -94,6 +111,10 @@ def main(
 
     NO_COLOR (set and not empty) turns colours off.
     """
+    if as_json and not list_servers:
+        raise click.UsageError(say("needs_list"))
+    if list_servers:
+        sys.exit(_list(as_json))
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     if nick is not None and (problem := nick_problem(nick)):
         if not tty:
@@ -104,6 +125,9 @@ def main(
         nick = nick.strip()  # as the server trims it: our echoes are matched on this name
     if not tty and nick is None:
         raise click.UsageError(say("nick_required"))
+    if host is None:
+        server = _discovered(tty)
+        host, port, tls = server.address or "", server.port, tls or server.tls
     context = _tls_settings(tls, cafile, insecure)
     first, *others = [Endpoint(*_host_and_port(part, port), context) for part in host.split(",")]
     endpoint = Endpoint(first.host, first.port, context, tuple(others))
@@ -123,6 +147,65 @@ def main(
         click.echo(say("error", text=f"{failed} {say('debug_hint')}"), err=True)
         status = 1
     sys.exit(status)
+
+
+def _browse() -> list[Found]:
+    """The servers on the LAN; a network that cannot browse is a one-line error (exit 1)."""
+    try:
+        return discover.browse()
+    except discover.Unavailable as error:
+        click.echo(say("error", text=str(error)), err=True)
+        sys.exit(1)
+
+
+def _list(as_json: bool) -> int:
+    """``--list``: what answered, as a table or JSON; finding nothing is no failure."""
+    servers = _browse()
+    if as_json:
+        click.echo(json.dumps([server.as_json() for server in servers], ensure_ascii=False))
+    elif not servers:
+        click.echo(say("list_none"))
+    else:
+        for line in columns.table(say("list_head").split("\t"), map(_row, servers)):
+            click.echo(line)
+    return 0
+
+
+def _row(server: Found) -> list[str]:
+    return [
+        server.name,
+        " ".join(server.addresses),
+        str(server.port),
+        say("yes" if server.tls else "no"),
+        server.web_url or "-",
+    ]
+
+
+def _discovered(tty: bool) -> Found:
+    """The server to connect to when no HOST was given: the one found, or the one chosen."""
+    servers = [server for server in _browse() if server.address and server.port]
+    if not servers:
+        click.echo(say("error", text=say("found_none")), err=True)
+        sys.exit(1)
+    if len(servers) > 1:
+        numbered = [f"{n:>3}) {_where(s)}  {s.name}" for n, s in enumerate(servers, 1)]
+        if not tty:
+            click.echo(say("error", text=say("give_one")), err=True)
+            click.echo("\n".join(numbered), err=True)
+            sys.exit(2)
+        click.echo(say("found_several", count=len(servers)))
+        click.echo("\n".join(numbered))
+        choice = click.prompt(
+            say("choose", count=len(servers)), type=click.IntRange(1, len(servers))
+        )
+        return servers[choice - 1]
+    found_one = say("found_one", name=servers[0].name, where=_where(servers[0]))
+    click.echo(say("note", text=found_one), err=True)
+    return servers[0]
+
+
+def _where(server: Found) -> str:
+    return describe_address(server.address or "?", server.port)
 
 
 def _host_and_port(address: str, port: int) -> tuple[str, int]:

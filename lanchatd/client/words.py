@@ -75,6 +75,19 @@ _EN: Final = {
     "no_pem": "no PEM certificate in {path}",
     "cannot_use": "cannot use {path}: {reason}",
     "cannot_read": "cannot read {path}: {reason}",
+    "needs_list": "--json only applies with --list",
+    "no_zeroconf": "finding servers needs python-zeroconf (Debian: python3-zeroconf)",
+    "no_mdns": "cannot look for servers on the network (mDNS): {reason}",
+    "found_none": "no lanchat server answered on the local network; give its address: "
+    "lanchat HOST (for example lanchat 192.168.1.2)",
+    "found_one": "found {name} at {where}",
+    "found_several": "{count} lanchat servers on the local network:",
+    "choose": "Connect to which one (1-{count})?",
+    "give_one": "several lanchat servers answered; give one's address: lanchat HOST",
+    "list_none": "no lanchat server answered on the local network",
+    "list_head": "NAME\tADDRESSES\tPORT\tTLS\tWEB",
+    "yes": "yes",
+    "no": "no",
 }
 
 _ID: Final = {
@@ -135,6 +148,19 @@ _ID: Final = {
     "no_pem": "tidak ada sertifikat PEM di {path}",
     "cannot_use": "tidak dapat memakai {path}: {reason}",
     "cannot_read": "tidak dapat membaca {path}: {reason}",
+    "needs_list": "--json hanya berlaku dengan --list",
+    "no_zeroconf": "mencari server memerlukan python-zeroconf (Debian: python3-zeroconf)",
+    "no_mdns": "tidak dapat mencari server di jaringan (mDNS): {reason}",
+    "found_none": "tidak ada server lanchat yang menjawab di jaringan lokal; berikan alamatnya: "
+    "lanchat HOST (misalnya lanchat 192.168.1.2)",
+    "found_one": "menemukan {name} di {where}",
+    "found_several": "{count} server lanchat di jaringan lokal:",
+    "choose": "Hubungkan ke yang mana (1-{count})?",
+    "give_one": "beberapa server lanchat menjawab; berikan alamat salah satunya: lanchat HOST",
+    "list_none": "tidak ada server lanchat yang menjawab di jaringan lokal",
+    "list_head": "NAMA\tALAMAT\tPORT\tTLS\tWEB",
+    "yes": "ya",
+    "no": "tidak",
 }
 
 CATALOGUES: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(

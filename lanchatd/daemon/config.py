@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from lanchatd.core.catalog import LANGUAGES
+from lanchatd.core.text import has_hidden
 from lanchatd.daemon.logs import LEVELS
 
 LOG_FORMATS: Final = ("auto", "json", "console")
+#: ``[discovery] name`` travels in one TXT string (255 bytes, ``room=`` included).
+NAME_BYTES: Final = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class Settings:
     history_keep: int = 10_000
     history_keep_days: float = 7.0
     history_on_join: int = 20
+    discovery: bool = True
+    #: None: ``lanchat on HOSTNAME`` (core/announce.py).
+    discovery_name: str | None = None
     cluster_redis: str | None = None
     cluster_password_file: str | None = None
     cluster_room: str = "lanchat"
@@ -57,7 +63,7 @@ class Settings:
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
 RESTART_ONLY: Final = frozenset(
-    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history"}
+    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history", "discovery"}
     | {"cluster_redis", "cluster_password_file", "cluster_room", "cluster_node"}
 )
 
@@ -115,6 +121,17 @@ def _text(value: Any) -> str | None:
     return None
 
 
+def _name(value: Any) -> str | None:
+    """A name people see in a list: one line of visible text."""
+    if problem := _text(value):
+        return problem
+    if value != value.strip() or has_hidden(value):
+        return "must be one line of visible text, without leading or trailing spaces"
+    if len(value.encode()) > NAME_BYTES:
+        return f"must be at most {NAME_BYTES} bytes in UTF-8, got {len(value.encode())}"
+    return None
+
+
 def _boolean(value: Any) -> str | None:
     if not isinstance(value, bool):
         return f"expected true or false, got {_show(value)}"
@@ -133,7 +150,7 @@ def _redis_url(value: Any) -> str | None:
     return None
 
 
-def _name(value: Any) -> str | None:
+def _key_name(value: Any) -> str | None:
     """A room or node name: it becomes part of Redis key names and log fields."""
     if problem := _text(value):
         return problem
@@ -182,11 +199,15 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "keep_days": Key("history_keep_days", _number(0, 36_500)),
         "on_join": Key("history_on_join", _integer(0, 500)),
     },
+    "discovery": {
+        "enabled": Key("discovery", _boolean),
+        "name": Key("discovery_name", _name),
+    },
     "cluster": {
         "redis": Key("cluster_redis", _redis_url),
         "password_file": Key("cluster_password_file", _text),
-        "room": Key("cluster_room", _name),
-        "node": Key("cluster_node", _name),
+        "room": Key("cluster_room", _key_name),
+        "node": Key("cluster_node", _key_name),
     },
 }
 

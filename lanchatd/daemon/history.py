@@ -14,8 +14,13 @@ Why it is shaped this way:
   one transaction for everything appended so far), so no client can receive an event that a
   ``kill -9`` then loses. WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into
   the WAL, which survives the process dying (not a power cut).
-- **Reads see everything appended.** Entries not yet committed are read from memory, the
-  rest from the file, so a client resuming right after a message misses nothing.
+- **Reads see everything appended, mostly without the file.** The newest ``MAX_READ``
+  entries (committed or not) are also kept in memory, and a read whose answer lies within
+  them (every on-join replay, ``/history``, a resume from a recent id) is served from there:
+  opening a connection and querying per join made 1000 joins take twice as long. Retention,
+  purges and lost writes change that copy with the file. Older reads go to the file, with
+  the uncommitted entries from memory, so a client resuming right after a message misses
+  nothing.
 - **One index.** Times are compared as the id's millisecond (the primary key), for
   retention and ``--since`` alike; a nickname filter (purge, the admin query) scans the rows
   kept. Each secondary index roughly doubled the cost of a commit, which the delivery thread
@@ -30,8 +35,10 @@ Private messages are never stored: there is no kind for them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
+import math
 import os
 import re
 import sqlite3
@@ -52,6 +59,11 @@ MAX_READ: Final = 500
 BATCH_INTERVAL: Final = 0.005
 #: How often retention is enforced (seconds): well within the promised minute.
 SWEEP_INTERVAL: Final = 30.0
+#: How soon a sweep follows the file passing ``keep``, or new limits (seconds); also the
+#: least time between two such sweeps, so a full store costs one delete a second at most.
+PROMPT_SWEEP: Final = 1.0
+#: Rows a sweep deletes per transaction (a few ms of work).
+SWEEP_CHUNK: Final = 1000
 #: How long after a failed write (or open) the writer tries again (seconds).
 RETRY_INTERVAL: Final = 5.0
 #: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
@@ -146,6 +158,12 @@ class _Memory:
     committed_through: MessageId = ORIGIN
     #: The newest id removed by retention: a resume from before it is too old.
     trimmed_through: MessageId = ORIGIN
+    #: The newest entries kept (file and unsaved), at most MAX_READ, oldest first.
+    recent: collections.deque[Entry] = field(
+        default_factory=lambda: collections.deque(maxlen=MAX_READ)
+    )
+    #: Whether ``recent`` holds every entry kept, not only the newest.
+    complete: bool = True
 
 
 class History:
@@ -168,6 +186,10 @@ class History:
         self.clock = clock
         self.counters = Counters()
         self._limits = _Limits(keep, keep_days)
+        #: Set by configure(): the next sweep comes promptly.
+        self._limits_changed = False
+        #: Rows in the file, counted at open and kept by whoever writes (under the write lock).
+        self._stored = 0
         self._memory = _Memory()
         self._lock = threading.Lock()
         #: Held while writing the file: one writer at a time, whoever calls.
@@ -190,13 +212,9 @@ class History:
     def append(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> Entry:
         """Record an event and return it with its id; call it in the room's order."""
         at = self.clock()
-        memory = self._memory
         with self._lock:
-            entry = Entry(memory.last.following(_ms(at)), at, kind, nick, text, reason)
-            memory.last = entry.id
-            if not memory.unsaved:
-                self._wake.set()
-            memory.unsaved.append(entry)
+            entry = Entry(self._memory.last.following(_ms(at)), at, kind, nick, text, reason)
+            self._add_locked(entry)
         return entry
 
     def record(self, entry: Entry) -> MessageId | None:
@@ -204,15 +222,23 @@ class History:
 
         An id not above the last one is not kept (None): ids only grow.
         """
-        memory = self._memory
         with self._lock:
-            if entry.id <= memory.last:
+            if entry.id <= self._memory.last:
                 return None
-            memory.last = entry.id
-            if not memory.unsaved:
-                self._wake.set()
-            memory.unsaved.append(entry)
+            self._add_locked(entry)
         return entry.id
+
+    def _add_locked(self, entry: Entry) -> None:
+        """Keep ``entry``, the newest: to be committed, and among the reads' recent entries.
+        Every way an entry comes in goes through here (the caller holds ``_lock``)."""
+        memory = self._memory
+        memory.last = entry.id
+        if not memory.unsaved:
+            self._wake.set()
+        memory.unsaved.append(entry)
+        if len(memory.recent) == MAX_READ:
+            memory.complete = False
+        memory.recent.append(entry)
 
     def commit_through(self, last: MessageId) -> bool:
         """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
@@ -238,8 +264,10 @@ class History:
             return len(self._memory.unsaved)
 
     def configure(self, keep: int, keep_days: float) -> None:
-        """New retention limits (reload); enforced by the next sweep."""
+        """New retention limits (reload); a sweep enforces them within PROMPT_SWEEP."""
         self._limits = _Limits(keep, keep_days)
+        self._limits_changed = True
+        self._wake.set()
 
     def close(self) -> None:
         """Stop the writer and commit everything appended (SIGTERM path)."""
@@ -260,6 +288,10 @@ class History:
         count = max(0, min(count, MAX_READ))
         if not count:
             return []
+        memory = self._memory
+        with self._lock:
+            if count <= len(memory.recent) or memory.complete:
+                return list(memory.recent)[-count:]
         unsaved = self._unsaved()
         if len(unsaved) >= count:
             return unsaved[-count:]
@@ -274,17 +306,21 @@ class History:
         The retention mark is read after the rows: a sweep raises it before deleting, so a
         gap made meanwhile is always seen.
         """
+        memory = self._memory
+        with self._lock:
+            recent = memory.recent
+            if memory.complete or (recent and last >= recent[0].id):
+                entries = [entry for entry in recent if entry.id > last]
+                return _replay(entries, last, memory.trimmed_through, limit)
         unsaved = self._unsaved()
         rows = self._select(
             f"SELECT {_COLUMNS} FROM entries WHERE (ms, seq) > (?, ?) ORDER BY ms, seq",
             (last.ms, last.seq),
         )
         with self._lock:
-            trimmed = self._memory.trimmed_through
+            trimmed = memory.trimmed_through
         entries = [entry for entry in _merge(rows, unsaved) if entry.id > last]
-        if last < trimmed:
-            return Replay([], too_old=True, missed=len(entries))
-        return Replay(entries if limit is None else entries[:limit])
+        return _replay(entries, last, trimmed, limit)
 
     def query(
         self, count: int, *, since: float | None = None, nick: str | None = None
@@ -332,10 +368,15 @@ class History:
                         ).rowcount
                 except sqlite3.Error as error:
                     raise HistoryError(f"{self.path}: cannot purge: {error}") from None
+                self._stored -= removed
             with self._lock:
-                kept = [entry for entry in self._memory.unsaved if not said(entry)]
-                removed += len(self._memory.unsaved) - len(kept)
-                self._memory.unsaved = kept
+                memory = self._memory
+                kept = [entry for entry in memory.unsaved if not said(entry)]
+                removed += len(memory.unsaved) - len(kept)
+                memory.unsaved = kept
+                memory.recent = collections.deque(
+                    (entry for entry in memory.recent if not said(entry)), MAX_READ
+                )
         return removed
 
     # -- internals -------------------------------------------------------------------
@@ -354,11 +395,7 @@ class History:
                 rows = db.execute(sql, args).fetchall()
         except sqlite3.Error:
             return []
-        entries = []
-        for row in rows:
-            with contextlib.suppress(ValueError):
-                entries.append(_entry(row))
-        return entries
+        return _entries(rows)
 
     def _reader(self) -> sqlite3.Connection:
         """A connection for one read: WAL lets it run beside the writer, in any thread."""
@@ -398,6 +435,10 @@ class History:
             row = newest.fetchone()
             trimmed = db.execute("SELECT value FROM meta WHERE name = 'trimmed_through'")
             mark = trimmed.fetchone()
+            recent = db.execute(
+                f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (MAX_READ,)
+            ).fetchall()
+            (count,) = db.execute("SELECT count(*) FROM entries").fetchone()
         except BaseException:
             db.close()
             raise
@@ -413,8 +454,18 @@ class History:
         stored = MessageId(*row) if row is not None else ORIGIN
         memory.last = max(memory.last, stored, memory.trimmed_through)
         memory.committed_through = max(memory.committed_through, stored)
+        self._remember(_entries(reversed(recent)), complete=len(recent) < MAX_READ)
+        self._stored = count
         self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
         return db
+
+    def _remember(self, stored: list[Entry], *, complete: bool) -> None:
+        """Fill the in-memory copy of the newest entries from the file's newest ``stored``."""
+        with self._lock:
+            memory = self._memory
+            kept = _merge(stored, memory.unsaved)
+            memory.recent = collections.deque(kept, MAX_READ)
+            memory.complete = complete and len(kept) <= MAX_READ
 
     def _set_aside(self, error: str) -> None:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(self.clock())}")
@@ -471,6 +522,7 @@ class History:
             del memory.unsaved[: len(batch)]
             memory.committed_through = batch[-1].id
         self.counters.committed += len(batch)
+        self._stored += len(batch)
         if self._failing:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
@@ -497,14 +549,37 @@ class History:
             unsaved = self._memory.unsaved
             excess = len(unsaved) - self._limits.keep
             if excess > 0:
-                self._memory.trimmed_through = unsaved[excess - 1].id
+                first, lost = unsaved[0].id, unsaved[excess - 1].id
+                self._memory.trimmed_through = lost
                 del unsaved[:excess]
+                self._memory.recent = collections.deque(
+                    (entry for entry in self._memory.recent if not first <= entry.id <= lost),
+                    MAX_READ,
+                )
                 self.counters.lost += excess
 
     def _sweep(self) -> None:
-        """Enforce ``keep`` and ``keep_days`` on the file (the caller holds the write lock)."""
+        """Enforce ``keep`` and ``keep_days`` on the file.
+
+        The mark (the newest id to remove) is set first, then rows go SWEEP_CHUNK at a time,
+        one transaction each with the write lock released between: deleting costs about as
+        much as inserting, and the delivery thread's commit before a round waits behind one
+        chunk at most, not behind a whole sweep.
+        """
+        with self._write_lock:
+            mark = self._mark()
+        done = mark is None
+        while not done and not self._stop.is_set():
+            with self._write_lock:
+                done = self._delete_chunk(mark)
+
+    def _mark(self) -> MessageId | None:
+        """Find and record what the limits remove (None: nothing); the caller holds the
+        write lock. The mark is raised before anything is deleted, so a resume from before
+        it is told it is too old even while a sweep is under way."""
+        self._limits_changed = False
         if self._db is None:
-            return
+            return None
         limits = self._limits
         clauses = [
             "(ms, seq) <= (SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?)"
@@ -521,40 +596,81 @@ class History:
                     args,
                 ).fetchone()
                 if newest is None:
-                    return
+                    # The file holds at most ``keep`` rows: a count that drifted above
+                    # (rows counted but ignored as already there) must not keep the
+                    # prompt sweep coming every second.
+                    self._stored = min(self._stored, limits.keep)
+                    return None
                 mark = MessageId(*newest)
                 with self._lock:
                     self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
-                self._db.execute(f"DELETE FROM entries WHERE {where}", args)
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
         except sqlite3.Error as error:
             self._unavailable(str(error))
+            return None
+        return mark
+
+    def _delete_chunk(self, mark: MessageId | None) -> bool:
+        """Delete the oldest SWEEP_CHUNK rows up to ``mark``; True once none are left (or the
+        file cannot be changed). The caller holds the write lock."""
+        if self._db is None or mark is None:
+            return True
+        try:
+            with self._db:
+                row = self._db.execute(
+                    "SELECT ms, seq FROM entries WHERE (ms, seq) <= (?, ?) "
+                    "ORDER BY ms, seq LIMIT 1 OFFSET ?",
+                    (mark.ms, mark.seq, SWEEP_CHUNK - 1),
+                ).fetchone()
+                through = mark if row is None else MessageId(*row)
+                deleted = self._db.execute(
+                    "DELETE FROM entries WHERE (ms, seq) <= (?, ?)", (through.ms, through.seq)
+                ).rowcount
+        except sqlite3.Error as error:
+            self._unavailable(str(error))
+            return True
+        self._stored -= deleted
+        with self._lock:
+            recent = self._memory.recent
+            while recent and recent[0].id <= through:
+                recent.popleft()
+        return through == mark
+
+    def _sweep_due(self, swept: float) -> float:
+        """When the next sweep is due (monotonic), the last one having run at ``swept``: every
+        sweep interval, and promptly once the file holds more than ``keep`` or the limits
+        changed. Nothing is counted per message: commits keep ``_stored`` per batch."""
+        sweep = self._intervals[1]
+        if self._stored > self._limits.keep or self._limits_changed:
+            return swept + min(sweep, PROMPT_SWEEP)
+        return swept + sweep
 
     def _run(self) -> None:
-        """The writer thread: a batch every few ms, a retention sweep every so often.
+        """The writer thread: a batch every few ms, a retention sweep when due.
 
         It sleeps while nothing is unsaved (woken by the next append), then waits one batch
         interval for more to gather; while writes fail, it waits for the next retry.
         """
-        batch, sweep, _ = self._intervals
-        next_sweep = time.monotonic()
+        batch = self._intervals[0]
+        swept = -math.inf
         while not self._stop.is_set():
             with self._lock:
                 pending = bool(self._memory.unsaved)
             if not pending:
-                self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+                self._wake.wait(max(0.0, self._sweep_due(swept) - time.monotonic()))
                 self._wake.clear()
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
-            if self._stop.wait(min(delay, max(batch, next_sweep - time.monotonic()))):
+            due = self._sweep_due(swept)
+            if self._stop.wait(min(delay, max(batch, due - time.monotonic()))):
                 return
             try:
                 with self._write_lock:
                     self._commit()
-                    if time.monotonic() >= next_sweep:
-                        next_sweep = time.monotonic() + sweep
-                        self._sweep()
+                if time.monotonic() >= self._sweep_due(swept):
+                    swept = time.monotonic()
+                    self._sweep()
             except Exception:
                 # A bug here must not end history for good: log it, try again later.
                 self.log.exception("history_error")
@@ -598,6 +714,22 @@ def _ms(seconds: float) -> int:
 def _entry(row: tuple[int, int, float, str, str, str, str]) -> Entry:
     ms, seq, at, kind, nick, text, reason = row
     return Entry(MessageId(ms, seq), at, Kind(kind), nick, text, reason)
+
+
+def _entries(rows: Iterable[tuple[int, int, float, str, str, str, str]]) -> list[Entry]:
+    """Rows as entries; a row this code did not write (an unknown kind) is skipped."""
+    entries = []
+    for row in rows:
+        with contextlib.suppress(ValueError):
+            entries.append(_entry(row))
+    return entries
+
+
+def _replay(entries: list[Entry], last: MessageId, trimmed: MessageId, limit: int | None) -> Replay:
+    """What a resume after ``last`` gets, given every entry kept after it."""
+    if last < trimmed:
+        return Replay([], too_old=True, missed=len(entries))
+    return Replay(entries if limit is None else entries[:limit])
 
 
 def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:

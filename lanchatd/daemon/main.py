@@ -71,6 +71,11 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
     type=click.IntRange(0, 500),
     help="Events a line-mode client is shown when it joins; 0 none. [20]",
 )
+@click.option(
+    "--discovery/--no-discovery",
+    default=None,
+    help="Announce the room on the LAN with mDNS/DNS-SD (UDP 5353). [on]",
+)
 @click.version_option(__version__, "-V", "--version", prog_name="lanchatd")
 def main(
     config_path: Path | None,
@@ -83,6 +88,7 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     history_on_join: int | None,
+    discovery: bool | None,
 ) -> None:
     """Run the lanchat daemon in the foreground.
 
@@ -99,6 +105,7 @@ def main(
         "tls_cert": tls_cert,
         "tls_key": tls_key,
         "history_on_join": history_on_join,
+        "discovery": discovery,
     }
     if config_path is None and paths.SYSTEM_CONFIG.exists():
         config_path = paths.SYSTEM_CONFIG

@@ -8,13 +8,14 @@ then go through the peer's framing like any other (sanitised, ASCII for classic 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import chat_prefix
 from lanchatd.core.tags import ORIGIN, MessageId, event_tags, format_tags
-from lanchatd.daemon.history import Entry, History, Kind
+from lanchatd.daemon.history import MAX_READ, Entry, History, Kind
 
 #: A line for one client and, for a client that negotiated ids, its tag section.
 Shown = tuple[str, bytes | None]
@@ -86,16 +87,22 @@ def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:
         return [catalog("history_empty")]
     return [
         catalog("history_begin", count=len(entries)),
-        *(
-            catalog(
-                "history_entry",
-                time=time.strftime("%H:%M", time.localtime(entry.at)),
-                line=event_line(entry, catalog),
-            )
-            for entry in entries
-        ),
+        *(_entry_line(entry, catalog) for entry in entries),
         catalog("history_end"),
     ]
+
+
+@functools.lru_cache(maxsize=2 * MAX_READ)
+def _entry_line(entry: Entry, catalog: Catalog) -> str:
+    """One entry as shown, with its time. Cached: in a join storm every newcomer is shown
+    nearly the same entries, and rendering them (local time, two catalogue lines each) was
+    most of what a join with history did under the room lock. A reload brings a new
+    catalogue, so nothing stale is shown."""
+    return catalog(
+        "history_entry",
+        time=time.strftime("%H:%M", time.localtime(entry.at)),
+        line=event_line(entry, catalog),
+    )
 
 
 def event_line(entry: Entry, catalog: Catalog) -> str:

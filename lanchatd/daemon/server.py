@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from lanchatd.core import paths
 from lanchatd.core.framing import Framing
-from lanchatd.daemon import config, interfaces, logs
+from lanchatd.daemon import config, discovery, interfaces, logs
 from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
@@ -117,6 +117,7 @@ class Server:
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
+        self._announcer: discovery.Announcer | None = None
 
     def _room(self, settings: Settings) -> Room:
         """The room: this node's own, or one shared with other nodes (``[cluster]``)."""
@@ -157,6 +158,9 @@ class Server:
             host, port = listener.getsockname()[:2]
             addresses = interfaces.reachable(listener)
             self.log.info("server_started", host=host, port=port, addresses=addresses)
+        self._announcer = discovery.start(
+            self.settings, self._listeners, self._tls is not None, self.log
+        )
         self._notifier.ready(self._status())
         try:
             while True:
@@ -349,6 +353,9 @@ class Server:
             self._reload_certificate(new)
         self.settings = new
         self.room.reconfigure(new)
+        if self._announcer is not None:
+            port = self._listeners[0].getsockname()[1]
+            self._announcer.update(discovery.announcement(new, port, self._tls is not None))
         applied = {name: list(values) for name, values in changed.items() if name not in frozen}
         self.log.info("config_reloaded", changed=applied)
         self._reload_finished({"changed": applied, "needs_restart": frozen})
@@ -369,6 +376,8 @@ class Server:
             signal.signal(signum, signal.SIG_IGN)
         self.log.info("server_stopping", clients=len(self.room))
         self._notifier.stopping()
+        if self._announcer is not None:
+            self._announcer.withdraw()  # first, so browsers drop it while clients are told
         if self.admin is not None:
             self.admin.stop()
         for listener in self._listeners:
@@ -382,6 +391,8 @@ class Server:
         self.room.delivery.join(CLOSE_GRACE + 1.0)
         if self.room.history is not None:
             self.room.history.close()
+        if self._announcer is not None:
+            self._announcer.join()
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections, timeout=2.0)
         self.log.info("server_stopped", log_events_lost=logs.lost())
