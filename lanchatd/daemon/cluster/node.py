@@ -36,7 +36,7 @@ import redis
 from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.bans import Ban
-from lanchatd.daemon.cluster.entries import Control, StreamEvent, decode, fields
+from lanchatd.daemon.cluster.entries import Control, decode, fields
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.history import Kind
 from lanchatd.daemon.logs import Logger
@@ -284,7 +284,7 @@ class Cluster:
             return []
 
     def members(self) -> list[Member]:
-        """Everyone in the room, by node then nickname; None-safe: [] if Redis is away."""
+        """Everyone in the room, by node then nickname; [] if Redis cannot be reached."""
         found = [m for m in map(_member, self._values(self.keys.nicks)) if m is not None]
         return sorted(found, key=lambda m: (m.node, m.nick.casefold()))
 
@@ -482,6 +482,3 @@ def _member(value: str | None) -> Member | None:
         return Member(str(held["nick"]), str(held["node"]), str(held["ident"]))
     except (ValueError, KeyError, TypeError):
         return None
-
-
-__all__ = ["Cluster", "Member", "StreamEvent"]
