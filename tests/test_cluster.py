@@ -29,6 +29,7 @@ from tests.support import (
     wait_until,
     write_config,
 )
+from tests.test_bench_smoke import tiny_run
 from tests.test_daemon_systemd import NotifyListener
 from tests.test_ids_daemon import read, tagged
 
@@ -532,3 +533,17 @@ def test_lanchat_starts_on_the_first_node_that_answers(
     _, errors = client.communicate("hello\n", timeout=30)
     assert client.returncode == 0, errors
     bob.expect("ci: hello")
+
+
+@pytest.mark.timeout(180)
+def test_chatbench_runs_two_nodes_on_redis_cleanly(tmp_path: Path) -> None:
+    result = tiny_run(tmp_path, "lanchatd-cluster", "--stalled 0")
+    assert {(r["mode"], r["clients"]) for r in result["summary"]} == {
+        ("throughput", 10),
+        ("latency", 10),
+    }
+    errors = ("lost", "duplicated", "reordered", "corrupted", "unexpected")
+    for row in result["summary"]:
+        assert not row["failed"]
+        assert row["deliveries_per_s"] > 0
+        assert {key: row[key] for key in errors} == dict.fromkeys(errors, 0), row
