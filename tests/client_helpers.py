@@ -1,14 +1,19 @@
 """Helpers for the client tests: raw-socket users and the ``lanchat`` client in a pty or a pipe.
 
-The daemon they talk to is ``tests.support.Daemon``. Every wait here has a deadline; nothing
-sleeps blindly.
+The daemon they talk to is ``tests.support.Daemon``, directly or through a :class:`Relay`
+that cuts connections when told. Every wait here has a deadline; nothing sleeps blindly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
 import pexpect
 
@@ -130,3 +135,123 @@ class Clients:
             child.close(force=True)
         for user in self.users:
             user.close()
+
+
+class ScriptedPeer:
+    """A TCP server on 127.0.0.1 that runs ``script`` for every connection it accepts."""
+
+    def __init__(self, script: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._script = script
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        with conn:
+            self._script(conn)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class Relay:
+    """A TCP relay on 127.0.0.1 in front of the daemon, for cutting a connection at a chosen
+    moment: bytes either way can be held back (never delivered), then every connection
+    through it cut at once. Connections made after a cut pass freely.
+
+    Test support, not a stand-in for our code: both ends are the real client and daemon.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._lock = threading.Lock()
+        self._links: list[_Link] = []
+        self._peer = ScriptedPeer(self._relay)
+        self.port = self._peer.port
+
+    def _relay(self, client: socket.socket) -> None:
+        server = socket.create_connection(("127.0.0.1", self._target), timeout=WAIT)
+        server.settimeout(None)
+        link = _Link(client, server)
+        with self._lock:
+            self._links.append(link)
+        link.run()
+
+    def _current(self) -> list[_Link]:
+        with self._lock:
+            return [link for link in self._links if not link.cut]
+
+    def hold_to_client(self) -> None:
+        """From now on, what the daemon sends is kept here instead of reaching the client."""
+        for link in self._current():
+            link.hold[1] = True
+
+    def hold_to_server(self) -> None:
+        """From now on, what the client sends is kept here instead of reaching the daemon."""
+        for link in self._current():
+            link.hold[0] = True
+
+    def held_from_client(self) -> bytes:
+        """What the client sent that was held back (on the current connections)."""
+        return b"".join(bytes(link.held[0]) for link in self._current())
+
+    def cut(self) -> None:
+        """Reset every current connection on both sides; what was held is dropped."""
+        for link in self._current():
+            link.close()
+
+    def close(self) -> None:
+        self._peer.close()
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.close()
+
+
+class _Link:
+    """One client connection through a :class:`Relay` and its connection to the daemon;
+    direction 0 is client to daemon, 1 daemon to client."""
+
+    def __init__(self, client: socket.socket, server: socket.socket) -> None:
+        self.sockets = (client, server)
+        self.hold = [False, False]
+        self.held = (bytearray(), bytearray())
+        self.cut = False
+
+    def run(self) -> None:
+        """Pass bytes both ways until the daemon's side ends (or the link is cut)."""
+        threading.Thread(target=self._pump, args=(0,), daemon=True).start()
+        self._pump(1)
+
+    def _pump(self, direction: int) -> None:
+        source, sink = self.sockets[direction], self.sockets[1 - direction]
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                if self.hold[direction]:
+                    self.held[direction].extend(data)
+                else:
+                    sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.cut = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()

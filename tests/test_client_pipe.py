@@ -7,10 +7,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from tests.client_helpers import CLIENT, WAIT, client_env, run_client
+from tests.client_helpers import CLIENT, WAIT, Relay, client_env, run_client
 from tests.support import Daemon, LineClient, free_port, join, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,6 +35,19 @@ def start_client(port: int, *args: str) -> subprocess.Popen[str]:
         text=True,
         env=client_env(),
     )
+
+
+def read_lines(stream: IO[str]) -> tuple[list[str], threading.Thread]:
+    """Collect the lines of ``stream`` as they come, in a thread (join it when done)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in iter(stream.readline, ""):
+            lines.append(line)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return lines, reader
 
 
 def test_echo_into_lanchat_posts_and_exits_zero(daemon: Daemon, bob: LineClient) -> None:
@@ -194,6 +208,13 @@ def test_a_newline_in_the_nick_is_refused_before_connecting() -> None:
     assert "control characters" in result.stderr
 
 
+def test_a_nick_that_reads_as_a_command_is_refused_before_connecting() -> None:
+    result = run_client(free_port(), "--nick", "/capfoo")
+    assert result.returncode == 2
+    assert "a nickname cannot start with '/' (it would read as a command)" in result.stderr
+    assert "Connection refused" not in result.stderr
+
+
 def test_closed_stdout_does_not_stop_the_post(daemon: Daemon, bob: LineClient) -> None:
     client = subprocess.Popen(
         [*CLIENT, "127.0.0.1", "--port", str(daemon.port), "--nick", "ci"],
@@ -235,15 +256,7 @@ def test_after_a_daemon_restart_lanchat_shows_exactly_the_200_it_missed_as_histo
     client = start_client(daemon.port, "--nick", "ci")
     assert client.stdin is not None
     assert client.stdout is not None
-    shown: list[str] = []
-    stdout = client.stdout
-
-    def read() -> None:
-        for line in iter(stdout.readline, ""):
-            shown.append(line)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    shown, reader = read_lines(client.stdout)
     try:
         bob.expect("ci Bergabung!")
         bob.send("before")
@@ -276,3 +289,54 @@ def test_after_a_daemon_restart_lanchat_shows_exactly_the_200_it_missed_as_histo
     end = after.index("--- end of history; live from here ---\n")
     assert after.index(history[-1]) < end < after.index("dan: live\n")
     assert not [line for line in after if "dan: m" in line and line not in history]
+
+
+def test_after_a_cut_lines_the_server_had_are_not_sent_again_and_the_rest_are_once(
+    daemon: Daemon, bob: LineClient
+) -> None:
+    """The connection is cut with two lines processed by the server but not yet echoed back
+    (their echoes held in the relay) and two never delivered (held on the way in). The
+    resume replay shows the first two, so only the last two are sent again: every line
+    reaches the room exactly once, the same text twice included."""
+    relay = Relay(daemon.port)
+    client = start_client(relay.port, "--nick", "ci")
+    assert client.stdin is not None
+    assert client.stdout is not None
+    assert client.stderr is not None
+    shown, reader = read_lines(client.stdout)
+    room: list[str] = []
+
+    def until(wanted: str) -> None:
+        room.extend([*bob.expect(wanted, timeout=WAIT * 2), wanted])
+
+    try:
+        until("ci Bergabung!")
+        wait_until(lambda: "Terkoneksi dengan Server!\n" in shown, what="lanchat's welcome")
+        relay.hold_to_client()
+        client.stdin.write("ci: one\nsame\n")  # the server strips an own prefix
+        client.stdin.flush()
+        until("ci: same")
+        relay.hold_to_server()
+        client.stdin.write("same\ntwo\n")
+        client.stdin.flush()
+        wait_until(lambda: relay.held_from_client() == b"same\ntwo\n", what="the held lines")
+        relay.cut()
+        until("ci: two")
+        client.stdin.close()
+        until("ci Keluar!")  # lanchat confirmed everything and left
+        assert client.wait(WAIT * 2) == 0
+    finally:
+        client.kill()
+        relay.close()
+        reader.join(WAIT)
+    assert [line for line in room if line.startswith("ci: ")] == [
+        "ci: one",
+        "ci: same",
+        "ci: same",
+        "ci: two",
+    ]
+    notes = client.stderr.read()
+    assert "reconnected" in notes
+    assert "sent again 2 messages whose delivery was not confirmed" in notes
+    history = [line.split("] ", 1)[1] for line in shown if " history] " in line]
+    assert history == ["ci: one\n", "ci: same\n", "ci Keluar!\n"]

@@ -27,6 +27,8 @@ from lanchatd.client.link import (
 from lanchatd.client.session import Backoff, Session, Status
 from lanchatd.core.catalog import Catalog
 from lanchatd.core.lines import REMOVALS, refusal_key
+from lanchatd.core.tags import MessageId, event_tags, format_tags
+from tests.client_helpers import ScriptedPeer
 from tests.support import Daemon, free_port
 from tests.support import join as join_line
 
@@ -50,31 +52,25 @@ async def started_session(
     return session
 
 
-class ScriptedPeer:
-    """A TCP server on 127.0.0.1 that runs ``script`` for every connection it accepts."""
+def echoed_after_reconnects(port: int, text: str, **options: Any) -> list[str]:
+    """As alice: send ``text``, wait (bounded) for its echo across reconnects and leave, with
+    nothing left unconfirmed; the texts of the status notices."""
+    statuses: list[Status] = []
+    lines: list[str] = []
 
-    def __init__(self, script: Callable[[socket.socket], None]) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
-        self._script = script
-        threading.Thread(target=self._serve, daemon=True).start()
+    async def scenario() -> None:
+        session = await started_session(
+            port, "alice", lines.append, statuses.append, backoff=Backoff(first=0.1), **options
+        )
+        await session.send(text)
+        async with asyncio.timeout(15):
+            while f"alice: {text}" not in lines:
+                await asyncio.sleep(0.02)
+        unsent = await session.close(timeout=1.0)
+        assert unsent.unconfirmed == []
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn: socket.socket) -> None:
-        with conn:
-            self._script(conn)
-
-    def close(self) -> None:
-        self.listener.close()
+    asyncio.run(scenario())
+    return [status.text for status in statuses]
 
 
 def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
@@ -88,7 +84,15 @@ def test_backoff_doubles_up_to_a_cap_with_bounded_jitter() -> None:
 
 @pytest.mark.parametrize(
     ("nick", "problem"),
-    [("alice", None), ("user1 pc", None), ("", "empty"), ("  ", "empty"), ("a\nb", "control")],
+    [
+        ("alice", None),
+        ("user1 pc", None),
+        ("", "empty"),
+        ("  ", "empty"),
+        ("a\nb", "control"),
+        ("/cap ids", "start with '/'"),  # would be read as the /cap line, not a nickname
+        (" /capfoo", "start with '/'"),
+    ],
 )
 def test_nick_problem_only_guards_the_framing(nick: str, problem: str | None) -> None:
     found = nick_problem(nick)
@@ -251,32 +255,12 @@ def test_a_line_lost_with_a_silent_connection_is_sent_again() -> None:
         conn.recv(100)
 
     peer = ScriptedPeer(server)
-    statuses: list[Status] = []
-    lines: list[str] = []
-
-    async def scenario() -> None:
-        session = await started_session(
-            peer.port,
-            "alice",
-            lines.append,
-            statuses.append,
-            echo_timeout=1.0,
-            backoff=Backoff(first=0.1),
-        )
-        await session.send("do not lose me")
-        async with asyncio.timeout(15):
-            while "alice: do not lose me" not in lines:
-                await asyncio.sleep(0.02)
-        unsent = await session.close(timeout=1.0)
-        assert unsent.unconfirmed == []
-
     try:
-        asyncio.run(scenario())
+        texts = echoed_after_reconnects(peer.port, "do not lose me", echo_timeout=1.0)
     finally:
         hang.set()
         peer.close()
     assert received[:2] == [["do not lose me"], ["do not lose me"]]
-    texts = [status.text for status in statuses]
     assert any("no answer" in text for text in texts)
     assert any("sent again 1 message whose delivery was not confirmed" in text for text in texts)
 
@@ -296,3 +280,63 @@ def test_a_line_the_server_shows_escaped_is_still_confirmed(daemon: Daemon) -> N
         assert unsent.unconfirmed == []
 
     asyncio.run(scenario())
+
+
+class TaggedWire:
+    """The server's side of one scripted connection that negotiated ids: the lines the
+    client sent are kept in ``received``; what it is sent is tagged as the daemon tags it."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.received: list[str] = []
+        self._buffer = b""
+
+    def line(self) -> str:
+        while b"\n" not in self._buffer:
+            chunk = self.conn.recv(1000)
+            if not chunk:
+                raise ConnectionError("closed")
+            self._buffer += chunk
+        text, _, self._buffer = self._buffer.partition(b"\n")
+        self.received.append(text.decode())
+        return self.received[-1]
+
+    def send(self, text: str, message_id: MessageId | None = None) -> None:
+        self.conn.sendall((format_tags(event_tags(message_id, 0.0)) + text + "\n").encode())
+
+
+def test_a_connection_lost_before_the_replay_ends_resends_on_the_next_one_once() -> None:
+    """After a reconnect the line that may not have arrived waits for the answer to the
+    private probe (the end of the replay). The second connection dies before answering: the
+    line is not sent there, and goes out once on the third, after its probe is answered."""
+    wires: list[TaggedWire] = []
+
+    def server(conn: socket.socket) -> None:
+        wire = TaggedWire(conn)
+        wires.append(wire)
+        number = len(wires)
+        conn.sendall(b"NICK")
+        wire.line(), wire.line()  # /cap ids [after=...], the nickname
+        wire.send("alice Bergabung!", MessageId(number, 0))
+        wire.send("Terkoneksi dengan Server!")
+        first = wire.line()
+        if number < 3:
+            return  # gone without a word: no echo (1), no answer to the probe (2)
+        wire.send(f"*alice* {first.split()[-1]}")
+        wire.send(f"alice: {wire.line()}", MessageId(number, 1))
+        conn.recv(100)
+
+    peer = ScriptedPeer(server)
+    try:
+        texts = echoed_after_reconnects(peer.port, "x")
+    finally:
+        peer.close()
+    first, second, third = (wire.received for wire in wires)
+    assert first == ["/cap ids", "alice", "x"]
+    assert second[:2] == ["/cap ids after=1-0", "alice"]
+    assert third[:2] == ["/cap ids after=2-0", "alice"]
+    assert second[2].startswith("/msg alice lanchat-sync-")
+    assert third[2].startswith("/msg alice lanchat-sync-")
+    assert second[3:] == []
+    assert third[3:] == ["x"]
+    assert sum("sent again 1 message whose delivery" in text for text in texts) == 1

@@ -16,6 +16,7 @@ from lanchatd.daemon.ratelimit import TokenBucket
         (b"  user1 pc \r", "user1 pc"),
         ("José".encode(), "José"),
         (b"x" * 32, "x" * 32),
+        (b"ac/dc", "ac/dc"),
     ],
 )
 def test_accepted_nicknames(raw: bytes, nick: str) -> None:
@@ -33,6 +34,8 @@ def test_accepted_nicknames(raw: bytes, nick: str) -> None:
         (b"*** admin", "nick_reserved"),
         (b"a* b", "nick_reserved"),
         (b"-> bob", "nick_reserved"),
+        (b"/capfoo", "nick_command"),
+        (b" /who", "nick_command"),
         ("José".encode("latin-1"), "nick_utf8"),
     ],
 )
@@ -89,6 +92,7 @@ def test_different_names_stay_different(one: str, other: str) -> None:
         ("bob\uff1a", "nick_colon"),  # fullwidth colon
         ("\u2217 admin", "nick_reserved"),  # asterisk operator
         ("\u2010> bob", "nick_reserved"),  # a hyphen that is not '-'
+        ("\uff0fcap", "nick_command"),  # fullwidth solidus
     ],
 )
 def test_hidden_and_look_alike_punctuation_are_refused(raw: str, key: str) -> None:

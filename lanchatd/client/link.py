@@ -533,10 +533,13 @@ def nick_problem(nick: str) -> str | None:
     """Why ``nick`` cannot even be offered to the server, or None.
 
     Only what would break the line protocol is checked here (a newline would end the
-    reply early); every other rule is the server's, and it says why it refuses.
+    reply early, a leading ``/`` would read as a command: ``/cap ...`` is not a nickname);
+    every other rule is the server's, and it says why it refuses.
     """
     if not nick.strip():
         return say("nick_empty")
     if not nick.isprintable():
         return say("nick_control")
+    if nick.strip().startswith("/"):
+        return say("nick_command")
     return None

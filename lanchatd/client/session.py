@@ -5,7 +5,9 @@ and are called back with received lines and status notices.
 
 Why the bookkeeping: the server broadcasts every chat line to its sender too, in order, so
 that echo confirms the line was taken. Lines sent and not yet echoed when a connection dies
-are sent again after reconnecting; lines typed while disconnected are held and sent then.
+are sent again after reconnecting, unless the server had them: the resume replay (the room
+events after the newest id shown) then holds their echoes; lines typed while disconnected are
+held and sent then.
 Whatever is still unsent or unconfirmed when the user leaves is reported, never dropped in
 silence. For a script's "is everything through?" the client sends itself a private message
 (``/msg``: only the sender sees it) and waits for it: the server handles one client's lines
@@ -136,6 +138,11 @@ class Session:
         self._unconfirmed: deque[_Outgoing] = deque()
         self._held: deque[_Outgoing] = deque()
         self._sync_echoes: set[str] = set()
+        #: After a reconnect, the private line whose echo ends the resume replay: until it
+        #: comes back, replayed lines confirm lines held for resending, which wait.
+        self._probe: _Outgoing | None = None
+        #: Lines typed while disconnected, counted when rejoining (for the notice).
+        self._typed_away = 0
         #: The newest room event id shown: a reconnect resumes after it (no gap, no repeat).
         self.newest: MessageId | None = None
         #: History lines were shown and their closing separator was not yet.
@@ -184,6 +191,9 @@ class Session:
         """
         item = self._outgoing(sendable(line))
         conn = self._conn
+        if conn is not None and self._probe is not None:
+            self._held.append(item)  # queued behind the resend, which waits for the replay
+            return Sent.SENT
         if conn is None:
             full = self._max_held is not None and len(self._held) >= self._max_held
             if limited and full:
@@ -200,9 +210,7 @@ class Session:
 
         False if the session ended first (gave up reconnecting, or was closed).
         """
-        echo = f"{_SYNC_PREFIX}{secrets.token_hex(8)}"
-        self._sync_echoes.add(f"*{self.nick}* {echo}")
-        await self.send(f"/msg {self.nick} {echo}", limited=False)
+        await self.send(self._sync_line(), limited=False)
         settled = asyncio.ensure_future(self._settled.wait())
         ender = asyncio.ensure_future(self._done.wait())
         await asyncio.wait({settled, ender}, return_when=asyncio.FIRST_COMPLETED)
@@ -245,6 +253,12 @@ class Session:
 
     # Internals -----------------------------------------------------------------------------
 
+    def _sync_line(self) -> str:
+        """A private line to ourselves whose echo is awaited, and swallowed when it comes."""
+        token = f"{_SYNC_PREFIX}{secrets.token_hex(8)}"
+        self._sync_echoes.add(f"*{self.nick}* {token}")
+        return f"/msg {self.nick} {token}"
+
     def _outgoing(self, line: str) -> _Outgoing:
         wire = line.replace("\r", " ").replace("\n", " ")
         text = own_words(self.nick, wire)
@@ -276,6 +290,8 @@ class Session:
             if event.id is not None and (self.newest is None or event.id > self.newest):
                 self.newest = event.id
             if event.history:
+                if self._probe is not None:
+                    self._delivered(event.text)
                 self._in_history = True
                 self._on_history(_clock(event.time), event.text)
                 return
@@ -292,6 +308,9 @@ class Session:
                     break
             if raw in self._sync_echoes:
                 self._sync_echoes.discard(raw)
+                if self._probe is not None and raw == self._probe.echo:
+                    self._probe = None
+                    self._resend()
                 return
         self._on_line(raw)
 
@@ -375,6 +394,10 @@ class Session:
         self._conn = None
         self._connected.clear()
         self._settled.clear()
+        if (probe := self._probe) is not None:  # the next rejoin sends its own
+            self._unconfirmed = deque(item for item in self._unconfirmed if item is not probe)
+            self._sync_echoes.discard(probe.echo or "")
+            self._probe = None
         if self._unconfirmed:
             self._held.extendleft(reversed(self._unconfirmed))
             self._unconfirmed.clear()
@@ -421,18 +444,46 @@ class Session:
         self._conn = conn
         self._connected.set()
         self._status("info", say("reconnected", where=self._where, nick=self.nick))
+        self._typed_away = sum(
+            1 for item in self._held if not item.tried and not self._is_sync(item)
+        )
+        if self.newest is not None and any(
+            item.tried and not self._is_sync(item) for item in self._held
+        ):
+            # Which of them did the server have? The replay of what came after the newest id
+            # shown tells, and it ends before the echo of a private line sent now.
+            self._probe = self._outgoing(self._sync_line())
+            self._transmit(conn, self._probe)
         for event in conn.pending:
             self._receive(event)
         conn.pending = []
+        if self._probe is None:
+            self._resend()
+
+    def _delivered(self, raw: str) -> None:
+        """A replayed line: if it is the echo of a line held for resending, the server had
+        that line, and every one sent before it (it handles a client's lines in order)."""
+        for index, item in enumerate(self._held):
+            if not item.tried:
+                return
+            if item.echo == raw:
+                for _ in range(index + 1):
+                    self._held.popleft()
+                return
+
+    def _resend(self) -> None:
+        """Send what is held: lines that may not have arrived, then lines typed meanwhile."""
+        conn = self._conn
+        if conn is None:
+            return
         held, self._held = self._held, deque()
         resent = sum(1 for item in held if item.tried and not self._is_sync(item))
-        fresh = sum(1 for item in held if not item.tried and not self._is_sync(item))
         for item in held:
             self._transmit(conn, item)
         if resent:
             self._status("warning", say("resent", messages=messages(resent)))
-        if fresh:
-            self._status("info", say("sent_held", messages=messages(fresh)))
+        if self._typed_away:
+            self._status("info", say("sent_held", messages=messages(self._typed_away)))
         self._check_settled()
 
     @staticmethod

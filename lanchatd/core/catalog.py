@@ -53,6 +53,7 @@ _EN: Final = {
     "nick_invisible": "*** Nickname rejected: invisible or formatting characters are not allowed",
     "nick_punctuation": "*** Nickname rejected: ',' and '!' are not allowed (they would read "
     "as a list or a server line)",
+    "nick_command": "*** Nickname rejected: it cannot start with '/' (it would read as a command)",
     "nick_utf8": "*** Nickname rejected: invalid UTF-8",
     "nick_timeout": "*** No nickname received within {seconds} seconds; closing",
     "server_full": "*** Server full ({limit} clients); try again later",
@@ -113,6 +114,7 @@ _ID: Final = {
     "nick_invisible": "*** Nickname ditolak: karakter tak terlihat atau format tidak diizinkan",
     "nick_punctuation": "*** Nickname ditolak: ',' dan '!' tidak diizinkan (terbaca sebagai "
     "daftar atau baris server)",
+    "nick_command": "*** Nickname ditolak: tidak boleh diawali '/' (terbaca sebagai perintah)",
     "nick_utf8": "*** Nickname ditolak: UTF-8 tidak valid",
     "nick_timeout": "*** Tidak ada nickname dalam {seconds} detik; koneksi ditutup",
     "server_full": "*** Server penuh ({limit} klien); coba lagi nanti",

@@ -42,6 +42,7 @@ REFUSALS: Final = frozenset(
         "nick_lookalike",
         "nick_invisible",
         "nick_punctuation",
+        "nick_command",
         "nick_utf8",
         "nick_timeout",
         "server_full",

@@ -36,7 +36,9 @@ def parse_nick(raw: bytes) -> str:
     chat lines ambiguous; ``*`` (server lines and private-message frames use it) and a
     leading ``-`` (the ``*-> nick*`` echo) would let a user forge server or private lines;
     ``,`` would fake the ``/who`` list and ``!`` a join or leave line (``alice Bergabung!
-    bob``). Look-alikes of these characters (fullwidth colon, U+01C3 click...) count as them.
+    bob``); a leading ``/`` would read as a command (``/cap ...`` is the capability line a
+    client may send before its nickname). Look-alikes of these characters (fullwidth colon,
+    U+01C3 click...) count as them.
     """
     try:
         nick = raw.decode().strip()
@@ -59,6 +61,8 @@ def parse_nick(raw: bytes) -> str:
         raise NickError("nick_reserved")
     if "," in key or "!" in key:
         raise NickError("nick_punctuation")
+    if key.startswith("/"):
+        raise NickError("nick_command")
     return nick
 
 
