@@ -247,7 +247,7 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
     if not clients:
         click.echo("No clients connected.")
         return
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             c["nick"],
             c["host"],
@@ -257,9 +257,22 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
             _duration(c["idle_s"]),
             str(c["messages"]),
         )
+        if c["host"] is not None
+        else (c["nick"], *"------")  # served by another node: only it knows the details
         for c in clients
     ]
-    header = ("NICK", "ADDRESS", "PORT", "MODE", "CONNECTED SINCE", "IDLE", "MESSAGES")
+    header: tuple[str, ...] = (
+        "NICK",
+        "ADDRESS",
+        "PORT",
+        "MODE",
+        "CONNECTED SINCE",
+        "IDLE",
+        "MESSAGES",
+    )
+    if any("node" in c for c in clients):
+        rows = [(*row, c.get("node", "-")) for row, c in zip(rows, clients, strict=True)]
+        header = (*header, "NODE")
     _table(header, rows, right={2, 5, 6})
 
 
@@ -279,6 +292,9 @@ def kick(ctx: click.Context, nick: str, reason: str | None, as_json: bool) -> No
         result = daemon.request("kick", nick=nick, reason=reason)
     if as_json:
         _echo_json(result)
+        return
+    if result.get("node") is not None and result["host"] is None:
+        _echo(f"Kicked {result['nick']} (on node {result['node']}): {result['reason']}")
         return
     _echo(f"Kicked {result['nick']} ({result['host']}:{result['port']}): {result['reason']}")
 
@@ -331,9 +347,20 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("log events lost", str(result.get("log_events_lost", "?"))),
         ("history", _history_counters(result)),
     ]
+    if result.get("cluster"):
+        rows.append(("cluster", _cluster_summary(result["cluster"])))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         _echo(f"{name.ljust(width)}  {value}")
+
+
+def _cluster_summary(cluster: dict[str, Any]) -> str:
+    """``node n1 ok; n1 3 clients, n2 2 clients; 5 in all`` (docs/cluster.md)."""
+    nodes = ", ".join(f"{n['node']} {n['clients']} clients" for n in cluster["nodes"])
+    return (
+        f"node {cluster['node']} {cluster['state']}; {nodes or 'no node seen yet'}; "
+        f"{cluster['total_clients']} in all"
+    )
 
 
 def _history_counters(result: dict[str, Any]) -> str:

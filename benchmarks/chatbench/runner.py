@@ -275,7 +275,7 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
             index=index,
             server=server.protocol(),
             host=HOST,
-            port=server.port,
+            port=server.ports[index % len(server.ports)],
             clients=group,
             senders=senders,
             observers=observers[index],

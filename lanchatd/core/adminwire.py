@@ -38,6 +38,7 @@ class Code(enum.StrEnum):
     HISTORY_OFF = "history_off"
     HISTORY_FAILED = "history_failed"
     WEB_OFF = "web_off"
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 

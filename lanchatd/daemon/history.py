@@ -240,6 +240,17 @@ class History:
             self._add_locked(entry)
         return entry
 
+    def record(self, entry: Entry) -> MessageId | None:
+        """Keep an entry whose id was assigned elsewhere (a cluster's stream, in its order).
+
+        An id not above the last one is not kept (None): ids only grow.
+        """
+        with self._lock:
+            if entry.id <= self._memory.last:
+                return None
+            self._add_locked(entry)
+        return entry.id
+
     def _add_locked(self, entry: Entry) -> None:
         """Keep ``entry``, the newest: to be committed, and among the reads' recent entries.
         Every way an entry comes in goes through here (the caller holds ``_lock``)."""

@@ -27,7 +27,6 @@ from lanchatd.core import paths
 from lanchatd.core.framing import Framing
 from lanchatd.daemon import config, discovery, interfaces, logs
 from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
-from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
 from lanchatd.daemon.history import History
@@ -109,7 +108,7 @@ class Server:
         self._notifier = notifier
         self._tls = tls
         self.log = logs.get_logger()
-        self.room = Room(settings, self.log, self._history(settings))
+        self.room = self._room(settings)
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
@@ -118,7 +117,7 @@ class Server:
         self._handshaking: dict[Peer, None] = {}
         self._refusals = RefusalLog(self.log)
         self._next_report = 0.0
-        bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
+        bans = self.room.ban_store(paths.state_dir() / paths.BANS_FILE_NAME)
         bans.load()
         self.moderation = Moderation(self.room, bans, self.peers)
         self.admin: AdminServer | None = None
@@ -137,6 +136,15 @@ class Server:
         if not self._web_listeners:
             return None
         return ("https" if self._tls is not None else "http", list(self._web_listeners))
+
+    def _room(self, settings: Settings) -> Room:
+        """The room: this node's own, or one shared with other nodes (``[cluster]``)."""
+        if settings.cluster_redis is None:
+            return Room(settings, self.log, self._history(settings))
+        # Imported here: it imports redis, which a single node never loads.
+        from lanchatd.daemon.cluster.room import SharedRoom  # noqa: PLC0415
+
+        return SharedRoom(settings, self.log, self._history(settings))
 
     def _history(self, settings: Settings) -> History | None:
         """The room's history in the state directory, unless ``[history] enabled`` is off."""
@@ -222,7 +230,9 @@ class Server:
 
     def _status(self) -> str:
         stats = self.room.stats
-        return f"{len(self.room)} clients, {stats.messages} messages relayed"
+        status = f"{len(self.room)} clients, {stats.messages} messages relayed"
+        cluster = self.room.cluster_stats()
+        return status if cluster is None else f"{status}; cluster {cluster['state']}"
 
     def _signals(self, wake: socket.socket) -> bool:
         """Handle pending signals; True when it is time to stop."""

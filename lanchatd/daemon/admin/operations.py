@@ -57,6 +57,15 @@ class DaemonOperations:
     def notice(self, text: str, admin_uid: int) -> int:
         return self._room.notice(text, admin_uid)
 
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        return self._room.elsewhere()
+
+    def purged(self, nick: str, since: float | None) -> None:
+        self._room.purged(nick, since)
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        return self._room.kick_elsewhere(nick, reason or self._room.catalog("no_reason"))
+
     def stats(self, admin_connections: int) -> dict[str, Any]:
         room = self._room
         counters, delivery = room.stats, room.delivery
@@ -79,6 +88,7 @@ class DaemonOperations:
             "watchers": len(room.watchers),
             "log_events_lost": logs.lost(),
             **self._history_stats(),
+            "cluster": room.cluster_stats(),
         }
 
     def _history_stats(self) -> dict[str, Any]:
