@@ -84,6 +84,7 @@ class Processes:
         argv = [sys.executable, "-m", "lanchatd", "--host", HOST, "--port", "0"]
         argv += ["--config", str(state / "lanchatd.toml"), "--log-format", "json"]
         argv += ["--admin-socket", str(state / "admin.sock")]
+        argv += ["--web-host", HOST, "--web-port", "0", "--no-discovery"]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "STATE_DIRECTORY": str(state)}
         process = subprocess.Popen(argv, stderr=subprocess.PIPE, env=env, cwd=state)
         self.started.append(process)

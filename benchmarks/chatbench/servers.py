@@ -295,6 +295,7 @@ class Lanchatd(Server):
             "--admin-socket",
             str(self._dir / "admin.sock"),
             *("--web-host", HOST, "--web-port", "0"),
+            "--no-discovery",
         ]
         root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
