@@ -19,6 +19,9 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 LANCHATD = BIN / "lanchatd"
+#: Flags for a lanchatd a test starts by hand, as ``Daemon`` does for its own: the web page on a
+#: free loopback port (never the shared 8080), nothing announced on the LAN.
+ISOLATED = ("--web-host", "127.0.0.1", "--web-port", "0", "--no-discovery")
 LANCHATCTL = BIN / "lanchatctl"
 WAIT = 10.0
 
