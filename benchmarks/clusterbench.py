@@ -54,9 +54,13 @@ class Processes:
         self.dir = Path(tempfile.mkdtemp(prefix="clusterbench-"))
         self.started: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
-        redis_url = self._redis() if nodes > 1 else None
-        for index in range(nodes):
-            self.ports.append(self._node(index, redis_url))
+        try:
+            redis_url = self._redis() if nodes > 1 else None
+            for index in range(nodes):
+                self.ports.append(self._node(index, redis_url))
+        except BaseException:  # a node that did not start exits: stop what did
+            self.stop()
+            raise
 
     def _redis(self) -> str:
         server = shutil.which("redis-server")
