@@ -1,35 +1,15 @@
 """The browser page's static files: what a strict Content-Security-Policy and the page's
 contract with tests and scripts rely on, checked in the files the daemon serves.
-
-``catalog.json`` is the page's copy of the server's catalogue (lanchatd/core/catalog.py) and
-of which keys are refusals and removals (lanchatd/core/lines.py): the page recognises the
-server's lines by these templates. After changing either module, regenerate it with
-``.venv/bin/python -m tests.test_page_files``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from lanchatd.core.catalog import CATALOGUES
-from lanchatd.core.lines import REFUSALS, REMOVALS
-
 STATIC = Path(__file__).resolve().parent.parent / "lanchatd" / "daemon" / "web" / "static"
-CATALOG_JSON = STATIC / "catalog.json"
-
-
-def catalog_document() -> str:
-    """catalog.json as it must read: every language's templates, the refusal and removal keys."""
-    document = {
-        "languages": {lang: dict(strings) for lang, strings in CATALOGUES.items()},
-        "refusals": sorted(REFUSALS),
-        "removals": sorted(REMOVALS),
-    }
-    return json.dumps(document, indent=1, ensure_ascii=True, sort_keys=True) + "\n"
 
 
 class _Elements(HTMLParser):
@@ -47,12 +27,6 @@ def _elements() -> list[tuple[str, dict[str, Any]]]:
     parser = _Elements()
     parser.feed((STATIC / "index.html").read_text())
     return parser.elements
-
-
-def test_catalog_json_is_the_servers_catalogue() -> None:
-    assert CATALOG_JSON.read_text() == catalog_document(), (
-        "catalog.json is stale: run .venv/bin/python -m tests.test_page_files"
-    )
 
 
 def test_page_has_nothing_a_strict_csp_blocks_and_loads_nothing_from_elsewhere() -> None:
@@ -81,7 +55,3 @@ def test_page_offers_the_documented_hooks() -> None:
     logs = [attrs for tag, attrs in elements if attrs.get("role") == "log"]
     assert len(logs) == 1
     assert logs[0]["aria-live"] == "polite"
-
-
-if __name__ == "__main__":
-    CATALOG_JSON.write_text(catalog_document())

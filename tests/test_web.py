@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import segno
 
-from lanchatd.core.catalog import Catalog
+from lanchatd.core.catalog import CATALOGUES, Catalog
+from lanchatd.core.lines import REFUSALS, REMOVALS
 from lanchatd.core.tags import MessageId
 from tests.support import WAIT, Daemon, LineClient, join, wait_until
 from tests.tls_support import make_certificate
@@ -62,6 +63,24 @@ def test_the_page_files_are_served_as_shipped(daemon: Daemon, name: str) -> None
     if name == "index.html":
         assert http_get(daemon.web_port, "/").body == reply.body
         assert reply.headers["content-type"] == "text/html; charset=utf-8"
+
+
+def test_the_catalogue_the_page_reads_is_the_cores(daemon: Daemon) -> None:
+    reply = http_get(daemon.web_port, "/catalog.json")
+    assert (reply.status, reply.headers["content-type"]) == (200, "application/json")
+    assert json.loads(reply.body) == {
+        "languages": {lang: dict(strings) for lang, strings in CATALOGUES.items()},
+        "refusals": sorted(REFUSALS),
+        "removals": sorted(REMOVALS),
+    }
+    assert not (STATIC / "catalog.json").exists(), "a second copy beside the core's"
+    again = http_get(
+        daemon.web_port, "/catalog.json", headers=[("If-None-Match", reply.headers["etag"])]
+    )
+    assert (again.status, again.body) == (304, b"")
+    head = http_get(daemon.web_port, "/catalog.json", method="HEAD")
+    assert (head.status, head.body, head.headers["etag"]) == (200, b"", reply.headers["etag"])
+    assert head.headers["content-length"] == str(len(reply.body))
 
 
 def test_wrong_paths_and_methods_are_refused(daemon: Daemon) -> None:

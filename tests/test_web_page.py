@@ -274,6 +274,26 @@ def _entry_of(page: Page, text: str) -> dict[str, str]:
     )
 
 
+def _shown_first(page: Page, text: str) -> dict[str, str]:
+    """What the entry whose text ends with ``text`` shows first (``time`` if its clock is
+    where the line starts) and the arrow drawn before its nickname."""
+    return dict(
+        page.driver.execute_script(
+            "const e = [...document.querySelector('[role=log]').children]"
+            ".find((e) => e.textContent.endsWith(arguments[0]));"
+            "const box = e.getBoundingClientRect(), style = getComputedStyle(e);"
+            "const start = box.left + parseFloat(style.borderLeftWidth)"
+            " + parseFloat(style.paddingLeft);"
+            "const time = e.querySelector('time');"
+            "const first = time && Math.abs(time.getBoundingClientRect().left - start) < 0.5;"
+            "const nick = e.querySelector('.nick');"
+            "return {first: first ? 'time' : 'other',"
+            " arrow: nick ? getComputedStyle(nick, '::before').content : ''};",
+            text,
+        )
+    )
+
+
 def test_kinds_of_lines_look_different_in_the_servers_language(
     start_daemon: Callable[..., Daemon], browsers: Callable[..., webdriver.Chrome], clients: list
 ) -> None:
@@ -306,6 +326,10 @@ def test_kinds_of_lines_look_different_in_the_servers_language(
     }
     assert _entry_of(page, "Lab closes soon")["kind"] == "line line-notice"
     assert _entry_of(page, "bob left!") == {"kind": "line line-leave", "hue": bob_hue}
+    assert _shown_first(page, "bob joined!") == {"first": "time", "arrow": '"\u2192 "'}
+    assert _shown_first(page, "bob left!") == {"first": "time", "arrow": '"\u2190 "'}
+    assert _shown_first(page, "ana: hello") == {"first": "time", "arrow": "none"}
+    assert _shown_first(page, "*bob* psst")["first"] == "time"
 
 
 def _titles(driver: webdriver.Chrome) -> list[str]:

@@ -1,7 +1,9 @@
 """What the web port answers to each HTTP request, apart from any socket.
 
 The static files ship in the package (``static/``) and are read once, at start; a request
-can only name one of them, never a path on disk. Every response carries the same security
+can only name one of them, never a path on disk. ``/catalog.json``, the templates the page
+recognises the server's lines by, is made from the core at start too, so it cannot drift
+from what the server says. Every response carries the same security
 headers: a Content-Security-Policy that allows scripts, styles and connections from the
 page's own origin only (no inline script), ``nosniff``, no framing, no referrer.
 """
@@ -12,12 +14,16 @@ import hashlib
 import importlib.resources
 import io
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from typing import Final
 
 import segno
+
+from lanchatd.core.catalog import CATALOGUES
+from lanchatd.core.lines import REFUSALS, REMOVALS
 
 #: Content types by file suffix; anything else is served as opaque bytes.
 TYPES: Final = {
@@ -36,6 +42,7 @@ TYPES: Final = {
 #: Where the page opens its WebSocket.
 WEBSOCKET_PATH: Final = "/ws"
 QR_PATH: Final = "/qr.svg"
+CATALOG_PATH: Final = "/catalog.json"
 _LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST: Final = re.compile(
     rf"(?:(?P<name>{_LABEL}(?:\.{_LABEL})*)|\[(?P<v6>[0-9A-Fa-f:.]{{2,45}})\])(?::(?P<port>[0-9]{{1,5}}))?"
@@ -103,13 +110,15 @@ class Site:
 
     @classmethod
     def load(cls, *, tls: bool) -> Site:
-        """The files shipped in ``lanchatd/daemon/web/static`` (none if it is missing)."""
+        """The files shipped in ``lanchatd/daemon/web/static`` (none if it is missing) and
+        the catalogue."""
         root = importlib.resources.files("lanchatd.daemon.web").joinpath("static")
         files: dict[str, _File] = {}
         if root.is_dir():
             _walk(root, "", files)
         if "/index.html" in files:
             files["/"] = files["/index.html"]
+        files[CATALOG_PATH] = _file(_catalog_json(), TYPES[".json"])
         return cls(files, "https" if tls else "http")
 
     def respond(self, method: str, target: str, host: str | None, etag: str | None) -> Response:
@@ -173,13 +182,26 @@ def _svg(url: str) -> bytes:
     return out.getvalue()
 
 
+def _catalog_json() -> bytes:
+    """Every language's templates (core/catalog.py) and which keys are refusals and
+    removals (core/lines.py), in the shape lanchat.js's ``loadCatalog`` reads."""
+    document = {
+        "languages": {lang: dict(strings) for lang, strings in CATALOGUES.items()},
+        "refusals": sorted(REFUSALS),
+        "removals": sorted(REMOVALS),
+    }
+    return json.dumps(document, ensure_ascii=True, sort_keys=True).encode()
+
+
+def _file(body: bytes, content_type: str) -> _File:
+    return _File(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
+
+
 def _walk(directory: Traversable, prefix: str, files: dict[str, _File]) -> None:
     for entry in directory.iterdir():
         name = f"{prefix}/{entry.name}"
         if entry.is_dir():
             _walk(entry, name, files)
             continue
-        body = entry.read_bytes()
         suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-        files[name] = _File(body, TYPES.get(suffix, "application/octet-stream"), etag)
+        files[name] = _file(entry.read_bytes(), TYPES.get(suffix, "application/octet-stream"))

@@ -5,9 +5,9 @@
 // tag. The page sends its nickname as the first frame, or "/cap ids after=<id>" and then the
 // nickname when it comes back, so the server replays exactly what it missed.
 //
-// The server's lines are recognised by the templates of its catalogue (catalog.json, made
-// from lanchatd/core/catalog.py), in every language it may speak, never by how one
-// translation begins. Everything other people wrote is put in the page as text
+// The server's lines are recognised by the templates of its catalogue (/catalog.json, which
+// the daemon makes from lanchatd/core/catalog.py and lines.py), in every language it may
+// speak, never by how one translation begins. Everything other people wrote is put in the page as text
 // (textContent), never as HTML.
 "use strict";
 
