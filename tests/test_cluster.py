@@ -547,3 +547,76 @@ def test_chatbench_runs_two_nodes_on_redis_cleanly(tmp_path: Path) -> None:
         assert not row["failed"]
         assert row["deliveries_per_s"] > 0
         assert {key: row[key] for key in errors} == dict.fromkeys(errors, 0), row
+
+
+def _msg_room(nodes: Nodes, opened: list[LineClient], layout: dict[str, list[str]]) -> list[Any]:
+    """Nodes by name, each with clients joined in order; everyone has seen the last join."""
+    servers = {name: nodes(name) for name in layout}
+    joined = [(node, join(servers[node].port, nick)) for node in layout for nick in layout[node]]
+    opened += [client for _, client in joined]
+    last = layout[list(layout)[-1]][-1]
+    for _, client in joined[:-1]:
+        client.expect(f"{last} Bergabung!")
+    return [servers[name] for name in layout] + [client for _, client in joined]
+
+
+def test_a_private_message_reaches_its_target_on_another_node_only(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two, alice, dave, bob, carol = _msg_room(
+        nodes, opened, {"n1": ["alice", "dave"], "n2": ["bob", "carol"]}
+    )
+    alice.send("/msg BOB psst, across nodes")
+    assert bob.line() == "*alice* psst, across nodes"
+    assert alice.line() == "*-> bob* psst, across nodes"
+    bob.send("/msg dave back at you")  # and the other way, to someone not the sender
+    assert dave.line() == "*bob* back at you"
+    assert bob.line() == "*-> dave* back at you"
+    dave.send("/msg alice psst, same node")  # a member of the same node, as before
+    assert alice.line() == "*dave* psst, same node"
+    assert dave.line() == "*-> alice* psst, same node"
+    alice.send("done")
+    for client in (alice, dave, bob, carol):
+        assert client.line() == "alice: done", "nothing else reached anyone"
+    stream = redis_server.command("XRANGE", "lanchat:lanchat:log", "-", "+")
+    assert b"psst" not in stream
+    assert b"back at you" not in stream
+    for node, client in ((one, alice), (two, bob)):
+        client.send("/history")
+        shown = [client.line()]
+        while shown[-1] != "*** Akhir riwayat":
+            shown.append(client.line())
+        assert not [line for line in shown if "psst" in line or "back at you" in line], shown
+        assert "psst" not in node.ctl("history", "--json").stdout
+
+
+def test_a_private_message_across_nodes_follows_the_one_node_rules(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    _, _, alice, bob, alice_can = _msg_room(
+        nodes, opened, {"n1": ["alice", "bob"], "n2": ["alice can"]}
+    )
+    bob.send("/msg alice can you send me the answers?")
+    assert bob.line() == (
+        '*** Tidak terkirim: bisa jadi "alice", "alice can"; pakai tanda kutip, misalnya '
+        '/msg "alice can" PESAN'
+    )
+    bob.send('/msg "ALICE CAN" hi')
+    assert alice_can.line() == "*bob* hi"
+    assert bob.line() == "*-> alice can* hi"
+    bob.send("/msg carol hello")
+    assert bob.line() == "*** Nickname tidak ada: carol"
+    bob.send("done")
+    for client in (alice, bob, alice_can):
+        assert client.line() == "bob: done", "nothing else reached anyone"
+
+
+def test_a_private_message_while_redis_is_down_gets_the_error_line(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    _, _, alice, _ = alice_and_bob(nodes, opened)
+    redis_server.kill()
+    alice.send("/msg bob psst")
+    assert alice.line(timeout=2.5) == (
+        "*** Tidak terkirim: server ruang obrolan tidak terjangkau: bob psst"
+    )

@@ -92,3 +92,25 @@ def decode(entry_id: str, raw: dict[str, str]) -> StreamEvent | None:
         )
     except (KeyError, ValueError, TypeError):
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    """A ``/msg`` for a member of another node, read from that node's inbox (never the log)."""
+
+    sender: str
+    target: str
+    text: str
+
+
+def private_fields(sender: str, target: str, text: str) -> dict[str, str]:
+    """The inbox fields of a private message from ``sender`` to ``target``."""
+    return {"n": sender, "g": target, "t": text}
+
+
+def decode_private(raw: dict[str, str]) -> Private | None:
+    """An inbox entry; None if it is not one of ours."""
+    try:
+        return Private(raw["n"], raw["g"], raw["t"])
+    except (KeyError, TypeError):
+        return None
