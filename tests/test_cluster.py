@@ -620,3 +620,23 @@ def test_a_private_message_while_redis_is_down_gets_the_error_line(
     assert alice.line(timeout=2.5) == (
         "*** Tidak terkirim: server ruang obrolan tidak terjangkau: bob psst"
     )
+
+
+def test_inbox_entries_that_are_not_ours_are_skipped_and_none_are_kept(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    _, two, alice, bob = alice_and_bob(nodes, opened)
+    idents = wait_until(
+        lambda: [n["ident"] for n in _cluster_stats(two)["nodes"] if n["node"] == "n2"],
+        what="n2's heartbeat",
+    )
+    inbox = f"lanchat:lanchat:inbox:{idents[0]}"
+    assert redis_server.command("XADD", inbox, "*", "junk", b"\x00\xff").startswith(b"$")
+    bad = ["n", b"m\xffllory", "g", "bob", "t", b"\xfe"]
+    assert redis_server.command("XADD", inbox, "*", *bad).startswith(b"$")
+    assert bob.line() == "*m\ufffdllory* \ufffd"
+    alice.send("/msg bob still works")
+    assert bob.line() == "*alice* still works"
+    assert alice.line() == "*-> bob* still works"
+    assert not two.find("cluster_error")
+    wait_until(lambda: redis_server.command("XLEN", inbox) == b":0\r\n", what="inbox emptied")
