@@ -622,15 +622,20 @@ def test_a_private_message_while_redis_is_down_gets_the_error_line(
     )
 
 
+def _ident(node: Daemon, name: str) -> str:
+    """Node ``name``'s incarnation, as its heartbeat shows it in ``node``'s stats."""
+    idents = wait_until(
+        lambda: [n["ident"] for n in _cluster_stats(node)["nodes"] if n["node"] == name],
+        what=f"{name}'s heartbeat",
+    )
+    return str(idents[0])
+
+
 def test_inbox_entries_that_are_not_ours_are_skipped_and_none_are_kept(
     nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
 ) -> None:
     _, two, alice, bob = alice_and_bob(nodes, opened)
-    idents = wait_until(
-        lambda: [n["ident"] for n in _cluster_stats(two)["nodes"] if n["node"] == "n2"],
-        what="n2's heartbeat",
-    )
-    inbox = f"lanchat:lanchat:inbox:{idents[0]}"
+    inbox = f"lanchat:lanchat:inbox:{_ident(two, 'n2')}"
     assert redis_server.command("XADD", inbox, "*", "junk", b"\x00\xff").startswith(b"$")
     bad = ["n", b"m\xffllory", "g", "bob", "t", b"\xfe"]
     assert redis_server.command("XADD", inbox, "*", *bad).startswith(b"$")
@@ -640,3 +645,17 @@ def test_inbox_entries_that_are_not_ours_are_skipped_and_none_are_kept(
     assert alice.line() == "*-> bob* still works"
     assert not two.find("cluster_error")
     wait_until(lambda: redis_server.command("XLEN", inbox) == b":0\r\n", what="inbox emptied")
+
+
+def test_a_private_message_whose_target_left_is_answered_no_such_nickname(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two, alice, bob = alice_and_bob(nodes, opened)
+    # as n1 sends it when carol was on n2 at the look-up and has left since
+    late = ["n", "alice", "g", "carol", "t", "psst", "o", _ident(one, "n1")]
+    inbox = f"lanchat:lanchat:inbox:{_ident(two, 'n2')}"
+    assert redis_server.command("XADD", inbox, "*", *late).startswith(b"$")
+    assert alice.line() == "*** Nickname tidak ada: carol"
+    bob.send("done")
+    for client in (alice, bob):
+        assert client.line() == "bob: done", "nothing else reached anyone"

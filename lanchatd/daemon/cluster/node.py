@@ -41,6 +41,7 @@ from lanchatd.daemon.cluster.entries import (
     decode,
     decode_private,
     fields,
+    gone_fields,
     private_fields,
 )
 from lanchatd.daemon.config import Settings
@@ -321,7 +322,7 @@ class Cluster:
             pipe = self._redis.pipeline(transaction=False)
             pipe.xadd(
                 inbox,
-                private_fields(sender, target.nick, text),
+                private_fields(sender, target.nick, text, self.ident),
                 maxlen=INBOX_MAXLEN,
                 approximate=True,
             )
@@ -446,14 +447,20 @@ class Cluster:
                 self._stop.wait(RETRY_EVERY)
 
     def _read_inbox(self, inbox: str, entries: list[tuple[str, dict[str, str]]]) -> None:
-        """Deliver private messages, then delete them: Redis keeps none once delivered."""
+        """Deliver private messages, answer those whose target left, then delete them all:
+        Redis keeps none once delivered."""
         if not entries:
             return
         self._inbox = (inbox, entries[-1][0])
         messages = [m for m in (decode_private(f) for _, f in entries) if m is not None]
-        if messages:
-            self.room.deliver_private(messages)
-        self._reader_redis.xdel(inbox, *(entry_id for entry_id, _ in entries))
+        undelivered = self.room.deliver_private(messages) if messages else []
+        pipe = self._reader_redis.pipeline(transaction=False)
+        for message in undelivered:
+            origin = self.keys.inbox(message.origin)
+            pipe.xadd(origin, gone_fields(message), maxlen=INBOX_MAXLEN, approximate=True)
+            pipe.pexpire(origin, INBOX_TTL_MS)
+        pipe.xdel(inbox, *(entry_id for entry_id, _ in entries))
+        pipe.execute()
 
     def _check_epoch(self) -> None:
         """Notice Redis losing its data (or this node being declared dead) and recover."""

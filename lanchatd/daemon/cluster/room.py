@@ -132,14 +132,24 @@ class SharedRoom(Room):
         else:
             self.not_sent(peer, message.argument)
 
-    def deliver_private(self, messages: list[Private]) -> None:
-        """Private messages from other nodes for members of this one (from its inbox)."""
+    def deliver_private(self, messages: list[Private]) -> list[Private]:
+        """Private messages from other nodes for members of this one (from its inbox), and
+        answers that a target left first; the messages whose target is not here."""
+        undelivered = []
         with self.lock:
             for message in messages:
-                peer = self._members.get(nick_key(message.target))
-                if peer is not None and peer.nick == message.target and peer not in self._joining:
+                who = message.sender if message.gone else message.target
+                peer = self._members.get(nick_key(who))
+                if peer is None or peer.nick != who or peer in self._joining:
+                    if not message.gone and message.origin:
+                        undelivered.append(message)
+                elif message.gone:
+                    line = self.catalog("no_such_nick", nick=message.target)
+                    self.delivery.unicast_locked(peer, line)
+                else:
                     line = self.catalog("private_in", sender=message.sender, text=message.text)
                     self.delivery.unicast_locked(peer, line)
+        return undelivered
 
     def everyone(self) -> list[Member]:
         """Every member on every node; this node's alone while Redis cannot be reached."""
