@@ -547,3 +547,115 @@ def test_chatbench_runs_two_nodes_on_redis_cleanly(tmp_path: Path) -> None:
         assert not row["failed"]
         assert row["deliveries_per_s"] > 0
         assert {key: row[key] for key in errors} == dict.fromkeys(errors, 0), row
+
+
+def _msg_room(nodes: Nodes, opened: list[LineClient], layout: dict[str, list[str]]) -> list[Any]:
+    """Nodes by name, each with clients joined in order; everyone has seen the last join."""
+    servers = {name: nodes(name) for name in layout}
+    joined = [(node, join(servers[node].port, nick)) for node in layout for nick in layout[node]]
+    opened += [client for _, client in joined]
+    last = layout[list(layout)[-1]][-1]
+    for _, client in joined[:-1]:
+        client.expect(f"{last} Bergabung!")
+    return [servers[name] for name in layout] + [client for _, client in joined]
+
+
+def test_a_private_message_reaches_its_target_on_another_node_only(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two, alice, dave, bob, carol = _msg_room(
+        nodes, opened, {"n1": ["alice", "dave"], "n2": ["bob", "carol"]}
+    )
+    alice.send("/msg BOB psst, across nodes")
+    assert bob.line() == "*alice* psst, across nodes"
+    assert alice.line() == "*-> bob* psst, across nodes"
+    bob.send("/msg dave back at you")  # and the other way, to someone not the sender
+    assert dave.line() == "*bob* back at you"
+    assert bob.line() == "*-> dave* back at you"
+    dave.send("/msg alice psst, same node")  # a member of the same node, as before
+    assert alice.line() == "*dave* psst, same node"
+    assert dave.line() == "*-> alice* psst, same node"
+    alice.send("done")
+    for client in (alice, dave, bob, carol):
+        assert client.line() == "alice: done", "nothing else reached anyone"
+    stream = redis_server.command("XRANGE", "lanchat:lanchat:log", "-", "+")
+    assert b"psst" not in stream
+    assert b"back at you" not in stream
+    for node, client in ((one, alice), (two, bob)):
+        client.send("/history")
+        shown = [client.line()]
+        while shown[-1] != "*** Akhir riwayat":
+            shown.append(client.line())
+        assert not [line for line in shown if "psst" in line or "back at you" in line], shown
+        assert "psst" not in node.ctl("history", "--json").stdout
+
+
+def test_a_private_message_across_nodes_follows_the_one_node_rules(
+    nodes: Nodes, opened: list[LineClient]
+) -> None:
+    _, _, alice, bob, alice_can = _msg_room(
+        nodes, opened, {"n1": ["alice", "bob"], "n2": ["alice can"]}
+    )
+    bob.send("/msg alice can you send me the answers?")
+    assert bob.line() == (
+        '*** Tidak terkirim: bisa jadi "alice", "alice can"; pakai tanda kutip, misalnya '
+        '/msg "alice can" PESAN'
+    )
+    bob.send('/msg "ALICE CAN" hi')
+    assert alice_can.line() == "*bob* hi"
+    assert bob.line() == "*-> alice can* hi"
+    bob.send("/msg carol hello")
+    assert bob.line() == "*** Nickname tidak ada: carol"
+    bob.send("done")
+    for client in (alice, bob, alice_can):
+        assert client.line() == "bob: done", "nothing else reached anyone"
+
+
+def test_a_private_message_while_redis_is_down_gets_the_error_line(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    _, _, alice, _ = alice_and_bob(nodes, opened)
+    redis_server.kill()
+    alice.send("/msg bob psst")
+    assert alice.line(timeout=2.5) == (
+        "*** Tidak terkirim: server ruang obrolan tidak terjangkau: bob psst"
+    )
+
+
+def _ident(node: Daemon, name: str) -> str:
+    """Node ``name``'s incarnation, as its heartbeat shows it in ``node``'s stats."""
+    idents = wait_until(
+        lambda: [n["ident"] for n in _cluster_stats(node)["nodes"] if n["node"] == name],
+        what=f"{name}'s heartbeat",
+    )
+    return str(idents[0])
+
+
+def test_inbox_entries_that_are_not_ours_are_skipped_and_none_are_kept(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    _, two, alice, bob = alice_and_bob(nodes, opened)
+    inbox = f"lanchat:lanchat:inbox:{_ident(two, 'n2')}"
+    assert redis_server.command("XADD", inbox, "*", "junk", b"\x00\xff").startswith(b"$")
+    bad = ["n", b"m\xffllory", "g", "bob", "t", b"\xfe"]
+    assert redis_server.command("XADD", inbox, "*", *bad).startswith(b"$")
+    assert bob.line() == "*m\ufffdllory* \ufffd"
+    alice.send("/msg bob still works")
+    assert bob.line() == "*alice* still works"
+    assert alice.line() == "*-> bob* still works"
+    assert not two.find("cluster_error")
+    wait_until(lambda: redis_server.command("XLEN", inbox) == b":0\r\n", what="inbox emptied")
+
+
+def test_a_private_message_whose_target_left_is_answered_no_such_nickname(
+    nodes: Nodes, redis_server: RedisServer, opened: list[LineClient]
+) -> None:
+    one, two, alice, bob = alice_and_bob(nodes, opened)
+    # as n1 sends it when carol was on n2 at the look-up and has left since
+    late = ["n", "alice", "g", "carol", "t", "psst", "o", _ident(one, "n1")]
+    inbox = f"lanchat:lanchat:inbox:{_ident(two, 'n2')}"
+    assert redis_server.command("XADD", inbox, "*", *late).startswith(b"$")
+    assert alice.line() == "*** Nickname tidak ada: carol"
+    bob.send("done")
+    for client in (alice, bob):
+        assert client.line() == "bob: done", "nothing else reached anyone"

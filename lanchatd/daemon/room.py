@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from lanchatd.core import commands
 from lanchatd.core.catalog import Catalog
@@ -29,6 +29,16 @@ from lanchatd.daemon.history import Entry, History, Kind
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.recall import Earlier, earlier, replay_lines, tagged_lines
+
+
+class _HasNick(Protocol):
+    """Someone ``/msg`` can name: a member here, or one on another node (cluster)."""
+
+    @property
+    def nick(self) -> str: ...
+
+
+_Named = TypeVar("_Named", bound=_HasNick)
 
 #: Leave reasons that still deliver the client's last lines before closing. A disconnect is
 #: often only a half-close (``nc -N``, scripts): such a client still reads what it is owed.
@@ -240,30 +250,42 @@ class Room:
 
     def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
         """Deliver ``/msg`` if exactly one reading names someone online; else say why not."""
-        catalog = self.catalog
         with self.lock:
             if peer.left:
                 return
-            found: list[tuple[Peer, int]] = []
-            for key, start in message.readings:
-                member = self._members.get(key)
-                if member is not None:
-                    found.append((member, start))
-            if len(found) != 1:
-                if found:
-                    choices = ", ".join(f'"{member.nick}"' for member, _ in found)
-                    reply = catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
-                else:
-                    reply = catalog("no_such_nick", nick=message.wanted)
-                self.delivery.unicast_locked(peer, reply)
+            found = [
+                (member, start)
+                for key, start in message.readings
+                if (member := self._members.get(key)) is not None
+            ]
+            picked = self._pick(message, found)
+            if isinstance(picked, str):
+                self.delivery.unicast_locked(peer, picked)
                 return
-            target, start = found[0]
-            text = message.argument[start:].strip()
-            self.delivery.unicast_locked(target, catalog("private_in", sender=peer.nick, text=text))
+            target, text = picked
+            self.delivery.unicast_locked(
+                target, self.catalog("private_in", sender=peer.nick, text=text)
+            )
             if target is not peer:
                 self.delivery.unicast_locked(
-                    peer, catalog("private_out", target=target.nick, text=text)
+                    peer, self.catalog("private_out", target=target.nick, text=text)
                 )
+
+    def _pick(
+        self, message: commands.PrivateMessage, found: Sequence[tuple[_Named, int]]
+    ) -> tuple[_Named, str] | str:
+        """The one person ``/msg`` names (among ``found``: readings of online nicknames, with
+        where their text starts) and that text; else the line saying why it is not sent.
+
+        One home for the rules, whether the room looks its members up here or across nodes.
+        """
+        if len(found) != 1:
+            if found:
+                choices = ", ".join(f'"{member.nick}"' for member, _ in found)
+                return self.catalog("msg_ambiguous", nicks=choices, example=found[-1][0].nick)
+            return self.catalog("no_such_nick", nick=message.wanted)
+        target, start = found[0]
+        return target, message.argument[start:].strip()
 
     def tell(self, peer: Peer, text: str) -> None:
         """Send one line to ``peer`` alone, in order with the broadcasts it receives."""

@@ -92,3 +92,39 @@ def decode(entry_id: str, raw: dict[str, str]) -> StreamEvent | None:
         )
     except (KeyError, ValueError, TypeError):
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Private:
+    """A ``/msg`` for a member of another node, read from that node's inbox (never the log).
+
+    ``origin`` is the sender's node incarnation. ``gone`` marks the answer that node gets
+    when ``target`` left before the message reached it: the sender is told, not left to
+    believe it arrived.
+    """
+
+    sender: str
+    target: str
+    text: str
+    origin: str = ""
+    gone: bool = False
+
+
+def private_fields(sender: str, target: str, text: str, origin: str) -> dict[str, str]:
+    """The inbox fields of a private message from ``sender`` to ``target``."""
+    return {"n": sender, "g": target, "t": text, "o": origin}
+
+
+def gone_fields(message: Private) -> dict[str, str]:
+    """The answer to ``message``'s origin: its target is no longer there."""
+    return {"n": message.sender, "g": message.target, "gone": "1"}
+
+
+def decode_private(raw: dict[str, str]) -> Private | None:
+    """An inbox entry; None if it is not one of ours."""
+    try:
+        if raw.get("gone"):
+            return Private(raw["n"], raw["g"], "", gone=True)
+        return Private(raw["n"], raw["g"], raw["t"], raw.get("o", ""))
+    except (KeyError, TypeError):
+        return None

@@ -36,7 +36,14 @@ import redis
 from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.bans import Ban
-from lanchatd.daemon.cluster.entries import Control, decode, fields
+from lanchatd.daemon.cluster.entries import (
+    Control,
+    decode,
+    decode_private,
+    fields,
+    gone_fields,
+    private_fields,
+)
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.history import Kind
 from lanchatd.daemon.logs import Logger
@@ -55,6 +62,10 @@ BATCH: Final = 500
 #: Heartbeat period and lifetime: a node silent for longer than HEARTBEAT_TTL is dead.
 HEARTBEAT_EVERY: Final = 2.0
 HEARTBEAT_TTL_MS: Final = 10_000
+#: A node's inbox (private messages for its members): at most about this many entries, and
+#: gone this long after the last one was sent (a dead node's inbox does not linger).
+INBOX_MAXLEN: Final = 100
+INBOX_TTL_MS: Final = 60_000
 #: Pause before trying Redis again after a failure.
 RETRY_EVERY: Final = 0.5
 
@@ -86,6 +97,9 @@ class Keys:
 
     def dead(self, ident: str) -> str:
         return f"{self._prefix}dead:{ident}"
+
+    def inbox(self, ident: str) -> str:
+        return f"{self._prefix}inbox:{ident}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +161,9 @@ class Cluster:
         self._epoch: str | None = None
         history = room.history
         self._last = history.newest() if history is not None else ORIGIN
+        #: This incarnation's inbox and the last id read from it (a new incarnation starts
+        #: with a new, empty inbox).
+        self._inbox = (self.keys.inbox(self.ident), str(ORIGIN))
         self._degraded = threading.Event()
         self._degraded.set()  # until the reader has talked to Redis
         #: Whether ``cluster_degraded`` was logged since Redis last answered.
@@ -179,7 +196,7 @@ class Cluster:
             thread.join(max(0.0, deadline - time.monotonic()))
         try:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.delete(self.keys.heartbeat(self.ident))
+            pipe.delete(self.keys.heartbeat(self.ident), self.keys.inbox(self.ident))
             pipe.srem(self.keys.nodes, self.ident)
             pipe.execute()
         except redis.RedisError:
@@ -288,6 +305,34 @@ class Cluster:
         found = [m for m in map(_member, self._values(self.keys.nicks)) if m is not None]
         return sorted(found, key=lambda m: (m.node, m.nick.casefold()))
 
+    def holders(self, keys: list[str]) -> list[Member | None] | None:
+        """Who holds each nickname key, in order; None if Redis cannot be reached."""
+        if not keys:
+            return []
+        try:
+            return [_member(value) for value in self._redis.hmget(self.keys.nicks, keys)]
+        except redis.RedisError as error:
+            self._failed(error)
+            return None
+
+    def send_private(self, sender: str, target: Member, text: str) -> bool:
+        """Put a private message in the inbox of ``target``'s node; False if not done."""
+        inbox = self.keys.inbox(target.ident)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xadd(
+                inbox,
+                private_fields(sender, target.nick, text, self.ident),
+                maxlen=INBOX_MAXLEN,
+                approximate=True,
+            )
+            pipe.pexpire(inbox, INBOX_TTL_MS)
+            pipe.execute()
+        except redis.RedisError as error:
+            self._failed(error)
+            return False
+        return True
+
     def find(self, nick: str) -> Member | None:
         """Who holds ``nick`` (as the room tells nicknames apart), on which node."""
         try:
@@ -379,20 +424,43 @@ class Cluster:
                     self._check_epoch()
                     self._recovered()
                     fresh = False
+                inbox = self.keys.inbox(self.ident)
+                if self._inbox[0] != inbox:
+                    self._inbox = (inbox, str(ORIGIN))
                 reply = self._reader_redis.xread(
-                    {self.keys.log: str(self._last)}, count=BATCH, block=BLOCK_MS
+                    {self.keys.log: str(self._last), inbox: self._inbox[1]},
+                    count=BATCH,
+                    block=BLOCK_MS,
                 )
+                for key, entries in reply or ():
+                    if key == inbox:
+                        self._read_inbox(inbox, entries)
+                        continue
+                    events = [e for e in (decode(i, f) for i, f in entries) if e is not None]
+                    if entries:
+                        self._last = MessageId.parse(entries[-1][0])
+                    if events:
+                        self.room.apply(events)
             except redis.RedisError as error:
                 self._failed(error)
                 fresh = True
                 self._stop.wait(RETRY_EVERY)
-                continue
-            for _, entries in reply or ():
-                events = [e for e in (decode(i, f) for i, f in entries) if e is not None]
-                if entries:
-                    self._last = MessageId.parse(entries[-1][0])
-                if events:
-                    self.room.apply(events)
+
+    def _read_inbox(self, inbox: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+        """Deliver private messages, answer those whose target left, then delete them all:
+        Redis keeps none once delivered."""
+        if not entries:
+            return
+        self._inbox = (inbox, entries[-1][0])
+        messages = [m for m in (decode_private(f) for _, f in entries) if m is not None]
+        undelivered = self.room.deliver_private(messages) if messages else []
+        pipe = self._reader_redis.pipeline(transaction=False)
+        for message in undelivered:
+            origin = self.keys.inbox(message.origin)
+            pipe.xadd(origin, gone_fields(message), maxlen=INBOX_MAXLEN, approximate=True)
+            pipe.pexpire(origin, INBOX_TTL_MS)
+        pipe.xdel(inbox, *(entry_id for entry_id, _ in entries))
+        pipe.execute()
 
     def _check_epoch(self) -> None:
         """Notice Redis losing its data (or this node being declared dead) and recover."""
@@ -405,6 +473,7 @@ class Cluster:
         if reset:
             self.log.warning("cluster_history_reset", epoch=epoch)
             self._last = ORIGIN
+            self._inbox = (self._inbox[0], str(ORIGIN))
             self.room.history_reset()
         if reset or declared_dead:
             self.ident = new_ident(self.node)
@@ -469,6 +538,7 @@ class Cluster:
             pipe.xadd(self.keys.log, entry, maxlen=self.keep, approximate=True)
             self._release(keys=[self.keys.nicks], args=[key, ident], client=pipe)
         pipe.srem(self.keys.nodes, ident)
+        pipe.delete(self.keys.inbox(ident))
         pipe.execute()
         self.log.warning("cluster_node_dead", dead=ident, users=[m.nick for _, m in gone])
 

@@ -21,7 +21,7 @@ from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import MessageId
 from lanchatd.daemon.bans import Ban, BanStore
 from lanchatd.daemon.cluster.bans import SharedBanStore
-from lanchatd.daemon.cluster.entries import CONTROL_KINDS, Control, StreamEvent
+from lanchatd.daemon.cluster.entries import CONTROL_KINDS, Control, Private, StreamEvent
 from lanchatd.daemon.cluster.node import Cluster, Member
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.history import Entry, History, HistoryError, Kind
@@ -108,6 +108,48 @@ class SharedRoom(Room):
                 self.tell(peer, self.catalog("who", count=len(nicks), nicks=", ".join(nicks)))
                 return True
         return super().command(peer, command)
+
+    def _private(self, peer: Peer, message: commands.PrivateMessage) -> None:
+        """``/msg`` as on one node, against every node's nicknames; a member of another node
+        gets it through that node's inbox, never through the room's stream or history."""
+        cluster = self.cluster
+        holders = cluster.holders([key for key, _ in message.readings])
+        if holders is None:
+            self.not_sent(peer, message.argument)
+            return
+        found = [
+            (member, start)
+            for member, (_, start) in zip(holders, message.readings, strict=True)
+            if member is not None
+        ]
+        picked = self._pick(message, found)
+        if isinstance(picked, str):
+            self.tell(peer, picked)
+        elif picked[0].ident == cluster.ident:
+            super()._private(peer, message)  # here: delivered under the lock, as on one node
+        elif cluster.send_private(peer.nick, *picked):
+            self.tell(peer, self.catalog("private_out", target=picked[0].nick, text=picked[1]))
+        else:
+            self.not_sent(peer, message.argument)
+
+    def deliver_private(self, messages: list[Private]) -> list[Private]:
+        """Private messages from other nodes for members of this one (from its inbox), and
+        answers that a target left first; the messages whose target is not here."""
+        undelivered = []
+        with self.lock:
+            for message in messages:
+                who = message.sender if message.gone else message.target
+                peer = self._members.get(nick_key(who))
+                if peer is None or peer.nick != who or peer in self._joining:
+                    if not message.gone and message.origin:
+                        undelivered.append(message)
+                elif message.gone:
+                    line = self.catalog("no_such_nick", nick=message.target)
+                    self.delivery.unicast_locked(peer, line)
+                else:
+                    line = self.catalog("private_in", sender=message.sender, text=message.text)
+                    self.delivery.unicast_locked(peer, line)
+        return undelivered
 
     def everyone(self) -> list[Member]:
         """Every member on every node; this node's alone while Redis cannot be reached."""
