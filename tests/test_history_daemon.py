@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -297,6 +298,56 @@ def test_a_corrupt_history_file_is_set_aside_with_one_error_and_chat_goes_on(
     assert aside.name.startswith("history.db.corrupt-")
     assert aside.read_bytes() == garbage
     assert [e["event"] for e in server.events if e.get("level") == "error"] == ["history_corrupt"]
+    assert server.stop() == 0
+    assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
+
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the daemon as another user",
+)
+
+
+@needs_root
+def test_a_history_file_the_daemon_may_not_read_is_set_aside_and_history_starts_empty(
+    start_daemon: Callable[..., Daemon], request: pytest.FixtureRequest
+) -> None:
+    # nobody cannot reach tmp_path (under root's 0700 pytest directory): its own in /tmp.
+    workdir = Path(tempfile.mkdtemp(prefix="lanchatd-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(workdir))
+    state = workdir / "state"
+    state.mkdir()
+    for path in (workdir, state):
+        os.chown(path, NOBODY, NOBODY)
+    (state / "history.db").write_bytes(b"root's file")
+    (state / "history.db").chmod(0o600)
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    server = start_daemon("--lang", "en", workdir=workdir, command=[*as_nobody, str(LANCHATD)])
+    alice = server.chat("alice")
+    alice.send("still here")
+    alice.expect("alice: still here")
+    (corrupt,) = server.find("history_corrupt")
+    assert corrupt["path"] == str(state / "history.db")
+    assert Path(corrupt["moved_to"]).read_bytes() == b"root's file"
+    assert server.find("history_unavailable") == []
+    assert server.stop() == 0
+    assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
+
+
+def test_a_directory_in_place_of_the_history_file_is_set_aside_and_history_starts_empty(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (state / "history.db").mkdir(parents=True)
+    (state / "history.db" / "keep.txt").write_text("kept")
+    server = start_daemon("--lang", "en", state_dir=state)
+    alice = server.chat("alice")
+    alice.send("still here")
+    alice.expect("alice: still here")
+    (corrupt,) = server.find("history_corrupt")
+    assert (Path(corrupt["moved_to"]) / "keep.txt").read_text() == "kept"
+    assert server.find("history_unavailable") == []
     assert server.stop() == 0
     assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
 

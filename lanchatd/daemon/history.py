@@ -404,7 +404,10 @@ class History:
         except _Damaged as error:
             self._set_aside(str(error))
         except OSError as error:
-            self._unavailable(error.strerror or str(error))
+            if _readable(self.path):
+                self._unavailable(error.strerror or str(error))
+            else:
+                self._set_aside(error.strerror or str(error))
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -729,5 +732,8 @@ def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:
 
 
 def _readable(path: Path) -> bool:
-    """False for a file that exists but this process may not read and write."""
-    return not path.exists() or os.access(path, os.R_OK | os.W_OK)
+    """False for a file that exists but this process may not read and write, or that is a
+    directory: either way the file is no use and is set aside."""
+    if not path.exists():
+        return True
+    return not path.is_dir() and os.access(path, os.R_OK | os.W_OK)
