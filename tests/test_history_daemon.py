@@ -302,6 +302,29 @@ def test_a_corrupt_history_file_is_set_aside_with_one_error_and_chat_goes_on(
     assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
 
 
+def test_the_history_files_are_0640_or_tighter_even_when_found_world_readable(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = start_daemon("--lang", "en", state_dir=state)
+    before = first.chat("alice")
+    before.send("before")
+    before.expect("alice: before")
+    assert first.stop() == 0
+    (state / "history.db").chmod(0o644)  # say, restored from a backup with cp
+    (state / "history.db-wal").write_bytes(b"")
+    (state / "history.db-wal").chmod(0o666)
+    server = start_daemon("--lang", "en", state_dir=state)
+    alice = server.chat("alice")
+    alice.send("after")
+    alice.expect("alice: after")
+    modes = {path.name: path.stat().st_mode & 0o777 for path in state.glob("history.db*")}
+    assert set(modes) == {"history.db", "history.db-wal", "history.db-shm"}
+    assert {name: mode & ~0o640 for name, mode in modes.items()} == dict.fromkeys(modes, 0)
+    assert server.stop() == 0
+    assert stored(state)[-1] == ("message", "alice", "after", "")
+
+
 NOBODY = 65534
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None,

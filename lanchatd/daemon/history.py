@@ -42,6 +42,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -414,6 +415,8 @@ class History:
         fresh = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         os.close(fd)
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives -wal and -shm the file's mode
+            _tighten(self.path.with_name(self.path.name + suffix))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -729,6 +732,16 @@ def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:
     entries = list(stored)
     newest = entries[-1].id if entries else ORIGIN
     return entries + [entry for entry in unsaved if entry.id > newest]
+
+
+def _tighten(path: Path) -> None:
+    """Mode 0640 or tighter for a history file found looser (say, restored with cp): the
+    room's conversation is not for every local user."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):  # absent, or not ours
+        found = path.lstat()
+        mode = stat.S_IMODE(found.st_mode)
+        if stat.S_ISREG(found.st_mode) and mode & ~0o640:  # never through a symlink
+            path.chmod(mode & 0o640)
 
 
 def _readable(path: Path) -> bool:
