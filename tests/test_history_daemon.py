@@ -381,19 +381,24 @@ needs_mount_namespace = pytest.mark.skipif(
 )
 
 
-@needs_mount_namespace
-def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_in_stats(
-    start_daemon: Callable[..., Daemon], tmp_path: Path
-) -> None:
-    state = tmp_path / "state"
+def read_only_daemon(start_daemon: Callable[..., Daemon], state: Path) -> Daemon:
+    """A daemon whose state directory (made here) is mounted read-only for it alone."""
     state.mkdir()
     read_only = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
-    server = start_daemon(
+    return start_daemon(
         "--lang",
         "en",
         state_dir=state,
         command=[*UNSHARE, "sh", "-c", f'{read_only} && exec "$0" "$@"', str(LANCHATD)],
     )
+
+
+@needs_mount_namespace
+def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_in_stats(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = read_only_daemon(start_daemon, state)
     alice = server.chat("alice")
     alice.send("hi")
     alice.expect("alice: hi")
@@ -414,6 +419,22 @@ def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_
     assert len(server.find("history_unavailable")) == 1
     assert server.stop() == 0
     assert not (state / "history.db").exists()
+
+
+@needs_mount_namespace
+def test_events_that_could_not_be_written_by_the_stop_are_logged_as_lost(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = read_only_daemon(start_daemon, state)
+    alice = server.chat("alice")
+    alice.send("hi")
+    alice.expect("alice: hi")
+    alice.close()
+    server.wait_event("client_left")
+    assert server.stop() == 0
+    (lost,) = server.find("history_lost")
+    assert (lost["level"], lost["path"], lost["count"]) == ("error", str(state / "history.db"), 3)
 
 
 def test_reload_applies_history_settings_but_enabled_waits_for_a_restart(

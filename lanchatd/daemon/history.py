@@ -267,6 +267,10 @@ class History:
         with self._write_lock:
             self._commit()
             self._closed = True
+            unsaved = self.unsaved_count()
+            if unsaved:  # the file could not take them: say so, they end with the process
+                self.counters.lost += unsaved
+                self.log.error("history_lost", path=str(self.path), count=unsaved)
             if self._db is not None:
                 self._db.close()
                 self._db = None
