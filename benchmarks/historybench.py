@@ -57,14 +57,25 @@ def measure(directory: Path, appends: int, rounds: int, reads: int) -> dict[str,
     store.commit_through(store.append(Kind.MESSAGE, "alice", TEXT).id)
     figures["drain_after_appends_ms"] = round((time.perf_counter() - start) * 1000, 1)
     for size in (1, 10, 100):
+        waits: list[float] = []
         start = time.perf_counter()
         for _ in range(rounds):
             for _ in range(size):
                 last = store.append(Kind.MESSAGE, "bob", TEXT)
+            before = time.perf_counter()
             store.commit_through(last.id)
+            waits.append(time.perf_counter() - before)
         spent = time.perf_counter() - start
         figures[f"round_of_{size}_us"] = round(spent / rounds * 1e6, 1)
         figures[f"round_of_{size}_entries_per_second"] = _per_second(rounds * size, spent)
+        # What a delivery round waits for before its first send: the tail is what clients feel.
+        waits.sort()
+        for name, wait in (
+            ("p50", waits[len(waits) // 2]),
+            ("p99", waits[len(waits) * 99 // 100]),
+            ("max", waits[-1]),
+        ):
+            figures[f"round_of_{size}_commit_{name}_us"] = round(wait * 1e6, 1)
     ids = [entry.id for entry in store.query(501)]
     for count in (20, 500):
         anchor = ids[-count - 1]

@@ -247,7 +247,7 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
     if not clients:
         click.echo("No clients connected.")
         return
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             c["nick"],
             c["host"],
@@ -257,9 +257,22 @@ def who(ctx: click.Context, as_json: bool, nl: bool) -> None:
             _duration(c["idle_s"]),
             str(c["messages"]),
         )
+        if c["host"] is not None
+        else (c["nick"], *"------")  # served by another node: only it knows the details
         for c in clients
     ]
-    header = ("NICK", "ADDRESS", "PORT", "MODE", "CONNECTED SINCE", "IDLE", "MESSAGES")
+    header: tuple[str, ...] = (
+        "NICK",
+        "ADDRESS",
+        "PORT",
+        "MODE",
+        "CONNECTED SINCE",
+        "IDLE",
+        "MESSAGES",
+    )
+    if any("node" in c for c in clients):
+        rows = [(*row, c.get("node", "-")) for row, c in zip(rows, clients, strict=True)]
+        header = (*header, "NODE")
     _table(header, rows, right={2, 5, 6})
 
 
@@ -279,6 +292,9 @@ def kick(ctx: click.Context, nick: str, reason: str | None, as_json: bool) -> No
         result = daemon.request("kick", nick=nick, reason=reason)
     if as_json:
         _echo_json(result)
+        return
+    if result.get("node") is not None and result["host"] is None:
+        _echo(f"Kicked {result['nick']} (on node {result['node']}): {result['reason']}")
         return
     _echo(f"Kicked {result['nick']} ({result['host']}:{result['port']}): {result['reason']}")
 
@@ -320,6 +336,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("version", result["version"]),
         ("uptime", f"{_duration(result['uptime_s'])} (since {_local_time(result['started_at'])})"),
         ("clients", f"{result['clients']} now, {result['peak_clients']} at most"),
+        ("on the web page", str(result.get("web_clients", "?"))),
         ("messages in", str(result["messages_in"])),
         ("messages out", str(result["messages_out"])),
         ("bytes in", _size(result["bytes_in"])),
@@ -330,9 +347,20 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         ("log events lost", str(result.get("log_events_lost", "?"))),
         ("history", _history_counters(result)),
     ]
+    if result.get("cluster"):
+        rows.append(("cluster", _cluster_summary(result["cluster"])))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         _echo(f"{name.ljust(width)}  {value}")
+
+
+def _cluster_summary(cluster: dict[str, Any]) -> str:
+    """``node n1 ok; n1 3 clients, n2 2 clients; 5 in all`` (docs/cluster.md)."""
+    nodes = ", ".join(f"{n['node']} {n['clients']} clients" for n in cluster["nodes"])
+    return (
+        f"node {cluster['node']} {cluster['state']}; {nodes or 'no node seen yet'}; "
+        f"{cluster['total_clients']} in all"
+    )
 
 
 def _history_counters(result: dict[str, Any]) -> str:
@@ -476,6 +504,43 @@ def purge(ctx: click.Context, nick: str, since: float | None, as_json: bool) -> 
     _echo(
         f"Purged {removed} entr{'y' if removed == 1 else 'ies'} by {result['nick']} from history."
     )
+
+
+@cli.command(short_help="The web page's address on each LAN address, or as QR codes.")
+@click.option("--qr", is_flag=True, help="Draw each address as a QR code for phones to scan.")
+@click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
+@click.pass_context
+def url(ctx: click.Context, qr: bool, as_json: bool) -> None:
+    """Print the web page's URL for each address of this machine that others can reach.
+
+    The daemon answers with the addresses its web port listens on (loopback and link-local
+    left out) and whether it speaks HTTPS. --qr draws each URL as a QR code in the
+    terminal, to scan with a phone's camera (or to show on a projector).
+    """
+    with _daemon(ctx) as daemon:
+        result = daemon.request("url")
+    if as_json:
+        _echo_json(result)
+        return
+    if not result["urls"]:
+        listening = ", ".join(result["listening"])
+        _echo(
+            f"lanchatctl: error: the web page listens only on {listening}, which other machines "
+            "cannot reach; set [web] host",
+            err=True,
+        )
+        raise click.exceptions.Exit(REFUSED)
+    for address in result["urls"]:
+        _echo(address)
+        if qr:
+            _draw_qr(address)
+
+
+def _draw_qr(text: str) -> None:
+    """``text`` as a QR code on the terminal, two modules a character (Unicode half blocks)."""
+    import segno  # noqa: PLC0415 -- only --qr needs segno; every other command runs without it
+
+    segno.make(text).terminal(out=sys.stdout, compact=True)
 
 
 def _describe(event: dict[str, Any]) -> str:

@@ -108,7 +108,10 @@ def build_other_user(root: Path) -> OtherUser:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in ("lanchatd", "lanchatctl"):
         shutil.copytree(REPO / package, site / package, ignore=ignore)
-    for name in ("click", "structlog", "sdnotify", "wcwidth", "confusable_homoglyphs"):
+    for name in (
+        *("click", "structlog", "sdnotify", "wcwidth", "confusable_homoglyphs"),
+        *("h11", "wsproto", "segno"),
+    ):
         source = __import__(name).__file__
         assert source is not None, name
         shutil.copytree(Path(source).parent, site / name, ignore=ignore)

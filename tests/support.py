@@ -19,6 +19,9 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 LANCHATD = BIN / "lanchatd"
+#: Flags for a lanchatd a test starts by hand, as ``Daemon`` does for its own: the web page on a
+#: free loopback port (never the shared 8080), nothing announced on the LAN.
+ISOLATED = ("--web-host", "127.0.0.1", "--web-port", "0", "--no-discovery")
 LANCHATCTL = BIN / "lanchatctl"
 WAIT = 10.0
 
@@ -129,6 +132,10 @@ class Daemon(LoggedProcess):
             argv += ["--config", str(config)]
         if "--port" not in args:
             argv += ["--port", "0"]
+        if "--web-port" not in args and "--no-web" not in args:
+            argv += ["--web-port", "0"]
+            if host is not None:
+                argv += ["--web-host", host]
         if "--history-on-join" not in args:
             argv += ["--history-on-join", "0"]
         if not discovery:
@@ -141,6 +148,10 @@ class Daemon(LoggedProcess):
         self._env = {**base_env, "STATE_DIRECTORY": str(self.state_dir), **(env or {})}
         self._launch()
         self.port: int = self.wait_event("server_started")["port"] if wait else 0
+        #: The web port (HTTP and WebSocket), 0 while unknown or off.
+        self.web_port: int = 0
+        if wait and (started := self.find("web_started")):
+            self.web_port = started[0]["port"]
 
     def _launch(self) -> None:
         self.process = subprocess.Popen(
@@ -157,6 +168,8 @@ class Daemon(LoggedProcess):
         """Start again after ``stop``, on the same port, so clients can reconnect to it."""
         self.workdir.mkdir(exist_ok=True)
         self._argv += ["--port", str(self.port)]  # the last --port counts
+        if self.web_port:
+            self._argv += ["--web-port", str(self.web_port)]
         before = len(self.find("server_started"))
         self._launch()
         wait_until(lambda: len(self.find("server_started")) > before, what="lanchatd's restart")

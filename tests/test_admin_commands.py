@@ -44,7 +44,7 @@ def test_an_unknown_command_is_refused_with_the_list() -> None:
     assert _refusal("kill", {}) == (
         Code.UNKNOWN_COMMAND,
         "unknown command 'kill'; commands: who, kick, broadcast, stats, ban, unban, bans, "
-        "watch, reload, history, purge",
+        "watch, reload, history, purge, url",
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.admin_helpers import outsider_group
-from tests.support import LANCHATD, Daemon, free_port, lanchatctl, wait_until
+from tests.support import ISOLATED, LANCHATD, Daemon, free_port, lanchatctl, wait_until
 
 
 def _one_error_line(server: Daemon) -> str:
@@ -111,6 +111,7 @@ def test_a_socket_passed_in_by_socket_activation_is_used(admin_workdir: Path) ->
             "--fdname=chat:admin",
             f"--setenv=STATE_DIRECTORY={admin_workdir / 'state'}",
             str(LANCHATD),
+            *ISOLATED,
             "--log-format",
             "json",
             "--admin-socket",

@@ -356,6 +356,20 @@ def test_tiny_benchmark_run_reports_a_clean_lanchatd(tmp_path: Path) -> None:
     assert opened == {"lanchatd": True, "lanchatd-nohistory": False}
 
 
+@pytest.mark.timeout(120)
+def test_tiny_web_run_compares_websocket_and_line_clients(tmp_path: Path) -> None:
+    """--web: half the clients on lanchatd's WebSocket port, nothing lost or corrupted."""
+    out = tmp_path / "bench.json"
+    argv = "--clients 10 --mode throughput,latency --senders 3 --stalled 0 --repeat 1"
+    argv += " --duration 0.6 --warmup 0.2 --rate 200 --web --servers lanchatd"
+    assert main([*argv.split(), "--json", str(out), "--quiet"]) == 0
+    for row in json.loads(out.read_text())["summary"]:
+        errors = ("lost", "duplicated", "reordered", "corrupted", "unexpected", "other_lines")
+        assert {key: row[key] for key in errors} == dict.fromkeys(errors, 0), row
+        assert row["web_deliveries_per_client_s"] > 0
+        assert row["web_ratio"] == pytest.approx(1.0, rel=0.2)  # one room: the same lines
+
+
 @pytest.mark.timeout(180)
 def test_tiny_benchmark_run_of_the_naive_and_ngircd_peers(tmp_path: Path) -> None:
     servers = "naive,ngircd" if Ngircd.available() else "naive"

@@ -132,3 +132,34 @@ def test_help_names_the_system_file_and_no_example() -> None:
     result = lanchatd("--help")
     assert "/etc/lanchatd/lanchatd.toml" in result.stdout
     assert "example" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[web]\nport = 70000\n", "[web] port: must be between 0 and 65535, got 70000"),
+        ("[web]\nenabled = 1\n", "[web] enabled: expected true or false, got int 1"),
+        (
+            '[web]\nallowed_origins = ["https://ok.lan", "ok.lan/x"]\n',
+            '[web] allowed_origins: expected origins like "http://chat.example.lan:8080", '
+            "got str 'ok.lan/x'",
+        ),
+        ('[web]\nallowed_origins = "https://ok.lan"\n', "[web] allowed_origins: expected a list"),
+    ],
+)
+def test_web_settings_are_checked(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text(text)
+    result = lanchatd("-t", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lanchatd: error: {path}: {error}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_good_web_settings_pass(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    path.write_text(
+        '[web]\nenabled = true\nhost = "::"\nport = 8081\n'
+        'allowed_origins = ["https://chat.example.lan", "http://[fd00::2]:8080"]\n'
+    )
+    assert lanchatd("-t", "--config", str(path)).returncode == 0

@@ -50,7 +50,8 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
         (
             "colour = 1\n[server]\n",
             "colour: a key outside any section; keys go under a "
-            "section: [server], [limits], [admin], [log], [tls], [history], [discovery]",
+            "section: [server], [limits], [admin], [log], [tls], [history], [discovery], [web], "
+            "[cluster]",
         ),
         ("[limits]\nburst = 0\n", "[limits] burst: must be between 1 and 1000000, got 0"),
         (
@@ -80,6 +81,19 @@ def test_a_latin1_byte_names_the_file_and_line(tmp_path: Path) -> None:
             f'[discovery]\nname = "{"é" * 101}"\n',
             "[discovery] name: must be at most 200 bytes in UTF-8, got 202",
         ),
+        ('[cluster]\nroom = "x"\n', "[cluster] redis: missing; the Redis server's URL is required"),
+        (
+            '[cluster]\nredis = "http://h"\n',
+            "[cluster] redis: expected redis://HOST:PORT/DB or rediss://..., got 'http://h'",
+        ),
+        (
+            '[cluster]\nredis = "redis://:secret@h:6379/0"\n',
+            "[cluster] redis: put the password in password_file, not in the URL",
+        ),
+        (
+            '[cluster]\nredis = "redis://h"\nroom = "a b"\n',
+            "[cluster] room: use at most 64 letters, digits, '-', '_' or '.', got 'a b'",
+        ),
     ],
 )
 def test_messages_read_plainly(tmp_path: Path, toml: str, problem: str) -> None:
@@ -108,3 +122,31 @@ def test_the_history_section_loads(tmp_path: Path) -> None:
     assert (defaults.history_keep_days, defaults.history_on_join) == (7.0, 20)
     assert "history_keep" not in config.RESTART_ONLY
     assert "history" in config.RESTART_ONLY
+
+
+def test_a_cluster_section_loads(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    secret = tmp_path / "redis.password"
+    secret.write_text("s3cret\n")
+    path.write_text(
+        f'[cluster]\nredis = "rediss://h:6380/1"\npassword_file = "{secret}"\n'
+        'room = "lab.room-1"\nnode = "lab_2"\n'
+    )
+    settings = config.load(path, {})
+    assert (
+        settings.cluster_redis,
+        settings.cluster_password_file,
+        settings.cluster_room,
+        settings.cluster_node,
+    ) == ("rediss://h:6380/1", str(secret), "lab.room-1", "lab_2")
+
+
+def test_a_cluster_password_file_must_be_readable(tmp_path: Path) -> None:
+    path = tmp_path / "lanchatd.toml"
+    missing = tmp_path / "no-such-file"
+    path.write_text(f'[cluster]\nredis = "redis://h"\npassword_file = "{missing}"\n')
+    with pytest.raises(config.ConfigError) as error:
+        config.load(path, {})
+    assert str(error.value) == (
+        f"{path}: [cluster] password_file: cannot read {missing}: No such file or directory"
+    )

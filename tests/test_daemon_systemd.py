@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, wait_until
+from tests.support import BIN, ISOLATED, WAIT, Daemon, LineClient, free_port, join, wait_until
 
 
 class NotifyListener:
@@ -74,6 +74,7 @@ def test_socket_activation_serves_the_first_client(tmp_path: Path, clients: list
             "--fdname=chat",
             f"--setenv=STATE_DIRECTORY={tmp_path}",
             str(BIN / "lanchatd"),
+            *ISOLATED,
             "--log-format",
             "json",
             "--port",
@@ -113,7 +114,7 @@ def test_journald_gets_priorities_and_plain_json(tmp_path: Path) -> None:
         info = os.fstat(stream.fileno())
         process = subprocess.Popen(
             [
-                *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0"),
+                *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", *ISOLATED),
                 *("--admin-socket", str(tmp_path / "admin.sock")),
             ],
             stdin=subprocess.DEVNULL,

@@ -188,7 +188,8 @@ def expected(daemon: Daemon, name: str, lang: str = "id") -> dict[str, Any]:
         "tls": False,
         "lang": lang,
         "proto": 1,
-        "web": None,
+        # The web page, as bound (the test daemon's is on a free port).
+        "web": f"http://{SERVER}:{daemon.web_port}/" if daemon.web_port else None,
     }
 
 
@@ -209,7 +210,7 @@ def test_the_service_appears_with_its_txt_fields(lan: Lan, tmp_path: Path) -> No
         port = f"{daemon.port:<4}"
         assert table.stdout.splitlines() == [
             f"NAME        ADDRESSES    {'PORT':<{len(port)}}  TLS  WEB",
-            f"Lab 3 chat  {SERVER}  {port}  no   -",
+            f"Lab 3 chat  {SERVER}  {port}  no   http://{SERVER}:{daemon.web_port}/",
         ]
         mdns = lan.mdns_sockets(lan.server)
         assert mdns
@@ -232,7 +233,8 @@ def test_a_tls_server_says_so_and_is_joined_with_tls(lan: Lan, tmp_path: Path) -
     tls = ("--tls-cert", str(cert), "--tls-key", str(key))
     with lan.daemon("", tmp_path / "lanchatd.toml", *tls) as daemon:
         daemon.wait_event("discovery_announced", timeout=FIND_WITHIN)
-        assert lan.listed() == [{**expected(daemon, default_name()), "tls": True}]
+        web = f"https://{SERVER}:{daemon.web_port}/"  # the web port speaks HTTPS too
+        assert lan.listed() == [{**expected(daemon, default_name()), "tls": True, "web": web}]
         # Its certificate names 127.0.0.1 only: unverified, but encrypted without --tls.
         result = lan.lanchat("--insecure", "--nick", "bob", stdin="secret\n")
         assert result.returncode == 0, result.stderr

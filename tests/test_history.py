@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from structlog.testing import capture_logs
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
-from lanchatd.daemon.history import SWEEP_CHUNK, Entry, History, Kind
+from lanchatd.daemon.history import COMMIT_BATCH, SWEEP_CHUNK, Entry, History, Kind
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0
@@ -139,6 +140,53 @@ def test_the_writer_thread_commits_in_batches_without_being_asked(
     wait_until(lambda: len(stored(tmp_path / "history.db")) == 50, what="the batch commit")
     assert stored(tmp_path / "history.db") == rows(said)
     assert store.counters.committed == 50
+
+
+def test_the_writer_commits_at_once_when_a_full_batch_waits(stores: Any, tmp_path: Path) -> None:
+    """Under load the writer commits beside the delivery rounds, not only every interval."""
+    store = stores(batch_interval=NEVER)
+    said = say(store, COMMIT_BATCH - 1)
+    assert store.unsaved_count() == COMMIT_BATCH - 1
+    said += say(store, 1, start=COMMIT_BATCH - 1)
+    wait_until(lambda: store.unsaved_count() == 0, what="the full batch's commit")
+    assert stored(tmp_path / "history.db") == rows(said)
+
+
+def wal_restarts(path: Path) -> int:
+    """The WAL header's checkpoint sequence number: it counts the times the WAL started
+    over. Read from the file, so the test itself never checkpoints."""
+    with path.with_name(path.name + "-wal").open("rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+def test_no_commit_checkpoints_by_itself(stores: Any, tmp_path: Path) -> None:
+    """A checkpoint syncs the disk twice: never inside a round's commit, which SQLite's
+    automatic one (every 1000 WAL pages) would be."""
+    path = tmp_path / "history.db"
+    store = stores(checkpoint_interval=NEVER)
+    empty = path.stat().st_size
+    for start in range(0, 12_000, 30):
+        store.commit_through(say(store, 30, start=start)[-1].id)
+    assert path.stat().st_size == empty
+    assert path.with_name(path.name + "-wal").stat().st_size > 1000 * 4096
+
+
+def test_the_writer_checkpoints_and_the_wal_starts_over(stores: Any, tmp_path: Path) -> None:
+    """The writer checkpoints, and completes it, so the WAL is reused rather than growing
+    while the room talks; a store gone quiet is checkpointed once."""
+    path = tmp_path / "history.db"
+    store = stores()
+    empty = path.stat().st_size
+    for start in range(0, 3000, 30):
+        store.commit_through(say(store, 30, start=start)[-1].id)
+    wait_until(lambda: path.stat().st_size > empty, what="the writer's checkpoint")
+    restarts = wal_restarts(path)
+
+    def restarted() -> bool:
+        store.commit_through(say(store, 30)[-1].id)
+        return wal_restarts(path) > restarts
+
+    wait_until(restarted, what="the WAL to start over")
 
 
 def test_reads_see_what_is_appended_but_not_yet_committed(stores: Any, tmp_path: Path) -> None:
@@ -423,17 +471,22 @@ for i in range(300, 10**9):
 """
 
 
-@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
-def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interval: str) -> None:
-    """What commit_through returned for was delivered; a SIGKILL afterwards loses none of it."""
-    path = tmp_path / "history.db"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), batch_interval],
+def python(script: str, *args: str) -> subprocess.Popen[str]:
+    """``script`` in a Python process of its own (to be killed), its stdout a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
+
+
+@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
+def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interval: str) -> None:
+    """What commit_through returned for was delivered; a SIGKILL afterwards loses none of it."""
+    path = tmp_path / "history.db"
+    child = python(CHILD, str(path), batch_interval)
     assert child.stdout is not None
     try:
         lines = [child.stdout.readline() for _ in range(30)]
@@ -447,6 +500,44 @@ def test_after_kill_9_every_delivered_entry_is_kept(tmp_path: Path, batch_interv
     assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
     assert len(kept) >= 300
     assert f"{kept[299][0]}-{kept[299][1]}" == lines[-1].split()[1]
+
+
+CHECKPOINTING_CHILD = """
+import sys, structlog
+from pathlib import Path
+from lanchatd.daemon.history import History, Kind
+from tests.test_history import wal_restarts
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+path = Path(sys.argv[1])
+store = History(path, structlog.get_logger(), keep=10**9, checkpoint_interval=0.02)
+for i in range(0, 10**9, 10):
+    for j in range(i, i + 10):
+        entry = store.append(Kind.MESSAGE, "alice", str(j).rjust(4000))  # a page each
+    store.commit_through(entry.id)
+    print("delivered", entry.id, wal_restarts(path), flush=True)
+"""
+
+
+def test_after_kill_9_amid_checkpoints_every_delivered_entry_is_kept(tmp_path: Path) -> None:
+    """The writer's checkpoints and the WAL starting over, while rounds are committed and
+    delivered: a SIGKILL loses nothing that was delivered."""
+    path = tmp_path / "history.db"
+    child = python(CHECKPOINTING_CHILD, str(path))
+    assert child.stdout is not None
+    try:
+        deadline = time.monotonic() + WAIT
+        line = "delivered 0-0 0"
+        for line in child.stdout:
+            if int(line.split()[2]) >= 3 or time.monotonic() > deadline:
+                break
+        assert int(line.split()[2]) >= 3, "the WAL started over three times"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+    kept = stored(path)
+    assert [int(text) for *_, text in kept] == list(range(len(kept))), "a prefix, in order"
+    delivered = line.split()[1]
+    assert delivered in [f"{ms}-{seq}" for ms, seq, *_ in kept]
 
 
 def test_the_history_benchmark_runs() -> None:

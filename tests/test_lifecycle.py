@@ -13,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, wait_until
+from tests.support import BIN, ISOLATED, WAIT, Daemon, LineClient, free_port, join, wait_until
 
 
 def run_lanchatd(*args: str, state: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run lanchatd to its end, with a state directory of its own unless ``state`` is given."""
     with tempfile.TemporaryDirectory(prefix="lanchatd-state-") as own:
         return subprocess.run(
-            [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--log-format", "json", *args],
+            [
+                str(BIN / "lanchatd"),
+                "--host",
+                "127.0.0.1",
+                *ISOLATED,
+                *("--log-format", "json"),
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=WAIT,

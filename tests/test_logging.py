@@ -23,7 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BIN, WAIT, Daemon, LineClient, free_port, join, lanchatctl, wait_until
+from tests.support import (
+    BIN,
+    ISOLATED,
+    WAIT,
+    Daemon,
+    LineClient,
+    free_port,
+    join,
+    lanchatctl,
+    wait_until,
+)
 
 NO_FLOOD_CONTROL = "[limits]\nrate = 0\n"
 
@@ -109,7 +119,8 @@ def _logging_to_a_pipe(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes]
     log_r, log_w = os.pipe()
     process = subprocess.Popen(
         [
-            *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", "--log-format"),
+            *(str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", *ISOLATED),
+            "--log-format",
             *("json", "--admin-socket", str(tmp_path / "admin.sock"), "--config", str(config)),
             *("--history-on-join", "0"),  # as tests.support.Daemon: live lines only
         ],
@@ -204,7 +215,7 @@ def test_console_logs_on_a_terminal_honour_no_color(
     pid, terminal = pty.fork()
     if pid == 0:  # the child: lanchatd with the pty as its stderr
         env = {**os.environ, "NO_COLOR": no_color, "STATE_DIRECTORY": str(tmp_path)}
-        argv = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0"]
+        argv = [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", *ISOLATED]
         argv += ["--admin-socket", str(tmp_path / "admin.sock")]
         os.execve(argv[0], argv, env)
     shown = b""
@@ -257,6 +268,7 @@ def test_a_daemon_started_with_stderr_closed_serves_and_logs_into_no_socket(
         [
             *("sh", "-c", 'exec "$0" "$@" 2>&-', str(BIN / "lanchatd"), "--host", "127.0.0.1"),
             *("--port", str(port), "--admin-socket", str(tmp_path / "admin.sock")),
+            *ISOLATED,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

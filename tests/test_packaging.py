@@ -217,6 +217,7 @@ def test_client_and_daemon_are_split(debs: dict[str, Path]) -> None:
         "/lib/systemd/system/lanchatd.service",
         "/lib/systemd/system/lanchatd.socket",
         "/lib/systemd/system/lanchatd-admin.socket",
+        "/lib/systemd/system/lanchatd-web.socket",
         "/usr/bin/lanchatctl",
         "/usr/bin/lanchatd",
         "/usr/lib/sysusers.d/lanchatd.conf",
@@ -229,6 +230,12 @@ def test_client_and_daemon_are_split(debs: dict[str, Path]) -> None:
     assert not any(f.startswith(modules) for f in files["lanchat"] | files["lanchatd"])
     assert f"{modules}lanchatd/daemon/server.py" in files["python3-lanchat"]
     assert f"{modules}lanchatctl/cli.py" in files["python3-lanchat"]
+    # The chat page the daemon serves ships with the modules, file for file.
+    static = REPO / "lanchatd/daemon/web/static"
+    for page_file in static.rglob("*"):
+        if page_file.is_file():
+            shipped = f"{modules}lanchatd/daemon/web/static/{page_file.relative_to(static)}"
+            assert shipped in files["python3-lanchat"]
 
 
 def test_conffile_sets_nothing(debs: dict[str, Path], tmp_path: Path) -> None:

@@ -116,10 +116,30 @@ def test_client_replaces_invalid_bytes_instead_of_failing() -> None:
     assert client.receive_data(b"a\xffb\n") == [Line("a\ufffdb")]
 
 
-@pytest.mark.parametrize("framing", list(Framing))
-def test_encoding_per_framing(framing: Framing) -> None:
-    expected = b"hi\n" if framing is Framing.LINE else b"hi"
+@pytest.mark.parametrize(
+    ("framing", "expected"),
+    [(Framing.LINE, b"hi\n"), (Framing.CLASSIC, b"hi"), (Framing.WEB, b"\x81\x02hi")],
+)
+def test_encoding_per_framing(framing: Framing, expected: bytes) -> None:
     assert framing.encode("hi") == expected
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_web_frames_carry_their_length_as_rfc_6455_says(size: int) -> None:
+    """Unmasked final text frames: 7-bit length, then 126 + 16 bits, then 127 + 64 bits."""
+    data = Framing.WEB.encode("x" * size)
+    header = {0: b"\x81\x00", 125: b"\x81\x7d", 126: b"\x81\x7e\x00\x7e"}.get(size)
+    if size == 65535:
+        header = b"\x81\x7e\xff\xff"
+    if size == 65536:
+        header = b"\x81\x7f" + (65536).to_bytes(8, "big")
+    assert data == header + b"x" * size
+
+
+def test_web_encodes_a_round_as_one_frame_per_line_made_safe() -> None:
+    many = Framing.WEB.encode_safe_many(["a: hi", "b: \x1b[2J"])
+    assert many == Framing.WEB.encode("a: hi") + Framing.WEB.encode("b: ^[[2J")
+    assert Framing.WEB.encode_safe("b: \x1b[2J") == Framing.WEB.encode("b: ^[[2J")
 
 
 def test_each_framing_cuts_received_bytes_its_own_way() -> None:

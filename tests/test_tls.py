@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lanchatd.daemon.tls import TlsSession
-from tests.support import BIN, WAIT, Daemon, LineClient, join
+from tests.support import BIN, ISOLATED, WAIT, Daemon, LineClient, join
 from tests.tls_support import make_certificate
 
 
@@ -126,7 +126,7 @@ def test_reload_reads_a_renewed_certificate(
 )
 def test_bad_tls_settings_are_one_line_exit_2(args: list[str], message: str) -> None:
     result = subprocess.run(
-        [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", *args],
+        [str(BIN / "lanchatd"), "--host", "127.0.0.1", "--port", "0", *ISOLATED, *args],
         capture_output=True,
         text=True,
         timeout=WAIT,

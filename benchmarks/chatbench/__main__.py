@@ -87,6 +87,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="lanchatd configuration on top of the benchmark's (VALUE in TOML: "
                         '0, true, "text"); repeatable, e.g. --set limits.rate=0')  # fmt: skip
+    parser.add_argument("--web", action="store_true",
+                        help="lanchatd: half the clients (every other generator process) are "
+                        "browsers on its WebSocket port; compares their deliveries/s with "
+                        "the line clients' in the same run")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="run nothing: print the table of an earlier --json file")  # fmt: skip
@@ -135,7 +139,14 @@ def plans(args: argparse.Namespace) -> list[RunPlan]:
     for _ in range(args.repeat):
         for n, mode, stalled in matrix:
             for server in args.servers:
-                plan = RunPlan(server=server, mode=mode, clients=n, stalled=stalled, **common)
+                plan = RunPlan(
+                    server=server,
+                    mode=mode,
+                    clients=n,
+                    stalled=stalled,
+                    web=args.web and server == "lanchatd",
+                    **common,
+                )
                 plan.validate()
                 out.append(plan)
     return out

@@ -72,6 +72,8 @@ class WorkerSpec:
     epoch_ns: int
     join_timeout: float = 60.0
     connect_concurrency: int = 4
+    #: lanchatd's web port: this process's clients are browsers there (websocket.py).
+    web_port: int = 0
 
 
 class Client(asyncio.BufferedProtocol):
@@ -322,7 +324,11 @@ class Worker:
         self.spec = spec
         self.epoch_us = spec.epoch_ns // 1000
         self.loop = asyncio.get_running_loop()
-        self.clients = {cid: Client(self, cid) for cid in spec.clients}
+        # websocket.py builds on Client, so it is imported once this module is.
+        from benchmarks.chatbench.websocket import WebSocketClient  # noqa: PLC0415
+
+        kind = WebSocketClient if spec.web_port else Client
+        self.clients = {cid: kind(self, cid) for cid in spec.clients}
         self.stalled = [self.clients[c] for c in spec.stalled]
         self.readers = [c for c in self.clients.values() if c.cid not in spec.stalled]
         self.senders = [self.clients[s] for s in spec.senders if s in self.clients]
@@ -421,7 +427,8 @@ class Worker:
         async def open_one(client: Client) -> None:
             async with gate:
                 try:
-                    await self.loop.create_connection(lambda: client, spec.host, spec.port)
+                    port = spec.web_port or spec.port
+                    await self.loop.create_connection(lambda: client, spec.host, port)
                 except OSError as error:
                     self.failures.append(f"{client.nick.decode()}: connect: {error}")
                     self._check_joined()

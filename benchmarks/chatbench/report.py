@@ -43,6 +43,9 @@ MEDIAN_KEYS: Final = (
     "other_cpu_s",
     "softirq_s",
     "prefixes",
+    "web_deliveries_per_client_s",
+    "line_deliveries_per_client_s",
+    "web_ratio",
 )
 MAX_KEYS: Final = (
     "lost",
@@ -229,6 +232,14 @@ def side_by_side(rows: list[dict[str, Any]]) -> str:
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     """Lines under the table: stalled-reader ratios and anything that went wrong."""
     out = []
+    for row in rows:
+        if row.get("web_ratio") is not None:
+            out.append(
+                f"{row['server']} {row['mode']} N={row['clients']}: WebSocket clients received "
+                f"{_num(row['web_deliveries_per_client_s'], 'rate')} deliveries/s each, line "
+                f"clients {_num(row['line_deliveries_per_client_s'], 'rate')}: "
+                f"{row['web_ratio']:.2f}x (--web; the generator decodes frames in Python)"
+            )
     for row in rows:
         if row["stalled"] and row["stalled_ratio"] is not None:
             out.append(

@@ -20,6 +20,7 @@ import contextlib
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -70,6 +71,9 @@ class RunPlan:
     server_log: str | None = None
     #: Extra lanchatd configuration: (section, key, TOML value) from ``--set``.
     lanchatd_settings: tuple[tuple[str, str, str], ...] = ()
+    #: lanchatd only: the clients of every other generator process are browsers on the web
+    #: port (WebSocket), the rest line clients, in the same run (``--web``).
+    web: bool = False
 
     @property
     def label(self) -> str:
@@ -87,6 +91,8 @@ class RunPlan:
             raise ValueError("need 1 <= senders and senders + stalled <= clients")
         if self.clients - self.stalled < 2:
             raise ValueError("need at least 2 reading clients")
+        if self.web and (self.server != "lanchatd" or self.workers < 2):
+            raise ValueError("--web needs lanchatd and at least 2 generator processes")
         if self.warmup + self.duration + 2 > records.MAX_RUN_SECONDS:
             raise ValueError(f"warmup + duration must stay under {records.MAX_RUN_SECONDS - 2}s")
 
@@ -269,7 +275,7 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
             index=index,
             server=server.protocol(),
             host=HOST,
-            port=server.port,
+            port=server.ports[index % len(server.ports)],
             clients=group,
             senders=senders,
             observers=observers[index],
@@ -280,6 +286,7 @@ def _start_generators(plan: RunPlan, server: Server, generators: _Generators) ->
             epoch_ns=epoch_ns,
             join_timeout=plan.join_timeout,
             connect_concurrency=max(1, gate // len(groups)),
+            web_port=getattr(server, "web_port", 0) if plan.web and index % 2 else 0,
         )
         for index, group in enumerate(groups)
     ]
@@ -369,6 +376,24 @@ def _measure(plan: RunPlan, server: Server, generators: _Generators) -> dict[str
     }
 
 
+def _web_figures(plan: RunPlan, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """With ``--web``: deliveries/s per reading client, WebSocket (odd processes) and line."""
+    if not plan.web:
+        return {}
+    groups, _, stalled, _ = layout(plan)
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for index, (group, result) in enumerate(zip(groups, results, strict=True)):
+        readers = sum(1 for c in group if c not in stalled)
+        deliveries = Tally.from_dict(result["tally"]).window_deliveries
+        rates[index % 2 == 1].append(deliveries / readers / plan.duration)
+    web, line = statistics.mean(rates[True]), statistics.mean(rates[False])
+    return {
+        "web_deliveries_per_client_s": web,
+        "line_deliveries_per_client_s": line,
+        "web_ratio": web / line if line else None,
+    }
+
+
 def _figures(plan: RunPlan, raw: dict[str, Any]) -> dict[str, Any]:
     results = raw["results"]
     idle, loaded, after = raw["idle"], raw["loaded"], raw["after"]
@@ -439,6 +464,7 @@ def _figures(plan: RunPlan, raw: dict[str, Any]) -> dict[str, Any]:
         "other_cpu_s": raw["machine_tasks"] + raw["machine_irq"] - server_cpu - generator_cpu,
         "softirq_s": raw["machine_irq"],
         "generator_cpu_total_s": sum(r["cpu_total"] for r in results),
+        **_web_figures(plan, results),
         "latency_histogram": {
             "bins_per_octave": 128,
             "counts": {int(i): int(c) for i, c in enumerate(tally.histogram) if c},

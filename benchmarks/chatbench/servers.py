@@ -147,6 +147,11 @@ class Server:
         self.port = 0
 
     @property
+    def ports(self) -> list[int]:
+        """Where clients connect: generator process ``i`` uses ``ports[i % len(ports)]``."""
+        return [self.port]
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
@@ -271,6 +276,8 @@ class Lanchatd(Server):
         self._started.clear()
         self._tail.clear()
         self.port = 0
+        #: The web port (WebSocket clients), from its log.
+        self.web_port = 0
         config = self._dir / "lanchatd.toml"
         config.write_text(config_text)
         command = [
@@ -287,6 +294,8 @@ class Lanchatd(Server):
             "json",
             "--admin-socket",
             str(self._dir / "admin.sock"),
+            *("--web-host", HOST, "--web-port", "0"),
+            "--no-discovery",
         ]
         root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
@@ -325,6 +334,8 @@ class Lanchatd(Server):
                     self._tail.append(line)
                     with contextlib.suppress(ValueError):
                         event = json.loads(line)
+                        if event.get("event") == "web_started":  # logged just before
+                            self.web_port = int(event["port"])
                         if event.get("event") == "server_started":
                             self.port = int(event["port"])
                             self._started.set()
@@ -376,6 +387,73 @@ class LanchatdNoHistory(Lanchatd):
     @classmethod
     def protocol(cls) -> str:
         return Lanchatd.name
+
+
+class LanchatdCluster(Lanchatd):
+    """Two lanchatd nodes serving one room through a private ``redis-server`` (issue 17,
+    docs/cluster.md): the generator processes are spread over the nodes, so with
+    ``--workers 2`` and N clients each node serves N/2. CPU and memory are the three
+    processes' sum."""
+
+    name = "lanchatd-cluster"
+    variant = True
+    NODES: Final = 2
+
+    def __init__(
+        self, log_path: Path | None = None, settings: Iterable[tuple[str, str, str]] = ()
+    ) -> None:
+        super().__init__(log_path, settings)
+        self._given = list(settings)
+        self._log_path = log_path
+        self.nodes: list[Lanchatd] = []
+
+    @classmethod
+    def protocol(cls) -> str:
+        return Lanchatd.name
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def start(self) -> None:
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise ServerError("lanchatd-cluster needs redis-server (apt-get install it)")
+        self._start_on_free_port(
+            lambda port: [
+                redis,
+                "--port",
+                str(port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--dir",
+                str(self._dir),
+            ]
+        )
+        url = f'"redis://{HOST}:{self.port}/0"'
+        for index in range(self.NODES):
+            cluster = [("cluster", "redis", url), ("cluster", "node", f'"n{index}"')]
+            node = Lanchatd(self._log_path, [*self._given, *cluster])
+            self.nodes.append(node)
+            node.start()
+        self.dropped_keys = self.nodes[0].dropped_keys
+        self.port = self.nodes[0].port
+
+    def stats(self) -> ProcStats:
+        self.check_alive()
+        parts = [proc_stats(self.pid), *(node.stats() for node in self.nodes)]
+        return ProcStats(
+            sum(p.rss_bytes for p in parts),
+            sum(p.threads for p in parts),
+            sum(p.cpu_seconds for p in parts),
+        )
+
+    def stop(self, *, keep_dir: bool = False) -> None:
+        for node in self.nodes:
+            node.stop(keep_dir=keep_dir)
+        super().stop(keep_dir=keep_dir)
 
 
 class Ncat(Server):
@@ -511,6 +589,7 @@ class Ngircd(Server):
 SERVERS: Final[dict[str, type[Server]]] = {
     "lanchatd": Lanchatd,
     "lanchatd-nohistory": LanchatdNoHistory,
+    "lanchatd-cluster": LanchatdCluster,
     "ngircd": Ngircd,
     "naive": Naive,
     "ncat": Ncat,

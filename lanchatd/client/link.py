@@ -98,9 +98,16 @@ class Endpoint:
     host: str
     port: int
     tls: ssl.SSLContext | None = None
+    #: Other nodes serving the same room (``lanchat HOST1,HOST2``, docs/cluster.md), tried in
+    #: order whenever this one cannot be reached: a reconnect moves to a live node.
+    others: tuple[Endpoint, ...] = ()
 
     def __str__(self) -> str:
         return describe_address(self.host, self.port)
+
+    def candidates(self) -> tuple[Endpoint, ...]:
+        """This endpoint, then the other nodes of its room."""
+        return (self, *self.others)
 
     @property
     def verified(self) -> bool:
@@ -241,24 +248,38 @@ async def join(
     Raises :class:`ConnectError` when there is no joining at all (refused, unreachable,
     timed out, server full, not a lanchat server, a TLS failure).
     """
+    greeted = await _reach_any(endpoint, timeout)
     try:
         async with asyncio.timeout(timeout):
-            greeted = await _reach(endpoint)
             return await greeted.admit(nick, after)
     except TimeoutError:
-        raise _timed_out(endpoint) from None
+        raise _timed_out(greeted.endpoint) from None
 
 
 async def reach(endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT) -> Greeted:
     """Connect and wait for ``NICK``, to know at once whether a server answers; the nickname
     is given later with :meth:`Greeted.answer`. Raises :class:`ConnectError` as join does."""
-    try:
-        async with asyncio.timeout(timeout):
-            greeted = await _reach(endpoint)
-    except TimeoutError:
-        raise _timed_out(endpoint) from None
+    greeted = await _reach_any(endpoint, timeout)
     greeted.watch()
     return greeted
+
+
+async def _reach_any(endpoint: Endpoint, timeout: float) -> Greeted:
+    """The first of the endpoint's nodes that answers (each within ``timeout``); the last
+    one's error if none does."""
+    failure: ConnectError | None = None
+    for candidate in endpoint.candidates():
+        try:
+            async with asyncio.timeout(timeout):
+                return await _reach(candidate)
+        except TimeoutError:
+            failure = _timed_out(candidate)
+        except ConnectError as error:
+            if error.final:
+                raise
+            failure = error
+    assert failure is not None
+    raise failure
 
 
 class Greeted:

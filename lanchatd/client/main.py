@@ -86,6 +86,8 @@ def main(
     """Chat in the lanchat room served at HOST (or LANCHAT_HOST).
 
     HOST is a name or an address, and may carry the port: 192.168.1.2:5001, ::1, [::1]:5001.
+    Several nodes of one room, separated by commas (HOST1,HOST2), are tried in order: when
+    the one in use dies, lanchat moves to another and misses nothing.
     Without HOST, lanchat looks for servers on the local network for about 1.5 s (mDNS):
     it connects to the one it finds, or on a terminal lets you choose among several.
 
@@ -126,9 +128,9 @@ def main(
     if host is None:
         server = _discovered(tty)
         host, port, tls = server.address or "", server.port, tls or server.tls
-    else:
-        host, port = _host_and_port(host, port)
-    endpoint = Endpoint(host, port, _tls_settings(tls, cafile, insecure))
+    context = _tls_settings(tls, cafile, insecure)
+    first, *others = [Endpoint(*_host_and_port(part, port), context) for part in host.split(",")]
+    endpoint = Endpoint(first.host, first.port, context, tuple(others))
     try:
         if tty:
             renderer = Renderer(color=color_wanted())

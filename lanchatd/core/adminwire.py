@@ -37,6 +37,8 @@ class Code(enum.StrEnum):
     WATCH_OVERFLOW = "watch_overflow"
     HISTORY_OFF = "history_off"
     HISTORY_FAILED = "history_failed"
+    WEB_OFF = "web_off"
+    CLUSTER_UNAVAILABLE = "cluster_unavailable"
     INTERNAL_ERROR = "internal_error"
 
 

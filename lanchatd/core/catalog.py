@@ -70,6 +70,10 @@ _EN: Final = {
     "banned": "*** {nick} was banned by an administrator: {reason}",
     "notice": "*** Server notice: {text}",
     "no_reason": "no reason given",
+    "cluster_unavailable": "*** The room's server is unreachable; try again in a moment",
+    "cluster_not_sent": "*** Not sent: the room's server is unreachable: {text}",
+    "cluster_history_reset": "*** The room's history was reset (its server lost its data); "
+    "earlier messages are gone",
 }
 
 _ID: Final = {
@@ -127,6 +131,10 @@ _ID: Final = {
     "banned": "*** {nick} diblokir oleh administrator: {reason}",
     "notice": "*** Pengumuman server: {text}",
     "no_reason": "tanpa alasan",
+    "cluster_unavailable": "*** Server ruang obrolan tidak terjangkau; coba lagi sebentar lagi",
+    "cluster_not_sent": "*** Tidak terkirim: server ruang obrolan tidak terjangkau: {text}",
+    "cluster_history_reset": "*** Riwayat ruang obrolan diatur ulang (servernya kehilangan "
+    "datanya); pesan sebelumnya hilang",
 }
 
 CATALOGUES: Final = MappingProxyType({"en": MappingProxyType(_EN), "id": MappingProxyType(_ID)})

@@ -1,11 +1,12 @@
 """Byte framing for the chat wire: where one message ends and the next begins.
 
-Two framings exist because the original tutorial client never sends a newline: it writes one
-message per ``send`` and reads one message per ``recv``. Everyone else (netcat, telnet, our
-own client) speaks newline-terminated lines. A framing owns both directions: how a message
-is encoded (:meth:`Framing.encode_safe`) and how received bytes are cut into messages
-(:meth:`Framing.splitter`), so a further framing (WebSocket frames) is one more member with
-its own splitter, and the protocol objects stay as they are.
+Two byte-stream framings exist because the original tutorial client never sends a newline:
+it writes one message per ``send`` and reads one message per ``recv``. Everyone else (netcat,
+telnet, our own client) speaks newline-terminated lines. A framing owns both directions: how a
+message is encoded (:meth:`Framing.encode_safe`) and how received bytes are cut into messages
+(:meth:`Framing.splitter`). The third, WEB, sends each line as one WebSocket text frame
+(lanchatd.core.wsframe); what browsers send reaches the splitter as lines, one per frame,
+once the daemon's WebSocket layer has taken the frames apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import enum
 from typing import Final
 
 from lanchatd.core.text import sanitize, to_ascii
+from lanchatd.core.wsframe import text_frame
 
 
 class Framing(enum.Enum):
@@ -21,21 +23,27 @@ class Framing(enum.Enum):
 
     LINE = "line"
     CLASSIC = "classic"
+    WEB = "web"
 
     def encode(self, text: str) -> bytes:
         """Encode one outbound message in this framing, as it is."""
         data = text.encode()
+        if self is Framing.WEB:
+            return text_frame(data)
         return data + b"\n" if self is Framing.LINE else data
 
-    def encode_safe(self, text: str) -> bytes:
+    def encode_safe(self, text: str, tags: str = "") -> bytes:
         """Encode a line the server sends, made safe to show first (lanchatd.core.text).
 
         Every line the server sends may hold text someone else wrote. Classic mode is ASCII
         only: the original tutorial client decodes what it receives as ASCII and drops the
-        connection on any other byte.
+        connection on any other byte. ``tags`` (lanchatd.core.tags, the server's own) go in
+        front of the text, inside the line's frame; classic connections are never tagged.
         """
         if self is Framing.LINE:
-            return sanitize(text).encode() + b"\n"
+            return (tags + sanitize(text)).encode() + b"\n"
+        if self is Framing.WEB:
+            return text_frame((tags + sanitize(text)).encode())
         return to_ascii(text).encode("ascii")
 
     def encode_safe_many(self, texts: list[str]) -> bytes:
@@ -48,11 +56,13 @@ class Framing(enum.Enum):
             return b"".join(map(self.encode_safe, texts))
         if self is Framing.LINE:
             return ("\n".join(texts) + "\n").encode()
+        if self is Framing.WEB:
+            return b"".join([text_frame(text.encode()) for text in texts])
         return joined.encode()
 
     def splitter(self, limit: int) -> Splitter:
         """A fresh splitter of received bytes into this framing's messages."""
-        return LineSplitter(limit) if self is Framing.LINE else ClassicSplitter(limit)
+        return ClassicSplitter(limit) if self is Framing.CLASSIC else LineSplitter(limit)
 
 
 class _TooLong:

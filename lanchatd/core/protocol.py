@@ -180,11 +180,14 @@ class ServerConnection:
 
     __slots__ = ("_chunks", "_splitter", "framing", "state", "tagged")
 
-    def __init__(self, max_line_bytes: int) -> None:
+    def __init__(self, max_line_bytes: int, framing: Framing | None = None) -> None:
+        """``framing`` is given for a transport that frames messages itself (WebSocket): the
+        greeting and any refusal go out in it, and the reply (a line) opens it."""
         self.state = HandshakeState.AWAIT_NICK
-        self.framing: Framing | None = None
-        #: The client's first line was ``/cap``: every line it is sent carries tags.
-        self.tagged = False
+        self.framing = framing
+        #: The client's first line was ``/cap`` (a WebSocket always is): every line it is sent
+        #: carries tags.
+        self.tagged = framing is Framing.WEB
         #: Lines until a classic reply is seen; then the framing's own splitter.
         self._splitter: Splitter = LineSplitter(max_line_bytes)
         self._chunks: list[bytes] = []
@@ -210,11 +213,9 @@ class ServerConnection:
         negotiated ids tags each line with ``at``, the server's time (the caller's clock).
         """
         if isinstance(event, NickRequested):
-            return GREETING
-        data = (self.framing or Framing.LINE).encode_safe(event.text)
-        if self.tagged:
-            return format_tags(event_tags(None, at)).encode() + data
-        return data
+            return GREETING if self.framing is None else self.framing.encode(GREETING.decode())
+        tags = format_tags(event_tags(None, at)) if self.tagged else ""
+        return (self.framing or Framing.LINE).encode_safe(event.text, tags)
 
     def receive_data(self, data: bytes) -> list[ServerEvent]:
         """Feed bytes from one read (``b""`` at the end); return the events they complete."""
@@ -235,13 +236,14 @@ class ServerConnection:
                 break
             line, rest = joined[:newline], joined[newline + 1 :]
             if not is_cap(line.decode(errors="replace")):
-                return [*events, *self._open(NickReply(line, Framing.LINE), rest)]
+                framing = self.framing or Framing.LINE
+                return [*events, *self._open(NickReply(line, framing), rest)]
             cap = parse_cap(line.decode(errors="replace"))
             events.append(cap)
             self.tagged = self.tagged or cap.ids
             self._chunks = [rest] if rest else []
         if len(joined) > MAX_NICK_REPLY:
-            framing = Framing.LINE if self.tagged else Framing.CLASSIC
+            framing = self.framing or (Framing.LINE if self.tagged else Framing.CLASSIC)
             return [*events, *self._open(NickReply(joined, framing), b"")]
         # After /cap the nickname is a line, never classic: no grace timer for it.
         grace = joined and not self.tagged

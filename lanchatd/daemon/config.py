@@ -8,7 +8,9 @@ listens. The same loader serves start-up and SIGHUP reloads.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,11 +56,32 @@ class Settings:
     discovery: bool = True
     #: None: ``lanchat on HOSTNAME`` (core/announce.py).
     discovery_name: str | None = None
+    web: bool = True
+    web_host: str = "::"
+    web_port: int = 8080
+    web_allowed_origins: tuple[str, ...] = ()
+    cluster_redis: str | None = None
+    cluster_password_file: str | None = None
+    cluster_room: str = "lanchat"
+    cluster_node: str | None = None
 
 
 #: Settings that only take effect at start-up; a reload that changes them says so.
 RESTART_ONLY: Final = frozenset(
-    {"host", "port", "admin_socket", "admin_group", "tls_cert", "tls_key", "history", "discovery"}
+    {
+        "host",
+        "port",
+        "admin_socket",
+        "admin_group",
+        "tls_cert",
+        "tls_key",
+        "history",
+        "discovery",
+        "web",
+        "web_host",
+        "web_port",
+    }
+    | {"cluster_redis", "cluster_password_file", "cluster_room", "cluster_node"}
 )
 
 
@@ -132,6 +155,40 @@ def _boolean(value: Any) -> str | None:
     return None
 
 
+def _origins(value: Any) -> str | None:
+    """A list of origins as browsers send them: ``scheme://host[:port]``, nothing after."""
+    if not isinstance(value, list):
+        return f"expected a list of origins, got {_show(value)}"
+    for origin in value:
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            return f'expected origins like "http://chat.example.lan:8080", got {_show(origin)}'
+    return None
+
+
+_ORIGIN: Final = re.compile(r"(?:https?)://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _redis_url(value: Any) -> str | None:
+    """A redis:// or rediss:// URL without a password: that belongs in ``password_file``."""
+    if problem := _text(value):
+        return problem
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("redis", "rediss") or not rest:
+        return f"expected redis://HOST:PORT/DB or rediss://..., got {value!r}"
+    if "@" in rest.split("/", 1)[0]:
+        return "put the password in password_file, not in the URL"
+    return None
+
+
+def _key_name(value: Any) -> str | None:
+    """A room or node name: it becomes part of Redis key names and log fields."""
+    if problem := _text(value):
+        return problem
+    if len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        return f"use at most 64 letters, digits, '-', '_' or '.', got {value!r}"
+    return None
+
+
 def _show(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -176,6 +233,18 @@ SCHEMA: Final[Mapping[str, Mapping[str, Key]]] = {
         "enabled": Key("discovery", _boolean),
         "name": Key("discovery_name", _name),
     },
+    "web": {
+        "enabled": Key("web", _boolean),
+        "host": Key("web_host", _text),
+        "port": Key("web_port", _integer(0, 65535)),
+        "allowed_origins": Key("web_allowed_origins", _origins),
+    },
+    "cluster": {
+        "redis": Key("cluster_redis", _redis_url),
+        "password_file": Key("cluster_password_file", _text),
+        "room": Key("cluster_room", _key_name),
+        "node": Key("cluster_node", _key_name),
+    },
 }
 
 
@@ -211,7 +280,12 @@ def read_file(path: Path) -> dict[str, Any]:
             problem = key.check(value)
             if problem:
                 raise ConfigError(f"{path}: [{section}] {name}: {problem}")
-            values[key.field] = float(value) if key.field in _FLOATS else value
+            if isinstance(value, list):
+                values[key.field] = tuple(value)
+            else:
+                values[key.field] = float(value) if key.field in _FLOATS else value
+    if document.get("cluster") and "cluster_redis" not in values:
+        raise ConfigError(f"{path}: [cluster] redis: missing; the Redis server's URL is required")
     return values
 
 
@@ -236,7 +310,25 @@ def load(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         where = path if path is not None else "command line"
         raise ConfigError(f"{where}: [tls] cert and key must be given together")
+    if settings.cluster_redis is not None:
+        _check_cluster(path, settings)
     return settings
+
+
+def _check_cluster(path: Path | None, settings: Settings) -> None:
+    """What a node needs before it starts: the redis module and a readable password file."""
+    if importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            f"{path}: [cluster] needs the Python module redis (apt-get install python3-redis)"
+        )
+    if settings.cluster_password_file is not None:
+        try:
+            Path(settings.cluster_password_file).read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                f"{path}: [cluster] password_file: cannot read "
+                f"{settings.cluster_password_file}: {error.strerror}"
+            ) from None
 
 
 def changes(old: Settings, new: Settings) -> dict[str, tuple[Any, Any]]:

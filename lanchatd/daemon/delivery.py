@@ -113,10 +113,12 @@ class Delivery:
         ``entry`` is the history entry the line is (its id and time tag it for clients that
         negotiated ids); other lines are tagged with the time now.
         """
+        tags = ""
         for journal in self.journals.values():
             if journal.readers:
-                data = journal.framing.encode_safe(text)
-                journal.append(_tags(entry) + data if journal.tagged else data)
+                if journal.tagged:
+                    tags = tags or _tags(entry)
+                journal.append(journal.framing.encode_safe(text, tags if journal.tagged else ""))
                 self.lines_out += journal.readers
         self._wake_locked()
 
@@ -136,20 +138,23 @@ class Delivery:
                     encode = journal.framing.encode_safe
                     stamps: list[Entry | None] = [*entries] if entries else [None] * len(lines)
                     journal.append(
-                        b"".join(_tags(e) + encode(ln) for e, ln in zip(stamps, lines, strict=True))
+                        b"".join(encode(ln, _tags(e)) for e, ln in zip(stamps, lines, strict=True))
                     )
                 self.lines_out += journal.readers * len(lines)
         self._wake_locked()
 
-    def unicast_locked(self, peer: Peer, text: str, tags: bytes | None = None) -> None:
+    def unicast_locked(self, peer: Peer, text: str, tags: str | None = None) -> None:
         """Queue one line for ``peer`` only, after every broadcast queued so far; a tagged
         peer gets ``tags`` (a replayed entry's) or the time now."""
-        data = peer.framing.encode_safe(text)
         if peer.tagged:
-            data = (tags if tags is not None else _tags(None)) + data
+            tags = tags if tags is not None else _tags(None)
+        self.unicast_bytes_locked(peer, peer.framing.encode_safe(text, tags or ""))
+        self.lines_out += 1
+
+    def unicast_bytes_locked(self, peer: Peer, data: bytes) -> None:
+        """Queue bytes already in ``peer``'s framing (a WebSocket pong or close) likewise."""
         journal = self.journals[peer.framing, peer.tagged]
         self._changes.append((_UNICAST, peer, journal.end, memoryview(data)))
-        self.lines_out += 1
         self._wake_locked()
 
     def attach_locked(self, peer: Peer) -> None:
@@ -160,10 +165,15 @@ class Delivery:
         self._changes.append((_ATTACH, peer, journal.end, None))
         self._wake_locked()
 
-    def detach_locked(self, peer: Peer, *, graceful: bool) -> None:
-        """Stop delivering to ``peer``: after what is queued so far if graceful, else at once."""
+    def detach_locked(self, peer: Peer, *, graceful: bool, reason: str = "") -> None:
+        """Stop delivering to ``peer``: after what is queued so far if graceful, else at once.
+
+        A page is sent a close frame saying ``reason`` last.
+        """
         journal = self.journals[peer.framing, peer.tagged]
         journal.readers -= 1
+        if graceful and peer.web is not None:
+            self.unicast_bytes_locked(peer, peer.web.farewell(reason))
         self._changes.append((_DETACH if graceful else _ABORT, peer, journal.end, None))
         self._wake_locked()
 
@@ -318,9 +328,9 @@ class Delivery:
         peer.release()
 
 
-def _tags(entry: Entry | None) -> bytes:
+def _tags(entry: Entry | None) -> str:
     """The tag section of a live line for clients that negotiated ids: a room event's id
     and time, or the time now for any other line."""
     if entry is None:
-        return format_tags(event_tags(None, time.time())).encode()
-    return format_tags(event_tags(entry.id, entry.at)).encode()
+        return format_tags(event_tags(None, time.time()))
+    return format_tags(event_tags(entry.id, entry.at))

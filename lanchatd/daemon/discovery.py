@@ -42,17 +42,13 @@ STOP_TIMEOUT: Final = 3.0
 _STOP: Final = object()
 
 
-def web_page(settings: Settings) -> int | None:
-    """The hook for the web page (issue 15): its port to announce, or None while lanchatd
-    serves none. Return ``[web] port`` here when ``[web] enabled`` exists and is on."""
-    del settings
-    return None
-
-
-def announcement(settings: Settings, port: int, tls: bool) -> Announcement:
-    """What the settings say to announce for a chat port."""
+def announcement(
+    settings: Settings, port: int, tls: bool, web_port: int | None = None
+) -> Announcement:
+    """What the settings say to announce for a chat port, and the web page's port (as
+    bound: systemd's socket or a free one may differ from ``[web] port``) if it is served."""
     name = settings.discovery_name or default_name(socket.gethostname())
-    return Announcement(name, port, tls, settings.lang, web_page(settings))
+    return Announcement(name, port, tls, settings.lang, web_port)
 
 
 class Announcer:
@@ -143,7 +139,11 @@ class Announcer:
 
 
 def start(
-    settings: Settings, listeners: list[socket.socket], tls: bool, log: Logger
+    settings: Settings,
+    listeners: list[socket.socket],
+    tls: bool,
+    log: Logger,
+    web_port: int | None = None,
 ) -> Announcer | None:
     """Announce the first chat port on the addresses people can reach it at, if enabled.
 
@@ -156,7 +156,7 @@ def start(
         log.info("discovery_skipped", reason="listening on no LAN address")
         return None
     port = listeners[0].getsockname()[1]
-    return Announcer(announcement(settings, port, tls), addresses, log)
+    return Announcer(announcement(settings, port, tls, web_port), addresses, log)
 
 
 def _reason(error: Exception) -> str:

@@ -70,3 +70,10 @@ def ipv6_addresses() -> list[str]:
         hexes = [line.split()[0] for line in lines if line.strip()]
         return list(dict.fromkeys(str(ipaddress.IPv6Address(bytes.fromhex(h))) for h in hexes))
     return []
+
+
+def url(scheme: str, address: str, port: int) -> str:
+    """``scheme://address:port/``, an IPv6 address in brackets, the scheme's own port left out."""
+    host = f"[{address}]" if ":" in address else address
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"

@@ -38,6 +38,24 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
         )
 
 
+def _web_listeners(
+    settings: config.Settings, inherited: dict[str, list[socket.socket]]
+) -> tuple[socket.socket, ...]:
+    """The web port: passed by systemd (lanchatd-web.socket), else opened here if enabled.
+
+    Under socket activation the units own every port, so none is opened here; one passed
+    while ``[web] enabled`` is false is closed.
+    """
+    passed = inherited.get("web", [])
+    if not settings.web:
+        for listener in passed:
+            listener.close()
+        return ()
+    if inherited:
+        return tuple(passed)
+    return (open_listener(settings.web_host, settings.web_port),)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
@@ -66,6 +84,13 @@ def _warn_if_not_configured(settings: config.Settings, listeners: list[socket.so
 @click.option("--lang", type=click.Choice(LANGUAGES), help="Language of server messages. [id]")
 @click.option("--tls-cert", help="PEM certificate (chain): the chat port then speaks TLS.")
 @click.option("--tls-key", help="PEM private key for --tls-cert.")
+@click.option("--web-host", help="Address the web port listens on. [::]")
+@click.option(
+    "--web-port",
+    type=click.IntRange(0, 65535),
+    help="Web page and WebSocket port; 0 picks a free one. [8080]",
+)
+@click.option("--no-web", is_flag=True, default=None, help="Serve no web page ([web] enabled).")
 @click.option(
     "--history-on-join",
     type=click.IntRange(0, 500),
@@ -89,6 +114,9 @@ def main(
     tls_key: str | None,
     history_on_join: int | None,
     discovery: bool | None,
+    web_host: str | None,
+    web_port: int | None,
+    no_web: bool | None,
 ) -> None:
     """Run the lanchat daemon in the foreground.
 
@@ -106,6 +134,9 @@ def main(
         "tls_key": tls_key,
         "history_on_join": history_on_join,
         "discovery": discovery,
+        "web_host": web_host,
+        "web_port": web_port,
+        "web": False if no_web else None,
     }
     if config_path is None and paths.SYSTEM_CONFIG.exists():
         config_path = paths.SYSTEM_CONFIG
@@ -134,6 +165,7 @@ def main(
     try:
         inherited = systemd.listen_fds()
         listeners = inherited.get("chat") or [open_listener(settings.host, settings.port)]
+        web = _web_listeners(settings, inherited)
         passed_admin = inherited.get("admin")
         admin = (
             AdminListener.adopt(passed_admin[0])
@@ -145,7 +177,9 @@ def main(
     if inherited.get("chat"):
         _warn_if_not_configured(settings, listeners)
     try:
-        server = Server(settings, config_path, overrides, listeners, systemd.Notifier(), admin, tls)
+        server = Server(
+            settings, config_path, overrides, listeners, systemd.Notifier(), admin, tls, web
+        )
         status = server.run()
     except KeyboardInterrupt:
         status = 130

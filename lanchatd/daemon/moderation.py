@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lanchatd.core.catalog import Catalog
 from lanchatd.core.nicknames import nick_key
 from lanchatd.daemon.bans import Ban, BanStore, normalize_address, until_text
 from lanchatd.daemon.peer import Peer
@@ -38,15 +39,7 @@ class Moderation:
     def refusal(self, host: str) -> str | None:
         """The line that turns a new connection from ``host`` away, if it is banned."""
         ban = self.bans.match(host)
-        return None if ban is None else self._farewell(ban)
-
-    def _farewell(self, ban: Ban) -> str:
-        """What a banned client is told: the reason, and until when if the ban ends."""
-        catalog = self.room.catalog
-        reason = ban.reason or catalog("no_reason")
-        if ban.expires_at is None:
-            return catalog("banned_you", reason=reason)
-        return catalog("banned_you_until", until=until_text(ban.expires_at), reason=reason)
+        return None if ban is None else farewell(self.room.catalog, ban)
 
     def kick(self, nick: str, reason: str, admin_uid: int) -> tuple[Peer, str] | None:
         """Disconnect ``nick``; return it and the reason it was given. None if absent."""
@@ -72,10 +65,10 @@ class Moderation:
         now = time.time()
         ban = Ban(address, reason, now, None if duration is None else now + duration, admin_uid)
         save_error = self.bans.add(ban)
-        matching = [peer for peer in self.connections() if _host_is(peer.host, address)]
+        matching = [peer for peer in self.connections() if host_is(peer.host, address)]
         room = self.room
         expelled = room.expel_banned(
-            matching, reason or room.catalog("no_reason"), self._farewell(ban)
+            matching, reason or room.catalog("no_reason"), farewell(room.catalog, ban)
         )
         for connection in matching:
             if connection not in expelled:
@@ -96,7 +89,15 @@ class Moderation:
         return self.bans.list()
 
 
-def _host_is(host: str, address: str) -> bool:
+def farewell(catalog: Catalog, ban: Ban) -> str:
+    """What a banned client is told: the reason, and until when if the ban ends."""
+    reason = ban.reason or catalog("no_reason")
+    if ban.expires_at is None:
+        return catalog("banned_you", reason=reason)
+    return catalog("banned_you_until", until=until_text(ban.expires_at), reason=reason)
+
+
+def host_is(host: str, address: str) -> bool:
     try:
         return normalize_address(host) == address
     except ValueError:

@@ -19,6 +19,7 @@ import time
 from lanchatd.core.framing import Framing
 from lanchatd.daemon.logs import Logger
 from lanchatd.daemon.tls import TlsSession
+from lanchatd.daemon.web.websocket import WebSocket
 
 
 class Peer:
@@ -42,6 +43,7 @@ class Peer:
         "sock",
         "tagged",
         "tls",
+        "web",
     )
 
     def __init__(self, sock: socket.socket, host: str, port: int, log: Logger) -> None:
@@ -52,6 +54,9 @@ class Peer:
         self.connected_at = time.time()
         #: TLS state on a TLS port, set by the reader once the handshake is done.
         self.tls: TlsSession | None = None
+        #: A page's WebSocket on the web port, set by the reader once upgraded (then the
+        #: framing is WEB).
+        self.web: WebSocket | None = None
         self._lock = threading.Lock()
         self._refs = 1
         self._closed = False

@@ -30,7 +30,7 @@ from lanchatd.core.protocol import (
     ServerConnection,
     ServerEvent,
 )
-from lanchatd.core.tags import CapRequest, MessageId
+from lanchatd.core.tags import CapRequest, MessageId, event_tags, format_tags
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.ratelimit import TokenBucket
 from lanchatd.daemon.room import Room
@@ -57,14 +57,26 @@ _BATCH_LINES: Final = 256
 _PAUSE_STEP: Final = 0.25
 
 
+#: Runs on a connection to the web port after TLS, before ``NICK``: the HTTP exchange
+#: (lanchatd.daemon.web.http). Given the handshake deadline, it returns the lines the page
+#: already sent once upgraded to a WebSocket, or None when the connection is done.
+Upgrade = Callable[[Peer, float], bytes | None]
+
+
 def serve(
-    peer: Peer, room: Room, tls: ssl.SSLContext | None, on_join: Callable[[Peer], None]
+    peer: Peer,
+    room: Room,
+    tls: ssl.SSLContext | None,
+    on_join: Callable[[Peer], None],
+    upgrade: Upgrade | None = None,
 ) -> None:
     """Run a connection from accept to close (``on_join`` once it has joined); never raises."""
     try:
-        joined = _handshake(peer, room, tls)
-        if joined is None and peer.shed and (tls is None or peer.tls is not None):
-            _say_last(peer, Framing.LINE.encode_safe(room.catalog("handshake_shed")))
+        joined = _handshake(peer, room, tls, upgrade)
+        speaks = (tls is None or peer.tls is not None) and (upgrade is None or peer.web is not None)
+        if joined is None and peer.shed and speaks:
+            now = format_tags(event_tags(None, time.time())) if peer.web is not None else ""
+            _say_last(peer, peer.framing.encode_safe(room.catalog("handshake_shed"), now))
         if joined is not None:
             on_join(peer)
             connection, events = joined
@@ -80,26 +92,27 @@ def serve(
 
 
 def _handshake(
-    peer: Peer, room: Room, tls: ssl.SSLContext | None
+    peer: Peer, room: Room, tls: ssl.SSLContext | None, upgrade: Upgrade | None
 ) -> tuple[ServerConnection, list[ServerEvent]] | None:
     """Ask for a nickname and join; return the connection and events already received."""
     settings = room.settings
     sock = peer.sock
-    connection = ServerConnection(settings.max_line_bytes)
     deadline = time.monotonic() + settings.handshake_timeout
     grace_deadline = 0.0
     events: list[ServerEvent] = []
     after: MessageId | None = None
     told: list[str] = []
     try:
-        if tls is not None and not _start_tls(peer, room, tls, deadline):
+        opened = _open(peer, room, tls, upgrade, deadline)
+        if opened is None:
             return None
+        connection, pending = opened
         sock.settimeout(settings.handshake_timeout)
-        _send_direct(peer, connection.send(NickRequested()))
+        send_direct(peer, connection.send(NickRequested()))
         while not events:
             grace = connection.awaiting_grace
             remaining = (grace_deadline if grace else deadline) - time.monotonic()
-            data = _receive_within(peer, remaining)
+            data, pending = pending or receive_within(peer, remaining), b""
             if data is None and grace:
                 events = connection.grace_expired()
             elif data is None:
@@ -127,6 +140,7 @@ def _handshake(
         _refuse(peer, connection, room.catalog(error.key, limit=MAX_NICK_CHARS), error.key)
         return None
     peer.framing = reply.framing
+    peer.tagged = connection.tagged  # a page always is, with or without /cap
     sock.settimeout(None)
     refused = room.join(peer, nick, after)
     if refused:
@@ -138,6 +152,20 @@ def _handshake(
     for text in told:
         room.tell(peer, text)
     return connection, events
+
+
+def _open(
+    peer: Peer, room: Room, tls: ssl.SSLContext | None, upgrade: Upgrade | None, deadline: float
+) -> tuple[ServerConnection, bytes] | None:
+    """TLS, then the web port's HTTP exchange if any: the connection to ask for a nickname
+    on, and what a page already sent; None if the connection is done."""
+    if tls is not None and not _start_tls(peer, room, tls, deadline):
+        return None
+    pending = upgrade(peer, deadline) if upgrade is not None else b""
+    if pending is None:
+        return None
+    framing = Framing.WEB if peer.web is not None else None
+    return ServerConnection(room.settings.max_line_bytes, framing), pending
 
 
 def _negotiate(
@@ -165,7 +193,7 @@ def _start_tls(peer: Peer, room: Room, context: ssl.SSLContext, deadline: float)
         return False
     if first is None or first[0] != TLS_HANDSHAKE_BYTE:
         peer.log.info("tls_failed", error="plaintext client on the TLS port")
-        _send_direct(peer, Framing.LINE.encode(room.catalog("tls_required")))
+        send_direct(peer, Framing.LINE.encode(room.catalog("tls_required")))
         return False
     session = TlsSession(context, server_side=True)
     received = b""
@@ -196,19 +224,28 @@ def _recv_within(sock: socket.socket, seconds: float, flags: int = 0) -> bytes |
         return None
 
 
-def _receive_within(peer: Peer, seconds: float) -> bytes | None:
-    """Plaintext from the client (decrypted on a TLS port), or None after ``seconds``."""
+def receive_within(peer: Peer, seconds: float) -> bytes | None:
+    """Plaintext from the client (decrypted on a TLS port, taken out of WebSocket frames on
+    an upgraded web connection), or None after ``seconds``; b"" at the end."""
     deadline = time.monotonic() + seconds
     while True:
         data = _recv_within(peer.sock, deadline - time.monotonic())
-        if not data or peer.tls is None:
+        if not data:
             return data
-        plaintext = peer.tls.decrypt(data)
-        if plaintext or peer.tls.peer_closed:
-            return plaintext
+        ending = False
+        if peer.tls is not None:
+            data = peer.tls.decrypt(data)
+            ending = peer.tls.peer_closed
+        if peer.web is not None:
+            data = peer.web.receive(data)
+            if peer.web.replies:  # before joining, this thread still owns the socket
+                send_direct(peer, peer.web.take_replies())
+            ending = ending or peer.web.closed
+        if data or ending:
+            return data
 
 
-def _send_direct(peer: Peer, data: bytes) -> None:
+def send_direct(peer: Peer, data: bytes) -> None:
     """Write before the client has joined, while this thread still owns the socket."""
     peer.sock.sendall(peer.tls.encrypt(data) if peer.tls is not None else data)
 
@@ -220,10 +257,13 @@ def _refuse(peer: Peer, connection: ServerConnection, text: str, reason: str) ->
 
 
 def _say_last(peer: Peer, data: bytes) -> None:
-    """Send an unjoined client its last bytes before it is closed, if it takes them promptly."""
+    """Send an unjoined client its last bytes before it is closed, if it takes them promptly
+    (a page then gets a close frame)."""
+    if peer.web is not None:
+        data += peer.web.farewell("refused")
     try:
         peer.sock.settimeout(1.0)
-        _send_direct(peer, data)
+        send_direct(peer, data)
     except (OSError, TlsError):
         pass
 
@@ -234,7 +274,7 @@ def _read(peer: Peer, room: Room, connection: ServerConnection, events: list[Ser
     if not reader.handle(events):
         return
     recv = peer.sock.recv
-    tls = peer.tls
+    tls, web = peer.tls, peer.web
     while True:
         try:
             data = recv(_RECV_SIZE)
@@ -247,7 +287,12 @@ def _read(peer: Peer, room: Room, connection: ServerConnection, events: list[Ser
         if tls is not None:
             data = tls.decrypt(data)  # may be b"": a record can span reads
             ending = tls.peer_closed  # close_notify: the end of the stream, as EOF is
-        if not reader.feed(data) or ending:
+        if web is not None:
+            data = web.receive(data)  # b"" until a message is complete
+            if web.replies:
+                room.send_raw(peer, web.take_replies())
+            ending = ending or web.closed  # a close frame
+        if (data and not reader.feed(data)) or ending:
             return
 
 
@@ -290,6 +335,8 @@ class _Reader:
             self.settings = settings
             self.bucket.reconfigure(settings.rate, settings.burst)
             self.connection.max_line_bytes = settings.max_line_bytes
+            if self.peer.web is not None:
+                self.peer.web.limit = settings.max_line_bytes
 
     def handle(self, events: list[ServerEvent]) -> bool:
         """Act on parsed events; False once the client has left or asked to leave.

@@ -18,7 +18,7 @@ from lanchatd.core.tags import ORIGIN, MessageId, event_tags, format_tags
 from lanchatd.daemon.history import MAX_READ, Entry, History, Kind
 
 #: A line for one client and, for a client that negotiated ids, its tag section.
-Shown = tuple[str, bytes | None]
+Shown = tuple[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ def tagged_lines(entries: list[Entry], catalog: Catalog) -> list[Shown]:
     return [
         (
             event_line(entry, catalog),
-            format_tags(event_tags(entry.id, entry.at, history=True)).encode(),
+            format_tags(event_tags(entry.id, entry.at, history=True)),
         )
         for entry in entries
     ]
@@ -78,7 +78,7 @@ def missed_line(count: int, catalog: Catalog) -> Shown:
     """The one line a client resuming too late gets: how many events it missed."""
     tags = event_tags(None, time.time())
     tags["missed"] = str(count)
-    return catalog("history_missed", count=count), format_tags(tags).encode()
+    return catalog("history_missed", count=count), format_tags(tags)
 
 
 def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:

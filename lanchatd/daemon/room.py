@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lanchatd.core import commands
@@ -21,6 +22,7 @@ from lanchatd.core.lines import chat_prefix
 from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import MessageId
 from lanchatd.daemon import logs
+from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import Delivery
 from lanchatd.daemon.history import Entry, History, Kind
@@ -77,6 +79,27 @@ class Room:
         if self.history is not None:
             self.history.configure(settings.history_keep, settings.history_keep_days)
 
+    # Several nodes (docs/cluster.md): a single node has no other. ---------------------------
+
+    def cluster_stats(self) -> dict[str, Any] | None:
+        """This node's view of the room's nodes; None on a single node."""
+        return None
+
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        """This node's name and the members other nodes serve, as (nick, node); None alone."""
+        return None
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        """Have the node serving ``nick`` kick it; that node's name, None if nobody has it."""
+        return None
+
+    def purged(self, nick: str, since: float | None) -> None:
+        """After ``nick``'s words were purged from history here: the other nodes too."""
+
+    def ban_store(self, path: Path) -> BanStore:
+        """The ban list (with several nodes, one that every node shares)."""
+        return BanStore(path, self.log)
+
     def __len__(self) -> int:
         return len(self._members)
 
@@ -119,7 +142,6 @@ class Room:
 
     def say(self, peer: Peer, texts: list[str]) -> None:
         """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
-        prefix = chat_prefix(peer.nick)
         if all(map(str.isascii, texts)):  # a character a byte: no encoding to count them
             sizes = list(map(len, texts))
         else:
@@ -127,11 +149,7 @@ class Room:
         with self.lock:
             if peer.left:
                 return
-            entries = None
-            if (history := self.history) is not None:
-                entries = [history.append(Kind.MESSAGE, peer.nick, text) for text in texts]
-                self.delivery.recorded = entries[-1].id
-            self.delivery.broadcast_many_locked(prefix, texts, entries)
+            self._say_locked(peer, texts)
             self.stats.messages += len(texts)
             self.stats.bytes_in += sum(sizes)
             log_text = self.settings.log_message_text
@@ -139,6 +157,14 @@ class Room:
                 for text in texts:
                     self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
         logs.messages(peer.log, texts, sizes, log_text)
+
+    def _say_locked(self, peer: Peer, texts: list[str]) -> None:
+        """Hand chat lines to history and delivery (a cluster's room appends them instead)."""
+        entries = None
+        if (history := self.history) is not None:
+            entries = [history.append(Kind.MESSAGE, peer.nick, text) for text in texts]
+            self.delivery.recorded = entries[-1].id
+        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts, entries)
 
     def command(self, peer: Peer, command: commands.Command) -> bool:
         """Carry out a slash command; False when the client asked to leave."""
@@ -172,14 +198,14 @@ class Room:
         return True
 
     def _earlier(self, peer: Peer, after: MessageId | None) -> Earlier | None:
-        """What a line-mode newcomer is shown after the welcome: the last ``on_join`` events,
-        or for a client resuming ``after`` an id, everything since.
+        """What a line-mode (or web) newcomer is shown after the welcome: the last
+        ``on_join`` events, or for a client resuming ``after`` an id, everything since.
 
         Classic clients get none: the original tutorial client's first lines stay as they
         always were.
         """
         count = self.settings.history_on_join
-        if self.history is None or peer.framing is not Framing.LINE:
+        if self.history is None or peer.framing is Framing.CLASSIC:
             return None
         if after is not None and peer.tagged:
             return earlier(self.history, count, self.catalog, after=after)
@@ -200,7 +226,7 @@ class Room:
     def _show_history(self, peer: Peer, count: int) -> None:
         """``/history N``: read outside the lock (up to 500 rows), then queued to ``peer``."""
         catalog = self.catalog
-        lines: list[tuple[str, bytes | None]]
+        lines: list[tuple[str, str | None]]
         if self.history is None:
             lines = [(catalog("history_off"), None)]
         elif peer.tagged and (entries := self.history.last(count)):
@@ -244,6 +270,12 @@ class Room:
         with self.lock:
             if not peer.left:
                 self.delivery.unicast_locked(peer, text)
+
+    def send_raw(self, peer: Peer, data: bytes) -> None:
+        """Queue bytes already in ``peer``'s framing (a WebSocket pong), in order likewise."""
+        with self.lock:
+            if not peer.left:
+                self.delivery.unicast_bytes_locked(peer, data)
 
     def leave(self, peer: Peer, reason: str) -> bool:
         """Remove ``peer`` (idempotent); everyone left behind is told. True if it was here."""
@@ -336,16 +368,16 @@ class Room:
         delivery = self.delivery
         if farewell is not None:
             delivery.unicast_locked(peer, farewell)
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
             delivery.broadcast_locked(announcement, announced)
             entry = self._record_locked(Kind.LEAVE, peer.nick)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
         elif reason == "shutdown":
-            delivery.detach_locked(peer, graceful=True)
+            delivery.detach_locked(peer, graceful=True, reason=reason)
         else:
             entry = self._record_locked(Kind.LEAVE, peer.nick)
             delivery.broadcast_locked(self.catalog("left", nick=peer.nick), entry)
-            delivery.detach_locked(peer, graceful=reason in _GRACEFUL)
+            delivery.detach_locked(peer, graceful=reason in _GRACEFUL, reason=reason)
         if reason == "slow_consumer":
             self.stats.slow_consumer_drops += 1
         if self.watchers:

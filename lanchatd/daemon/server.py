@@ -11,6 +11,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import dataclasses
+import functools
 import os
 import selectors
 import signal
@@ -26,17 +27,18 @@ from lanchatd.core import paths
 from lanchatd.core.framing import Framing
 from lanchatd.daemon import config, discovery, interfaces, logs
 from lanchatd.daemon.admin import AdminListener, AdminServer, DaemonOperations
-from lanchatd.daemon.bans import BanStore
 from lanchatd.daemon.config import Settings
 from lanchatd.daemon.delivery import CLOSE_GRACE
 from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import Moderation
 from lanchatd.daemon.peer import Peer
-from lanchatd.daemon.reader import configure_socket, serve
+from lanchatd.daemon.reader import Upgrade, configure_socket, serve
 from lanchatd.daemon.refusals import RefusalLog
 from lanchatd.daemon.room import Room
 from lanchatd.daemon.systemd import Notifier
 from lanchatd.daemon.tls import TlsError, server_context
+from lanchatd.daemon.web import http
+from lanchatd.daemon.web.site import Site
 
 #: Reader threads block in recv and recurse little: a small stack keeps 1000+ of them cheap.
 THREAD_STACK_BYTES: Final = 512 * 1024
@@ -91,15 +93,22 @@ class Server:
         notifier: Notifier,
         admin: AdminListener | None = None,
         tls: ssl.SSLContext | None = None,
+        web_listeners: tuple[socket.socket, ...] = (),
     ) -> None:
+        """``web_listeners`` are the web port's (HTTP and WebSocket, lanchatd.daemon.web)."""
         self.settings = settings
         self._config_path = config_path
         self._overrides = overrides
-        self._listeners = listeners
+        self._listeners = [*web_listeners, *listeners]  # web_started is logged first
+        self._chat_listeners = listeners
+        self._web_listeners = frozenset(web_listeners)
+        #: The web port as bound (announced beside the chat port), if the page is served.
+        self._web_port: int | None = web_listeners[0].getsockname()[1] if web_listeners else None
+        self._site = Site.load(tls=tls is not None) if web_listeners else None
         self._notifier = notifier
         self._tls = tls
         self.log = logs.get_logger()
-        self.room = Room(settings, self.log, self._history(settings))
+        self.room = self._room(settings)
         self._connections: set[Peer] = set()
         self._connections_lock = threading.Lock()
         self._connections_changed = threading.Condition(self._connections_lock)
@@ -108,17 +117,34 @@ class Server:
         self._handshaking: dict[Peer, None] = {}
         self._refusals = RefusalLog(self.log)
         self._next_report = 0.0
-        bans = BanStore(paths.state_dir() / paths.BANS_FILE_NAME, self.log)
+        bans = self.room.ban_store(paths.state_dir() / paths.BANS_FILE_NAME)
         bans.load()
         self.moderation = Moderation(self.room, bans, self.peers)
         self.admin: AdminServer | None = None
         if admin is not None:
-            operations = DaemonOperations(self.room, self.moderation, self.request_reload)
+            operations = DaemonOperations(
+                self.room, self.moderation, self.request_reload, self._web_page
+            )
             self.admin = AdminServer(operations, admin, settings.admin_group, self.log)
         self._reloaded = threading.Condition()
         self._reload_count = 0
         self._reload_outcome: dict[str, Any] = {}
         self._announcer: discovery.Announcer | None = None
+
+    def _web_page(self) -> tuple[str, list[socket.socket]] | None:
+        """The web page's scheme and listeners (``lanchatctl url``); None when it is off."""
+        if not self._web_listeners:
+            return None
+        return ("https" if self._tls is not None else "http", list(self._web_listeners))
+
+    def _room(self, settings: Settings) -> Room:
+        """The room: this node's own, or one shared with other nodes (``[cluster]``)."""
+        if settings.cluster_redis is None:
+            return Room(settings, self.log, self._history(settings))
+        # Imported here: it imports redis, which a single node never loads.
+        from lanchatd.daemon.cluster.room import SharedRoom  # noqa: PLC0415
+
+        return SharedRoom(settings, self.log, self._history(settings))
 
     def _history(self, settings: Settings) -> History | None:
         """The room's history in the state directory, unless ``[history] enabled`` is off."""
@@ -149,9 +175,12 @@ class Server:
         for listener in self._listeners:
             host, port = listener.getsockname()[:2]
             addresses = interfaces.reachable(listener)
-            self.log.info("server_started", host=host, port=port, addresses=addresses)
+            if listener in self._web_listeners:
+                self.log.info("web_started", host=host, port=port, addresses=addresses)
+            else:
+                self.log.info("server_started", host=host, port=port, addresses=addresses)
         self._announcer = discovery.start(
-            self.settings, self._listeners, self._tls is not None, self.log
+            self.settings, self._chat_listeners, self._tls is not None, self.log, self._web_port
         )
         self._notifier.ready(self._status())
         try:
@@ -201,7 +230,9 @@ class Server:
 
     def _status(self) -> str:
         stats = self.room.stats
-        return f"{len(self.room)} clients, {stats.messages} messages relayed"
+        status = f"{len(self.room)} clients, {stats.messages} messages relayed"
+        cluster = self.room.cluster_stats()
+        return status if cluster is None else f"{status}; cluster {cluster['state']}"
 
     def _signals(self, wake: socket.socket) -> bool:
         """Handle pending signals; True when it is time to stop."""
@@ -230,7 +261,17 @@ class Server:
                 return
             host, port = client_address(address)
             refusal = self._refusal(host)
-            if refusal is not None:
+            upgrade: Upgrade | None = None
+            if listener in self._web_listeners:
+                # A browser is told why over HTTP or its WebSocket (web/http.py), not in a
+                # line it would not show; it keeps a handshake slot meanwhile.
+                assert self._site is not None
+                if refusal is not None:
+                    self._refusals.refused(host, port, refusal[0])
+                upgrade = functools.partial(
+                    http.exchange, room=self.room, site=self._site, refusal=refusal
+                )
+            elif refusal is not None:
                 self._turn_away(sock, host, port, *refusal)
                 continue
             configure_socket(sock, self.settings.keepalive)
@@ -247,7 +288,7 @@ class Server:
                 self._refusals.refused(shed.host, shed.port, "handshake_full")
             # The low-level start does not wait for the new thread to be scheduled, so a burst
             # of connections is accepted without one GIL hand-off per client.
-            _thread.start_new_thread(self._serve, (peer,))
+            _thread.start_new_thread(self._serve, (peer, upgrade))
 
     def _shed_locked(self) -> Peer | None:
         """The oldest connection still choosing a nickname, if there are too many.
@@ -311,9 +352,9 @@ class Server:
             self._reload_count += 1
             self._reloaded.notify_all()
 
-    def _serve(self, peer: Peer) -> None:
+    def _serve(self, peer: Peer, upgrade: Upgrade | None) -> None:
         try:
-            serve(peer, self.room, self._tls, self._joined)
+            serve(peer, self.room, self._tls, self._joined, upgrade)
         finally:
             with self._connections_changed:
                 self._connections.discard(peer)
@@ -344,8 +385,9 @@ class Server:
         self.settings = new
         self.room.reconfigure(new)
         if self._announcer is not None:
-            port = self._listeners[0].getsockname()[1]
-            self._announcer.update(discovery.announcement(new, port, self._tls is not None))
+            port = self._chat_listeners[0].getsockname()[1]
+            tls = self._tls is not None
+            self._announcer.update(discovery.announcement(new, port, tls, self._web_port))
         applied = {name: list(values) for name, values in changed.items() if name not in frozen}
         self.log.info("config_reloaded", changed=applied)
         self._reload_finished({"changed": applied, "needs_restart": frozen})

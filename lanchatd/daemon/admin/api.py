@@ -49,7 +49,21 @@ class Operations(Protocol):
         ...
 
     def notice(self, text: str, admin_uid: int) -> int:
-        """Tell every client ``text``; return how many it went to."""
+        """Tell every client ``text``; return how many it went to (-1: the cluster's Redis
+        could not be reached, nobody was told)."""
+        ...
+
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        """With several nodes: this node's name, the others' members as (nick, node)."""
+        ...
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        """With several nodes: kick ``nick`` on the node serving it; that node, or None."""
+        ...
+
+    def purged(self, nick: str, since: float | None) -> None:
+        """With several nodes: after a purge here, the stream and every node forget it too
+        (HistoryError if Redis cannot be reached)."""
         ...
 
     def stats(self, admin_connections: int) -> dict[str, Any]:
@@ -70,6 +84,11 @@ class Operations(Protocol):
 
     def history(self) -> History | None:
         """The room's history store; None when ``[history] enabled`` is off."""
+        ...
+
+    def web_page(self) -> dict[str, Any] | None:
+        """Where people open the web page: ``scheme``, ``port``, the ``addresses`` other
+        machines reach it at and their ``urls``; None when ``[web] enabled`` is off."""
         ...
 
 

@@ -34,6 +34,7 @@ TABLE: Final = {
             {"count": int, "since": (int, float), "nick": str},
         ),
         Command("purge", history_commands.purge, {"nick": str}, {"since": (int, float)}),
+        Command("url", daemon_commands.url),
     )
 }
 NAMES: Final = list(TABLE)

@@ -1,4 +1,5 @@
-"""Admin commands on the daemon itself: its counters, and reloading its configuration."""
+"""Admin commands on the daemon itself: its counters, where its web page is, and reloading
+its configuration."""
 
 from __future__ import annotations
 
@@ -13,6 +14,13 @@ RELOAD_TIMEOUT: Final = 10.0
 
 def stats(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
     return ops.stats(caller.admin_connections)
+
+
+def url(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    page = ops.web_page()
+    if page is None:
+        raise CommandError(Code.WEB_OFF, "the web page is turned off ([web] enabled = false)")
+    return page
 
 
 def reload(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:

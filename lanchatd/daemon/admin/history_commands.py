@@ -29,6 +29,7 @@ def purge(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, An
     assert nick is not None
     try:
         removed = _store(ops).purge(nick, since)
+        ops.purged(nick, since)
     except HistoryError as error:
         caller.log.error("history_purge_failed", nick=nick, error=str(error))
         raise CommandError(Code.HISTORY_FAILED, str(error)) from None

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lanchatd import __version__
-from lanchatd.daemon import logs
+from lanchatd.core.framing import Framing
+from lanchatd.daemon import interfaces, logs
 from lanchatd.daemon.admin.api import Watcher
 from lanchatd.daemon.bans import Ban, iso
 from lanchatd.daemon.history import History
 from lanchatd.daemon.moderation import BanOutcome, Moderation
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.room import Room
+
+#: The web page's scheme and listening sockets, or None when it is turned off.
+WebListeners = Callable[[], tuple[str, Sequence[socket.socket]] | None]
 
 
 class DaemonOperations:
@@ -24,10 +29,12 @@ class DaemonOperations:
         room: Room,
         moderation: Moderation,
         request_reload: Callable[[float], dict[str, Any] | None],
+        web_listeners: WebListeners = lambda: None,
     ) -> None:
         self._room = room
         self._moderation = moderation
         self._request_reload = request_reload
+        self._web_listeners = web_listeners
 
     def who(self) -> list[Peer]:
         return self._room.members()
@@ -50,6 +57,15 @@ class DaemonOperations:
     def notice(self, text: str, admin_uid: int) -> int:
         return self._room.notice(text, admin_uid)
 
+    def elsewhere(self) -> tuple[str, list[tuple[str, str]]] | None:
+        return self._room.elsewhere()
+
+    def purged(self, nick: str, since: float | None) -> None:
+        self._room.purged(nick, since)
+
+    def kick_elsewhere(self, nick: str, reason: str) -> str | None:
+        return self._room.kick_elsewhere(nick, reason or self._room.catalog("no_reason"))
+
     def stats(self, admin_connections: int) -> dict[str, Any]:
         room = self._room
         counters, delivery = room.stats, room.delivery
@@ -58,6 +74,7 @@ class DaemonOperations:
             "started_at": iso(counters.started),
             "uptime_s": round(time.time() - counters.started, 1),
             "clients": len(room),
+            "web_clients": sum(member.framing is Framing.WEB for member in room.members()),
             "peak_clients": counters.peak_clients,
             "connections": len(self._moderation.connections()),
             "messages_in": counters.messages,
@@ -71,6 +88,7 @@ class DaemonOperations:
             "watchers": len(room.watchers),
             "log_events_lost": logs.lost(),
             **self._history_stats(),
+            "cluster": room.cluster_stats(),
         }
 
     def _history_stats(self) -> dict[str, Any]:
@@ -99,3 +117,19 @@ class DaemonOperations:
 
     def history(self) -> History | None:
         return self._room.history
+
+    def web_page(self) -> dict[str, Any] | None:
+        found = self._web_listeners()
+        if found is None:
+            return None
+        scheme, listeners = found
+        port = listeners[0].getsockname()[1]
+        found_addresses = (a for listener in listeners for a in interfaces.reachable(listener))
+        addresses = list(dict.fromkeys(found_addresses))
+        return {
+            "scheme": scheme,
+            "port": port,
+            "listening": [listener.getsockname()[0] for listener in listeners],
+            "addresses": addresses,
+            "urls": [interfaces.url(scheme, address, port) for address in addresses],
+        }

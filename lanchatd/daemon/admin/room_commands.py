@@ -15,9 +15,13 @@ MAX_NOTICE_BYTES: Final = 2000
 
 def who(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
     now = time.monotonic()
+    cluster = ops.elsewhere()
+    here = {} if cluster is None else {"node": cluster[0]}
+    elsewhere = [] if cluster is None else cluster[1]
     return {
         "clients": [
             {
+                **here,
                 "nick": member.nick,
                 "host": member.host,
                 "port": member.port,
@@ -28,12 +32,21 @@ def who(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]
             }
             for member in ops.who()
         ]
+        + [dict.fromkeys(_ONLY_HERE) | {"nick": nick, "node": node} for nick, node in elsewhere]
     }
 
 
+#: What a node knows only of its own clients: null for members served by other nodes.
+_ONLY_HERE: Final = ("host", "port", "mode", "connected_at", "idle_s", "messages")
+
+
 def kick(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
-    kicked = ops.kick(args["nick"], reason(args.get("reason")), caller.uid)
+    why = reason(args.get("reason"))
+    kicked = ops.kick(args["nick"], why, caller.uid)
     if kicked is None:
+        node = ops.kick_elsewhere(args["nick"], why)
+        if node is not None:
+            return {"nick": args["nick"], "host": None, "port": None, "reason": why, "node": node}
         raise CommandError(Code.NO_SUCH_NICK, f"no such nickname: {args['nick']}")
     member, given = kicked
     return {"nick": member.nick, "host": member.host, "port": member.port, "reason": given}
@@ -46,7 +59,10 @@ def broadcast(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str
     check_text("text", text)
     if len(text.encode()) > MAX_NOTICE_BYTES:
         raise CommandError(Code.BAD_REQUEST, f"the notice is over {MAX_NOTICE_BYTES} bytes")
-    return {"recipients": ops.notice(text, caller.uid), "text": text}
+    recipients = ops.notice(text, caller.uid)
+    if recipients < 0:
+        raise CommandError(Code.CLUSTER_UNAVAILABLE, "the room's Redis cannot be reached")
+    return {"recipients": recipients, "text": text}
 
 
 def watch(ops: Operations, args: dict[str, Any], caller: Caller) -> dict[str, Any]:
