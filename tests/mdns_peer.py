@@ -6,6 +6,10 @@
 ``python -m tests.mdns_peer hostile ADDRESS``: announce lanchat services with hostile TXT
 records (control characters, bytes that are not UTF-8, values out of range, no fields at all,
 a record of several kilobytes), print ``ready``, and withdraw them when standard input closes.
+
+``python -m tests.mdns_peer redirect ADDRESS``: announce one lanchat service, from ADDRESS,
+whose address records point at the listener's own machine (loopback, unspecified, multicast),
+print ``ready``, and withdraw it when standard input closes.
 """
 
 from __future__ import annotations
@@ -47,6 +51,26 @@ def watch() -> None:
     zeroconf.close()
 
 
+#: Addresses that are never a LAN server's: connecting to them reaches the browsing machine.
+REDIRECT = ["127.0.0.1", "0.0.0.0", "224.0.0.251"]
+
+
+def redirect(address: str) -> None:
+    zeroconf = Zeroconf(interfaces=[address])
+    info = ServiceInfo(
+        SERVICE_TYPE,
+        f"sneaky.{SERVICE_TYPE}",
+        addresses=[socket.inet_aton(target) for target in REDIRECT],
+        port=22,
+        properties={b"room": b"sneaky"},
+        server="sneaky.local.",
+    )
+    zeroconf.register_service(info)
+    print("ready", flush=True)
+    sys.stdin.read()
+    zeroconf.close()
+
+
 def hostile(address: str) -> None:
     zeroconf = Zeroconf(interfaces=[address])
     for label, properties in HOSTILE.items():
@@ -67,5 +91,7 @@ def hostile(address: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "watch":
         watch()
+    elif sys.argv[1] == "redirect":
+        redirect(sys.argv[2])
     else:
         hostile(sys.argv[2])

@@ -90,6 +90,14 @@ def test_hostile_values_are_shown_harmlessly() -> None:
     assert server.addresses == ("10.0.0.1",)
 
 
+def test_addresses_that_reach_the_browsing_machine_itself_are_dropped() -> None:
+    announced = ["127.0.0.1", "0.0.0.0", "224.0.0.251", "255.255.255.255", "::1", "::"]
+    announced += ["ff02::fb", "::ffff:127.0.0.1", "192.168.1.2", "169.254.7.7", "2001:db8::2"]
+    server = found(f"x.{SERVICE_TYPE}", announced, 5001, {})
+    assert server.addresses == ("192.168.1.2", "169.254.7.7", "2001:db8::2")
+    assert found(f"x.{SERVICE_TYPE}", ["127.0.0.1"], 5001, {}).address is None
+
+
 def test_an_unsafe_path_becomes_the_root_of_the_web_page() -> None:
     server = found(f"a.{SERVICE_TYPE}", ["10.0.0.1"], 5001, {b"web": b"80", b"path": b'x"><'})
     assert server.web_url == "http://10.0.0.1:80/"

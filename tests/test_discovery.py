@@ -414,6 +414,26 @@ def test_hostile_txt_records_are_listed_harmlessly(lan: Lan) -> None:
     ]
 
 
+def test_a_neighbour_pointing_at_the_clients_own_machine_is_not_connected_to(lan: Lan) -> None:
+    peer = lan.start(lan.server, sys.executable, "-m", "tests.mdns_peer", "redirect", SERVER)
+    assert peer.line(time.monotonic() + FIND_WITHIN, "the redirecting peer") == "ready"
+    found = wait_until(lan.listed, FIND_WITHIN, "the redirecting service")
+    assert found == [
+        {
+            "name": "sneaky",
+            "addresses": [],
+            "port": 22,
+            "tls": False,
+            "lang": None,
+            "proto": None,
+            "web": None,
+        }
+    ]
+    result = lan.lanchat("--nick", "bob", stdin="hi\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith("lanchat: error: no lanchat server answered")
+
+
 def test_several_servers_on_a_terminal_are_offered_to_choose(lan: Lan, tmp_path: Path) -> None:
     one = lan.daemon('[discovery]\nname = "room one"\n', tmp_path / "one.toml")
     two = lan.daemon('[discovery]\nname = "room two"\n', tmp_path / "two.toml")

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -301,10 +302,95 @@ def test_a_corrupt_history_file_is_set_aside_with_one_error_and_chat_goes_on(
     assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
 
 
+def test_the_history_files_are_0640_or_tighter_even_when_found_world_readable(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    first = start_daemon("--lang", "en", state_dir=state)
+    before = first.chat("alice")
+    before.send("before")
+    before.expect("alice: before")
+    assert first.stop() == 0
+    (state / "history.db").chmod(0o644)  # say, restored from a backup with cp
+    (state / "history.db-wal").write_bytes(b"")
+    (state / "history.db-wal").chmod(0o666)
+    server = start_daemon("--lang", "en", state_dir=state)
+    alice = server.chat("alice")
+    alice.send("after")
+    alice.expect("alice: after")
+    modes = {path.name: path.stat().st_mode & 0o777 for path in state.glob("history.db*")}
+    assert set(modes) == {"history.db", "history.db-wal", "history.db-shm"}
+    assert {name: mode & ~0o640 for name, mode in modes.items()} == dict.fromkeys(modes, 0)
+    assert server.stop() == 0
+    assert stored(state)[-1] == ("message", "alice", "after", "")
+
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to run the daemon as another user",
+)
+
+
+@needs_root
+def test_a_history_file_the_daemon_may_not_read_is_set_aside_and_history_starts_empty(
+    start_daemon: Callable[..., Daemon], request: pytest.FixtureRequest
+) -> None:
+    # nobody cannot reach tmp_path (under root's 0700 pytest directory): its own in /tmp.
+    workdir = Path(tempfile.mkdtemp(prefix="lanchatd-test-"))
+    request.addfinalizer(lambda: shutil.rmtree(workdir))
+    state = workdir / "state"
+    state.mkdir()
+    for path in (workdir, state):
+        os.chown(path, NOBODY, NOBODY)
+    (state / "history.db").write_bytes(b"root's file")
+    (state / "history.db").chmod(0o600)
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    server = start_daemon("--lang", "en", workdir=workdir, command=[*as_nobody, str(LANCHATD)])
+    alice = server.chat("alice")
+    alice.send("still here")
+    alice.expect("alice: still here")
+    (corrupt,) = server.find("history_corrupt")
+    assert corrupt["path"] == str(state / "history.db")
+    assert Path(corrupt["moved_to"]).read_bytes() == b"root's file"
+    assert server.find("history_unavailable") == []
+    assert server.stop() == 0
+    assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
+
+
+def test_a_directory_in_place_of_the_history_file_is_set_aside_and_history_starts_empty(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    (state / "history.db").mkdir(parents=True)
+    (state / "history.db" / "keep.txt").write_text("kept")
+    server = start_daemon("--lang", "en", state_dir=state)
+    alice = server.chat("alice")
+    alice.send("still here")
+    alice.expect("alice: still here")
+    (corrupt,) = server.find("history_corrupt")
+    assert (Path(corrupt["moved_to"]) / "keep.txt").read_text() == "kept"
+    assert server.find("history_unavailable") == []
+    assert server.stop() == 0
+    assert stored(state) == [("join", "alice", "", ""), ("message", "alice", "still here", "")]
+
+
 needs_mount_namespace = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None,
     reason="needs root and unshare to mount the state directory read-only privately",
 )
+
+
+def read_only_daemon(start_daemon: Callable[..., Daemon], state: Path) -> Daemon:
+    """A daemon whose state directory (made here) is mounted read-only for it alone."""
+    state.mkdir()
+    read_only = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
+    return start_daemon(
+        "--lang",
+        "en",
+        state_dir=state,
+        command=[*UNSHARE, "sh", "-c", f'{read_only} && exec "$0" "$@"', str(LANCHATD)],
+    )
 
 
 @needs_mount_namespace
@@ -312,14 +398,7 @@ def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_
     start_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    state.mkdir()
-    read_only = f"mount --bind {state} {state} && mount -o remount,bind,ro {state}"
-    server = start_daemon(
-        "--lang",
-        "en",
-        state_dir=state,
-        command=[*UNSHARE, "sh", "-c", f'{read_only} && exec "$0" "$@"', str(LANCHATD)],
-    )
+    server = read_only_daemon(start_daemon, state)
     alice = server.chat("alice")
     alice.send("hi")
     alice.expect("alice: hi")
@@ -340,6 +419,22 @@ def test_a_read_only_state_directory_keeps_chat_and_history_going_with_failures_
     assert len(server.find("history_unavailable")) == 1
     assert server.stop() == 0
     assert not (state / "history.db").exists()
+
+
+@needs_mount_namespace
+def test_events_that_could_not_be_written_by_the_stop_are_logged_as_lost(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    server = read_only_daemon(start_daemon, state)
+    alice = server.chat("alice")
+    alice.send("hi")
+    alice.expect("alice: hi")
+    alice.close()
+    server.wait_event("client_left")
+    assert server.stop() == 0
+    (lost,) = server.find("history_lost")
+    assert (lost["level"], lost["path"], lost["count"]) == ("error", str(state / "history.db"), 3)
 
 
 def test_reload_applies_history_settings_but_enabled_waits_for_a_restart(

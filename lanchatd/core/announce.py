@@ -160,14 +160,28 @@ def _path(raw: object) -> str:
 
 
 def _addresses(candidates: Iterable[str]) -> list[str]:
+    """The announced addresses a LAN server can have: never one that reaches the browsing
+    machine itself or nobody (loopback, unspecified, multicast, reserved), which a neighbour
+    could announce to point ``lanchat`` at a local service."""
     kept: list[str] = []
     for candidate in candidates:
         try:
-            address = str(ipaddress.ip_address(candidate))
+            parsed = ipaddress.ip_address(candidate)
         except ValueError:
             continue
+        if not _on_the_lan(parsed):
+            continue
+        address = str(parsed)
         if address not in kept:
             kept.append(address)
         if len(kept) == SHOWN_ADDRESSES:
             break
     return kept
+
+
+def _on_the_lan(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (
+        address.is_loopback or address.is_unspecified or address.is_multicast or address.is_reserved
+    )

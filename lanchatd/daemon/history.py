@@ -46,6 +46,7 @@ import math
 import os
 import re
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -303,6 +304,10 @@ class History:
         with self._write_lock:
             self._commit()
             self._closed = True
+            unsaved = self.unsaved_count()
+            if unsaved:  # the file could not take them: say so, they end with the process
+                self.counters.lost += unsaved
+                self.log.error("history_lost", path=str(self.path), count=unsaved)
             if self._checkpointer is not None:
                 self._checkpointer.close()
             if self._db is not None:
@@ -443,13 +448,18 @@ class History:
         except _Damaged as error:
             self._set_aside(str(error))
         except OSError as error:
-            self._unavailable(error.strerror or str(error))
+            if _readable(self.path):
+                self._unavailable(error.strerror or str(error))
+            else:
+                self._set_aside(error.strerror or str(error))
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
         fresh = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         os.close(fd)
+        for suffix in ("", "-wal", "-shm"):  # SQLite gives -wal and -shm the file's mode
+            _tighten(self.path.with_name(self.path.name + suffix))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -834,6 +844,19 @@ def _merge(stored: Iterable[Entry], unsaved: list[Entry]) -> list[Entry]:
     return entries + [entry for entry in unsaved if entry.id > newest]
 
 
+def _tighten(path: Path) -> None:
+    """Mode 0640 or tighter for a history file found looser (say, restored with cp): the
+    room's conversation is not for every local user."""
+    with contextlib.suppress(FileNotFoundError, PermissionError):  # absent, or not ours
+        found = path.lstat()
+        mode = stat.S_IMODE(found.st_mode)
+        if stat.S_ISREG(found.st_mode) and mode & ~0o640:  # never through a symlink
+            path.chmod(mode & 0o640)
+
+
 def _readable(path: Path) -> bool:
-    """False for a file that exists but this process may not read and write."""
-    return not path.exists() or os.access(path, os.R_OK | os.W_OK)
+    """False for a file that exists but this process may not read and write, or that is a
+    directory: either way the file is no use and is set aside."""
+    if not path.exists():
+        return True
+    return not path.is_dir() and os.access(path, os.R_OK | os.W_OK)
