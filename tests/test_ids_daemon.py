@@ -194,3 +194,33 @@ def test_hostile_cap_lines_get_clear_errors_and_nothing_crashes(
     assert unknown.line() == "g3: still here"
     assert server.process.poll() is None
     assert not server.find("connection_error")
+
+
+def test_a_resume_bigger_than_the_send_buffer_gets_the_newest_after_one_line(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """A replay is queued at once; one past ``send_buffer_bytes`` would get the client dropped
+    as a slow consumer. It is cut to its newest entries after a line counting the rest, and
+    the client stays."""
+    config = "[limits]\nrate = 0\n[server]\nsend_buffer_bytes = 8192\n"
+    server = start_daemon("--lang", "en", config=config, state_dir=tmp_path / "s")
+    alice = tagged(server.port, "alice")
+    join, _ = read(alice, "Connected to the server!")
+    alice.close()
+    bob = server.chat("bob")
+    bob.send_bytes("".join(f"m{n} {'x' * 40}\n" for n in range(300)).encode())
+    bob.expect(f"bob: m299 {'x' * 40}")
+    back = tagged(server.port, "alice", f"/cap ids after={join.id}")
+    lines = read(back, "Connected to the server!")
+    back.send("hi")
+    lines += read(back, "alice: hi")
+    assert lines[2].missed is not None
+    assert not lines[2].history
+    left_out = lines[2].missed
+    assert lines[2].text == f"*** Missed too much to show it all: {left_out} older events left out"
+    replayed = [line.text for line in lines[3:-1]]
+    assert all(line.history for line in lines[3:-1])
+    every = ["alice left!", "bob joined!", *(f"bob: m{n} {'x' * 40}" for n in range(300))]
+    assert left_out > 0
+    assert replayed == every[left_out:]
+    assert len("".join(replayed)) < 4096

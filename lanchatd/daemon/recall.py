@@ -31,6 +31,7 @@ class Earlier:
     lines: list[Shown]
     tagged: bool = False
     after: MessageId | None = None
+    budget: int | None = None
 
 
 def earlier(
@@ -40,9 +41,14 @@ def earlier(
     *,
     tagged: bool = False,
     after: MessageId | None = None,
+    budget: int | None = None,
 ) -> Earlier:
     """Read and render the last ``count`` events (none at all: no lines, not even a frame),
     or for a resuming client every event after ``after`` (or the one "missed" line).
+
+    A resume replay is queued at once, and a client whose backlog passes
+    ``send_buffer_bytes`` is dropped: the replay keeps within ``budget`` bytes, its newest
+    entries, after one line saying how many older ones it leaves out.
 
     The room calls it before taking its lock, and again under the lock only if an event
     came meanwhile (``newest`` is no longer the history's newest), so a join storm does not
@@ -52,8 +58,10 @@ def earlier(
         newest = history.newest()  # read first: unchanged later means nothing came since
         replay = history.after(after)
         if replay.too_old:
-            return Earlier(count, newest, [missed_line(replay.missed, catalog)], True, after)
-        return Earlier(count, newest, tagged_lines(replay.entries, catalog), True, after)
+            resumed = [missed_line(replay.missed, catalog)]
+        else:
+            resumed = _within(tagged_lines(replay.entries, catalog), budget, catalog)
+        return Earlier(count, newest, resumed, True, after, budget)
     entries = history.last(count)
     newest = entries[-1].id if entries else ORIGIN
     if tagged:
@@ -74,11 +82,25 @@ def tagged_lines(entries: list[Entry], catalog: Catalog) -> list[Shown]:
     ]
 
 
-def missed_line(count: int, catalog: Catalog) -> Shown:
+def missed_line(count: int, catalog: Catalog, key: str = "history_missed") -> Shown:
     """The one line a client resuming too late gets: how many events it missed."""
     tags = event_tags(None, time.time())
     tags["missed"] = str(count)
-    return catalog("history_missed", count=count), format_tags(tags)
+    return catalog(key, count=count), format_tags(tags)
+
+
+def _within(lines: list[Shown], budget: int | None, catalog: Catalog) -> list[Shown]:
+    """The newest of ``lines`` that fit in ``budget`` bytes, after a ``missed`` line counting
+    the rest; all of them when they fit."""
+    if budget is None:
+        return lines
+    used = 0
+    for kept, (line, tags) in enumerate(reversed(lines)):
+        used += len(line.encode()) + len(tags or "") + 1
+        if used > budget:
+            left_out = len(lines) - kept
+            return [missed_line(left_out, catalog, "history_not_replayed"), *lines[-kept:]]
+    return lines
 
 
 def replay_lines(entries: list[Entry], catalog: Catalog) -> list[str]:

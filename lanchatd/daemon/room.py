@@ -218,7 +218,8 @@ class Room:
         if self.history is None or peer.framing is Framing.CLASSIC:
             return None
         if after is not None and peer.tagged:
-            return earlier(self.history, count, self.catalog, after=after)
+            budget = self.settings.send_buffer_bytes // 2
+            return earlier(self.history, count, self.catalog, after=after, budget=budget)
         if not count:
             return None
         return earlier(self.history, count, self.catalog, tagged=peer.tagged)
@@ -230,7 +231,12 @@ class Room:
         if shown is None or self.history is None or shown.newest == self.history.newest():
             return shown
         return earlier(
-            self.history, shown.count, self.catalog, tagged=shown.tagged, after=shown.after
+            self.history,
+            shown.count,
+            self.catalog,
+            tagged=shown.tagged,
+            after=shown.after,
+            budget=shown.budget,
         )
 
     def _show_history(self, peer: Peer, count: int) -> None:
