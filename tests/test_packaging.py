@@ -7,14 +7,17 @@ upgrades and purges the .debs under a booted systemd.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tomllib
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -244,3 +247,73 @@ def test_conffile_sets_nothing(debs: dict[str, Path], tmp_path: Path) -> None:
     # Every section is there to uncomment a setting under, and every setting is commented out.
     assert tomllib.loads(text) == {section: {} for section in config.SCHEMA}
     assert "# port = 5001\n" in text
+
+
+def man_page(debs: dict[str, Path], package: str, page: str, tmp_path: Path) -> str:
+    """The roff source of ``page`` (e.g. ``man8/lanchatd.8``) as ``package`` ships it."""
+    subprocess.run(["dpkg-deb", "-x", debs[package], tmp_path], check=True, timeout=60)
+    return gzip.decompress((tmp_path / f"usr/share/man/{page}.gz").read_bytes()).decode()
+
+
+def help_words(program: str) -> Counter[str]:
+    """The options and hyphenated words of a program's --help, with click's wrapping undone."""
+    text = subprocess.run(
+        [Path(sys.executable).with_name(program), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "80"},  # as packaging/make-manpages runs it
+    ).stdout
+    text = re.sub(r"(\w-)\n\s+", r"\1", text)
+    return Counter(re.findall(r"--\w[\w-]*|\w+(?:-\w+)+", text))
+
+
+@pytest.mark.parametrize(
+    ("package", "page", "program", "added"),
+    [
+        (
+            "lanchatd",
+            "man8/lanchatd.8",
+            "lanchatd",
+            {"--web-port", "--web-host", "--no-web", "--no-discovery", "--history-on-join"},
+        ),
+        ("lanchat", "man1/lanchat.1", "lanchat", {"--list", "--json"}),
+    ],
+)
+def test_man_pages_carry_every_option_and_hyphenated_word_of_the_help(
+    debs: dict[str, Path], tmp_path: Path, package: str, page: str, program: str, added: set[str]
+) -> None:
+    roff = man_page(debs, package, page, tmp_path)
+    words = help_words(program)
+    assert added <= set(words)
+    # help2man joins a word click broke at its hyphen ("DNS-" / "SD" became "DNSSD").
+    missing = sorted(w for w, n in words.items() if roff.count(w.replace("-", "\\-")) < n)
+    assert missing == []
+
+
+def test_lanchatd_page_names_the_state_it_keeps(debs: dict[str, Path], tmp_path: Path) -> None:
+    roff = man_page(debs, "lanchatd", "man8/lanchatd.8", tmp_path)
+    for path in ("/etc/lanchatd/lanchatd.toml", "/var/lib/lanchatd/bans.json"):
+        assert path in roff
+    assert "/var/lib/lanchatd/history.db" in roff
+
+
+def test_lanchatctl_page_has_every_command(debs: dict[str, Path], tmp_path: Path) -> None:
+    roff = man_page(debs, "lanchatd", "man8/lanchatctl.8", tmp_path)
+    lanchatctl = Path(sys.executable).with_name("lanchatctl")
+    listed = subprocess.run(
+        [lanchatctl, "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    commands = re.findall(r"^  ([a-z]+) ", listed.partition("Commands:")[2], re.MULTILINE)
+    assert {"url", "history", "purge", "who"} <= set(commands)
+    for command in commands:
+        assert f'.SS "lanchatctl {command}"' in roff
+
+
+def test_config_page_has_every_section_and_key(debs: dict[str, Path], tmp_path: Path) -> None:
+    roff = man_page(debs, "lanchatd", "man5/lanchatd.toml.5", tmp_path)
+    for section, keys in config.SCHEMA.items():
+        text = roff.partition(f'.SH "[{section}]"\n')[2].partition(".SH ")[0]
+        missing = [key for key in keys if f"\\fB{key}\\fR = " not in text]
+        assert missing == [], section

@@ -55,8 +55,8 @@ from lanchatd.core.announce import Found
     "--cafile",
     metavar="FILE",
     type=click.Path(exists=True, dir_okay=False),
-    help="With --tls: trust only the certificates in this PEM file (a private CA, or the "
-    "server's self-signed certificate) instead of the system's.",
+    help="With --tls: trust only the certificates in this PEM file (the server's own "
+    "self-signed certificate, or a private CA) instead of the system's.",
 )
 @click.option(
     "--insecure",

@@ -99,7 +99,7 @@ def _web_listeners(
 @click.option(
     "--discovery/--no-discovery",
     default=None,
-    help="Announce the room on the LAN with mDNS/DNS-SD (UDP 5353). [on]",
+    help="Announce the room on the LAN (mDNS/DNS-SD, UDP port 5353). [on]",
 )
 @click.version_option(__version__, "-V", "--version", prog_name="lanchatd")
 def main(
