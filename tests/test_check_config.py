@@ -163,3 +163,36 @@ def test_good_web_settings_pass(tmp_path: Path) -> None:
         'allowed_origins = ["https://chat.example.lan", "http://[fd00::2]:8080"]\n'
     )
     assert lanchatd("-t", "--config", str(path)).returncode == 0
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_chat_port_that_is_also_the_web_port_is_a_config_error(
+    tmp_path: Path, check: bool
+) -> None:
+    """``lanchatd --port 8080`` (the web page's default port) used to pass -t, then fail to
+    start with "Address already in use" though nothing else held the port."""
+    path = tmp_path / "lanchatd.toml"
+    path.write_text('[server]\nhost = "127.0.0.1"\n[web]\nhost = "::"\n')
+    flags = ["--admin-socket", str(tmp_path / "admin.sock"), "--no-discovery"]
+    env = {"STATE_DIRECTORY": str(tmp_path / "state")}
+    result = lanchatd(
+        *(["-t"] if check else flags), "--config", str(path), "--port", "8080", env=env
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"lanchatd: error: {path}: [web] port: 8080 is the chat port too ([server] port); "
+        "give the web page a port of its own, or turn it off (--no-web)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--port", "8080", "--no-web"],
+        ["--port", "8080", "--web-port", "8081"],
+        ["--host", "127.0.0.1", "--web-host", "127.0.0.2", "--port", "8080"],
+        ["--port", "0", "--web-port", "0"],
+    ],
+)
+def test_a_chat_port_apart_from_the_web_port_passes(flags: list[str]) -> None:
+    assert lanchatd("-t", *flags).returncode == 0

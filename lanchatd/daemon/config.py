@@ -310,9 +310,27 @@ def load(path: Path | None, overrides: Mapping[str, Any]) -> Settings:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         where = path if path is not None else "command line"
         raise ConfigError(f"{where}: [tls] cert and key must be given together")
+    if settings.web and settings.port and settings.port == settings.web_port:
+        _check_ports_apart(path, settings)
     if settings.cluster_redis is not None:
         _check_cluster(path, settings)
     return settings
+
+
+#: Listen addresses that take a port on every address (of their family, or of both for ``::``).
+_WILDCARDS: Final = frozenset({"::", "0.0.0.0"})
+
+
+def _check_ports_apart(path: Path | None, settings: Settings) -> None:
+    """The chat port and the web port on one address: the start would fail as if another
+    program held the port (``--port 8080`` is the web page's default)."""
+    hosts = {settings.host, settings.web_host}
+    if len(hosts) == 1 or hosts & _WILDCARDS:
+        where = path if path is not None else "command line"
+        raise ConfigError(
+            f"{where}: [web] port: {settings.port} is the chat port too ([server] port); "
+            "give the web page a port of its own, or turn it off (--no-web)"
+        )
 
 
 def _check_cluster(path: Path | None, settings: Settings) -> None:
