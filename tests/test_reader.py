@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from lanchatd.daemon.reader import KERNEL_BUFFER
 from tests.support import Daemon, LineClient, join, lanchatctl
 from tests.test_faults import daemon_send_buffer
+from tests.web_helpers import WebClient, web_join
 
 #: How soon a departed client's slot and nickname must be free again.
 RELEASE = 1.0
@@ -48,16 +51,30 @@ def _rejoin(server: Daemon, nick: str, clients: list, since: float, source: str 
 
 
 def _flooded(
-    start_daemon, clients: list, lines: int, config: str = SLOW, watcher_source: str = ""
-) -> tuple[Daemon, LineClient, LineClient]:
-    """A daemon, a watcher and a client that sent ``lines`` lines at once and is now paused."""
+    start_daemon,
+    clients: list,
+    lines: int,
+    config: str = SLOW,
+    watcher_source: str = "",
+    *,
+    page: bool = False,
+) -> tuple[Daemon, LineClient, LineClient | WebClient]:
+    """A daemon, a watcher and a client that sent ``lines`` lines at once and is now paused
+    (with ``page``, a web page that sent them as frames)."""
     server = start_daemon(config=config)
     watcher = LineClient(server.port, "watcher", source=watcher_source)
     watcher.expect("Terkoneksi dengan Server!")  # joined before the flooder
-    flooder = join(server.port, "flooder")
-    clients += [watcher, flooder]
+    clients.append(watcher)
+    if page:
+        flooder: LineClient | WebClient = web_join(server.web_port, "flooder")
+        clients.append(flooder.sock)
+        for i in range(lines):
+            flooder.send(f"flood {i}")
+    else:
+        flooder = join(server.port, "flooder")
+        clients.append(flooder)
+        flooder.send_bytes(b"".join(b"flood %d\n" % i for i in range(lines)))
     watcher.expect("flooder Bergabung!")
-    flooder.send_bytes(b"".join(b"flood %d\n" % i for i in range(lines)))
     server.wait_event("flood_throttled", nick="flooder")
     return server, watcher, flooder
 
@@ -84,14 +101,18 @@ def test_blank_lines_cost_nothing_and_a_ghost_leaves_at_once(
     assert watcher.expect("ghost Bergabung!") == ["ghost: still me", "ghost Keluar!"]
 
 
-def test_paused_flooder_that_disconnects_frees_its_slot(start_daemon, clients, figures) -> None:
-    server, watcher, flooder = _flooded(start_daemon, clients, 400)
+@pytest.mark.parametrize("page", [False, True], ids=["line", "page"])
+def test_paused_flooder_that_disconnects_frees_its_slot(
+    start_daemon, clients, figures, page: bool
+) -> None:
+    server, watcher, flooder = _flooded(start_daemon, clients, 400, page=page)
     closed = time.monotonic()
-    flooder.close()
+    flooder.sock.close()
     assert _gone_within(server, "flooder", closed) < RELEASE
+    back = _page_back_within if page else _rejoin
     figures(
-        "paused flooder that disconnects: slot free again after "
-        + _rejoin(server, "flooder", clients, closed)
+        f"paused flooder{' page' if page else ''} that disconnects: slot free again after "
+        + back(server, "flooder", clients, closed)
     )
     seen = watcher.expect("flooder Bergabung!")
     assert seen[:2] == ["flooder: flood 0", "flooder: flood 1"]
@@ -126,6 +147,48 @@ def test_paused_flooder_that_is_banned_frees_its_slot(start_daemon, clients, fig
     figures(
         "paused flooder banned: its place free again after "
         + _rejoin(server, "flooder", clients, banned, source="127.0.0.3")
+    )
+
+
+def _page_back_within(server: Daemon, nick: str, clients: list, since: float) -> str:
+    """A page joins as ``nick`` again within RELEASE of ``since``; how long that took.
+
+    As in ``_rejoin``, a refusal (the slot or the nickname not yet free) is retried until then.
+    """
+    while True:
+        try:
+            page = WebClient(server.web_port, nick)
+            clients.append(page.sock)
+            joined = page.text() == f"{nick} Bergabung!"
+        except (AssertionError, ConnectionError):  # turned away where NICK or the join was due
+            joined = False
+        if joined:
+            return f"{(time.monotonic() - since) * 1000:.0f} ms"
+        assert time.monotonic() - since < RELEASE, "the page's nickname was not free in time"
+        time.sleep(0.02)
+
+
+def test_a_page_ghost_leaves_at_once(start_daemon, clients, figures) -> None:
+    """Issue 10's ghost through the web port: empty frames cost nothing, and a page that
+    sent a burst of them and closed is gone at once."""
+    server = start_daemon(config="[limits]\nrate = 10\nburst = 20\nper_address = 2\n")
+    watcher = join(server.port, "watcher")
+    clients.append(watcher)
+    page = web_join(server.web_port, "ghost")
+    clients.append(page.sock)
+    watcher.expect("ghost Bergabung!")
+    empty = b"\x81\x80\0\0\0\0"  # a masked text frame with nothing in it
+    page.sock.sendall(empty * 10_000)
+    page.send("still me")
+    assert watcher.expect("ghost: still me", timeout=RELEASE) == []
+    page.sock.sendall(empty * 10_000)
+    closed = time.monotonic()
+    page.sock.close()
+    assert _gone_within(server, "ghost", closed) < RELEASE
+    assert server.find("flood_throttled") == []
+    figures(
+        "page ghost (10,000 empty frames, 60 KB, then close): nickname free again after "
+        + _page_back_within(server, "ghost", clients, closed)
     )
 
 
