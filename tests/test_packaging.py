@@ -229,6 +229,9 @@ def test_client_and_daemon_are_split(debs: dict[str, Path]) -> None:
         "/usr/share/man/man8/lanchatctl.8.gz",
         "/usr/share/man/man8/lanchatd.8.gz",
     }
+    # The client's README sends its users to docs/protocol.md and docs/discovery.md.
+    for doc in ("README.md", "protocol.md", "discovery.md"):
+        assert f"/usr/share/doc/lanchat/{doc}.gz" in files["lanchat"]
     # The code is in one package only.
     assert not any(f.startswith(modules) for f in files["lanchat"] | files["lanchatd"])
     assert f"{modules}lanchatd/daemon/server.py" in files["python3-lanchat"]
