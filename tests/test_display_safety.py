@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support import WAIT, Daemon, TutorialClient, lanchatctl
+from tests.web_helpers import WebClient, web_join
 
 #: What a hostile user sends, and how everyone else must see it.
 ATTACKS = [
@@ -164,6 +165,49 @@ def test_look_alike_and_invisible_nicknames_are_refused_and_kick_hits_only_alice
     assert admin_daemon.ctl("kick", "alice").returncode == 0
     assert alice.expect_start("*** Anda").startswith("*** Anda dikeluarkan oleh administrator")
     assert online() == ["José", "user1 pc"]
+
+
+def test_history_pages_and_lanchatctl_history_show_the_same_escapes(
+    start_daemon: Any, clients: list
+) -> None:
+    """What was said before someone came, or from a web page, is escaped like live chat: in
+    the on-join history, /history, a page's replay and lanchatctl history."""
+    server = start_daemon("--history-on-join", "20")
+    mallory = server.chat("mallory")
+    page = web_join(server.web_port, "phone")
+    clients += [mallory, page.sock]
+    said = [f"mallory: {HOSTILE_SHOWN}", f"phone: {HOSTILE_SHOWN}"]
+    mallory.expect("phone Bergabung!")
+    mallory.send(HOSTILE)
+    mallory.expect(said[0])
+    page.send(HOSTILE)
+    mallory.expect(said[1])
+
+    newcomer = server.chat("newcomer")  # has read its join line and the welcome
+    clients.append(newcomer)
+    replayed = newcomer.expect("*** Akhir riwayat")
+    newcomer.send("/history 5")
+    asked = newcomer.expect("*** Akhir riwayat")
+    for block in (replayed, asked):
+        entries = [line.split("] ", 1)[1] for line in block[1:]]  # after "*** [HH:MM] "
+        assert [entry for entry in entries if entry.startswith(("mallory:", "phone:"))] == said
+
+    late = WebClient(server.web_port, "late")
+    clients.append(late.sock)
+    assert late.text() == "late Bergabung!"
+    mallory.send("done")
+    frames = []
+    while (frame := late.tagged())[1] != "mallory: done":
+        frames.append(frame)
+    replay = [text for tags, text in frames if "history" in tags]
+    assert [text for text in replay if text.startswith(("mallory:", "phone:"))] == said
+
+    history = server.ctl("history", "-n", "10")
+    assert history.returncode == 0, history.stderr
+    assert history.stdout.count(HOSTILE_SHOWN) == 2
+    outputs = [*replayed, *asked, *(text for _, text in frames), history.stdout]
+    for output in outputs:
+        assert not set(output) & {"\x1b", "\x07", "\u202e", "\u200b"}, output
 
 
 # lanchatctl against a fake daemon -----------------------------------------------------------
