@@ -214,6 +214,11 @@ def test_history_pages_and_lanchatctl_history_show_the_same_escapes(
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\u202eevil\u200b"
 HOSTILE_SHOWN = "^[]0;pwned^G^[[2J<U+202E>evil<U+200B>"
+#: The numbers ``lanchatctl stats`` reads from the daemon's answer.
+STATS_COUNTERS = (
+    "uptime_s", "clients", "peak_clients", "web_clients", "messages_in", "messages_out",
+    "bytes_in", "bytes_out", "slow_consumer_drops", "kicks", "bans", "log_events_lost",
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -267,13 +272,26 @@ def test_lanchatctl_shows_every_field_from_the_daemon_escaped(
         "connected_at": HOSTILE,
         "idle_s": 0,
         "messages": HOSTILE,
+        "node": HOSTILE,  # another node's name, as Redis holds it
     }
     answers["who"] = {"ok": True, "result": {"clients": [client]}}
     who = lanchatctl("--socket", str(path), "who")
     assert who.returncode == 0, who.stderr
     row = who.stdout.splitlines()[1].split()
     assert row[:5] == [HOSTILE_SHOWN] * 5
-    assert row[-1] == HOSTILE_SHOWN
+    assert row[-2:] == [HOSTILE_SHOWN] * 2
+
+    counters = dict.fromkeys(STATS_COUNTERS, 0)
+    node = {"node": HOSTILE, "clients": 1}
+    cluster = {"node": HOSTILE, "state": HOSTILE, "nodes": [node], "total_clients": 1}
+    stats_answer = {**counters, "version": HOSTILE, "started_at": HOSTILE, "cluster": cluster}
+    answers["stats"] = {"ok": True, "result": stats_answer}
+    stats = lanchatctl("--socket", str(path), "stats")
+    assert stats.returncode == 0, stats.stderr
+    assert stats.stdout.splitlines()[-1].split() == [
+        "cluster", "node", HOSTILE_SHOWN, f"{HOSTILE_SHOWN};", HOSTILE_SHOWN, "1", "clients;",
+        "1", "in", "all",
+    ]  # fmt: skip
 
     answers["kick"] = {"ok": False, "error": {"code": "no_such_nick", "message": HOSTILE}}
     kick = lanchatctl("--socket", str(path), "kick", "alice")
@@ -298,5 +316,6 @@ def test_lanchatctl_shows_every_field_from_the_daemon_escaped(
     )
     assert completion.stdout == f"plain,{HOSTILE_SHOWN}\n"
 
-    for output in (who.stdout, kick.stderr, watch.stdout, watch.stderr, completion.stdout):
+    outputs = (who.stdout, stats.stdout, kick.stderr, watch.stdout, watch.stderr, completion.stdout)
+    for output in outputs:
         assert not set(output) & {"\x1b", "\x07", "\u202e", "\u200b"}, output
