@@ -4,11 +4,8 @@ Run ``python -m benchmarks.roundbench`` (``--help`` for the sizes). At N = 1000 
 mode each round carries one line, so the round's length is how much later the last client
 gets it than the first: chatbench's p99 at N = 1000 is mostly this. Real loopback TCP
 connections (TCP_NODELAY, as the daemon sets), read by a separate process with epoll as the
-benchmark's generator reads them. Three kinds of round take turns: ``outbox_flush`` (every
-outbox flushed by one thread), ``split_flush`` (the daemon's ``Senders``: half of them on a
-helper thread, on machines with two CPUs or more) and ``bare_send``, a bare ``send`` per
-socket (what the tutorial's server does), which separates Python's share from the kernel's.
-Prints one JSON object.
+benchmark's generator reads them; the same round with a bare ``send`` per socket (what the
+tutorial's server does) separates Python's share from the kernel's. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 
 from lanchatd.core.framing import Framing
-from lanchatd.daemon.journal import Journal, Outbox, flush_all
-from lanchatd.daemon.senders import Senders
+from lanchatd.daemon.journal import Journal, Outbox
 
 FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
 LINE = b"x" * 79 + b"\n"
@@ -72,7 +68,7 @@ def _summary(seconds: list[float], clients: int) -> dict[str, float]:
 
 
 def measure(clients: int, rounds: int) -> dict[str, object]:
-    """Take turns at the three kinds of round, ``rounds`` each."""
+    """Alternate a round of ``Outbox.flush`` and a round of bare sends, ``rounds`` each."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=clients)
     ready = multiprocessing.Event()
     reader = multiprocessing.Process(
@@ -90,24 +86,22 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
         journal = Journal(Framing.CLASSIC)
         outboxes = [Outbox(journal, 0, conn.send) for conn in conns]
         sends: list[Callable[[bytes, int], int]] = [conn.send for conn in conns]
-        senders = Senders(FLAGS)
-        kinds: dict[str, Callable[[], object]] = {
-            "outbox_flush": lambda: flush_all(outboxes, FLAGS),
-            "split_flush": lambda: senders.flush(outboxes),
-            "bare_send": lambda: [send(LINE, FLAGS) for send in sends],
-        }
-        seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
+        flushed: list[float] = []
+        bare: list[float] = []
         for _ in range(rounds):
-            for kind, round_ in kinds.items():
-                if kind != "bare_send":
-                    journal.append(LINE)
-                    journal.seal()
-                start = time.perf_counter()
-                round_()
-                seconds[kind].append(time.perf_counter() - start)
-                journal.trim(journal.sealed_end)
-                time.sleep(PAUSE)
-        senders.close()
+            journal.append(LINE)
+            journal.seal()
+            start = time.perf_counter()
+            for outbox in outboxes:
+                outbox.flush(FLAGS)
+            flushed.append(time.perf_counter() - start)
+            journal.trim(journal.sealed_end)
+            time.sleep(PAUSE)
+            start = time.perf_counter()
+            for send in sends:
+                send(LINE, FLAGS)
+            bare.append(time.perf_counter() - start)
+            time.sleep(PAUSE)
     finally:
         for conn in conns:
             conn.close()
@@ -118,7 +112,8 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
     return {
         "clients": clients,
         "rounds": rounds,
-        **{kind: _summary(values, clients) for kind, values in seconds.items()},
+        "outbox_flush": _summary(flushed, clients),
+        "bare_send": _summary(bare, clients),
     }
 
 

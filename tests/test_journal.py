@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lanchatd.core.framing import Framing
-from lanchatd.daemon.journal import TLS_CHUNK, Journal, Outbox, flush_all
+from lanchatd.daemon.journal import TLS_CHUNK, Journal, Outbox
 from tests.test_tls_session import connect
 from tests.tls_support import make_certificate
 
@@ -149,24 +149,6 @@ def test_a_short_send_of_the_newest_segment_leaves_the_rest_for_the_next_round()
     wire.budget = 100
     assert outbox.flush(0) is True
     assert (bytes(wire.received), outbox.backlog, wire.calls) == (b"one\ntwo\nthree\n", 0, 3)
-
-
-class Broken(Wire):
-    def send(self, data: memoryview, _flags: int) -> int:
-        raise ConnectionResetError
-
-
-def test_flush_all_reports_each_outbox_s_outcome_in_order_and_the_bytes_sent() -> None:
-    journal = journal_with(b"x" * 10)
-    wires = [Wire(), Wire(budget=4), Broken(), Wire(budget=0)]
-    outboxes = [Outbox(journal, 0, wire.send) for wire in wires]
-    outboxes[0].add_unicast(10, memoryview(b"yy"))
-    outcomes, sent = flush_all(outboxes, 0)
-    assert outcomes[:2] == [True, False]
-    assert isinstance(outcomes[2], ConnectionResetError)
-    assert outcomes[3] is False
-    assert sent == 12 + 4
-    assert [bytes(wire.received) for wire in wires] == [b"x" * 10 + b"yy", b"xxxx", b"", b""]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from lanchatd.core.framing import Framing
@@ -33,7 +33,6 @@ from lanchatd.core.tags import MessageId, event_tags, format_tags
 from lanchatd.daemon.history import Entry
 from lanchatd.daemon.journal import Journal, Outbox, Wire
 from lanchatd.daemon.peer import Peer
-from lanchatd.daemon.senders import Senders
 from lanchatd.daemon.tls import TlsError
 
 _SEND_FLAGS: Final = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
@@ -92,7 +91,6 @@ class Delivery:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="delivery", daemon=True)
-        self._senders: Senders
         #: For ``lanchatctl stats``: lines queued to clients (written under the room lock) and
         #: bytes the kernel accepted (written by the delivery thread, once per send).
         self.lines_out = 0
@@ -192,11 +190,9 @@ class Delivery:
     # The delivery thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._senders = Senders(_SEND_FLAGS)
         try:
             self._loop()
         finally:
-            self._senders.close()
             self._close()
 
     def _close(self) -> None:
@@ -238,12 +234,7 @@ class Delivery:
                     outbox.blocked = False
                     self._selector.unregister(peer.sock)
                     touched.add(peer)
-            outboxes = self._outboxes
-            self._flush(
-                list(outboxes.items())
-                if fresh
-                else [(p, o) for p in touched if (o := outboxes.get(p)) is not None]
-            )
+            self._flush(self._outboxes if fresh else touched)
             self._expire()
             self._trim()
             if stopping and not self._outboxes:
@@ -272,28 +263,33 @@ class Delivery:
             touched.add(peer)
         return touched
 
-    def _flush(self, owed: list[tuple[Peer, Outbox]]) -> None:
-        """Send each client what it is owed, then act on what the sends found."""
-        ready = [pair for pair in owed if not pair[1].blocked]
-        outcomes, sent = self._senders.flush([outbox for _, outbox in ready])
-        self.bytes_out += sent
-        for (peer, outbox), outcome in zip(ready, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                self._on_error(peer)
-                self._retire(peer)
-            elif outcome:
-                if outbox.final_pos is not None:
+    def _flush(self, peers: Iterable[Peer]) -> None:
+        limit = self.send_buffer_bytes
+        outboxes = self._outboxes
+        for peer in list(peers):
+            outbox = outboxes.get(peer)
+            if outbox is None:
+                continue
+            if not outbox.blocked:
+                cursor, unicast_bytes = outbox.cursor, outbox.unicast_bytes
+                try:
+                    done = outbox.flush(_SEND_FLAGS)
+                except (OSError, TlsError):
+                    self._on_error(peer)
                     self._retire(peer)
-            else:
+                    continue
+                self.bytes_out += outbox.cursor - cursor + unicast_bytes - outbox.unicast_bytes
+                if done:
+                    if outbox.final_pos is not None:
+                        self._retire(peer)
+                    continue
                 outbox.blocked = True
                 self._selector.register(peer.sock, selectors.EVENT_WRITE, peer)
-        limit = self.send_buffer_bytes
-        for peer, outbox in owed:
             # Only what the socket would not take counts against the client, so a burst
             # larger than the limit does not cost a reader that keeps up. The room hears why
             # first: retiring wakes the peer's reader, whose own "disconnect" must find the
             # peer already gone.
-            if outbox.blocked and outbox.backlog > limit:
+            if outbox.backlog > limit:
                 self._on_slow(peer)
                 self._retire(peer)
 

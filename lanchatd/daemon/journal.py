@@ -30,11 +30,11 @@ The plan:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from lanchatd.core.framing import Framing
-from lanchatd.daemon.tls import TlsError, TlsSession
+from lanchatd.daemon.tls import TlsSession
 
 #: Plaintext encrypted at once for a TLS client (TLS records are at most 16 KiB each).
 TLS_CHUNK: Final = 65536
@@ -213,25 +213,3 @@ class Outbox:
             cipher = cipher[sent:]
         self.cipher = cipher
         return not cipher
-
-
-def flush_one(outbox: Outbox, flags: int) -> tuple[bool | Exception, int]:
-    """``outbox.flush``'s result, or the socket or TLS error that ended it, and the bytes it
-    sent: an outcome to act on later, once the round's sends are done."""
-    before = outbox.cursor - outbox.unicast_bytes
-    try:
-        done = outbox.flush(flags)
-    except (OSError, TlsError) as error:
-        return error, 0
-    return done, outbox.cursor - outbox.unicast_bytes - before
-
-
-def flush_all(outboxes: Sequence[Outbox], flags: int) -> tuple[list[bool | Exception], int]:
-    """``flush_one`` for each outbox in order: the outcomes, and the bytes sent in all."""
-    outcomes: list[bool | Exception] = []
-    sent = 0
-    for outbox in outboxes:
-        outcome, taken = flush_one(outbox, flags)
-        outcomes.append(outcome)
-        sent += taken
-    return outcomes, sent
