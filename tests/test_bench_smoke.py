@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from benchmarks.chatbench import progress, records, report  # noqa: E402
 from benchmarks.chatbench.__main__ import main  # noqa: E402
 from benchmarks.chatbench.runner import RunPlan, layout  # noqa: E402
 from benchmarks.chatbench.servers import (  # noqa: E402
+    BASE_ENV,
+    LanchatdBase,
     Naive,
     Ncat,
     Ngircd,
@@ -260,6 +263,30 @@ def test_lanchatd_settings_override_and_extend_the_benchmark_config() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--set", "log.format=json", "--quiet"])
     assert exit_info.value.code == 2
+
+
+def test_lanchatd_base_runs_the_lanchatd_of_the_checkout_chatbench_base_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(BASE_ENV, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--servers", "lanchatd,lanchatd-base", "--quiet"])
+    assert exit_info.value.code == 2
+    base = tmp_path / "base"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "lanchatd",
+        base / "lanchatd",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    monkeypatch.setenv(BASE_ENV, str(base))
+    with LanchatdBase() as server:
+        server.start()
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        paths = next(v for v in environ if v.startswith(b"PYTHONPATH=")).split(b"=", 1)[1]
+        assert paths.split(b":")[0] == str(base).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+            sock.settimeout(WAIT)
+            assert sock.recv(4) == b"NICK"
 
 
 def test_layout_gives_every_process_an_observer_of_every_sender() -> None:

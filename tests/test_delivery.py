@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ from tests.support import wait_until
 WAIT = 10.0
 #: Lines of 1000 bytes that a stalled client is sent: more than its kernel buffers hold.
 LINES = 1000
+#: Clients in the large-room test.
+ROOM = 100
 
 
 def _open_fds() -> set[str]:
@@ -32,8 +35,9 @@ class Harness:
         self.lock = threading.Lock()
         self.slow: list[Peer] = []
         self.slow_seen = threading.Event()
+        self.failed: list[Peer] = []
         self.delivery = Delivery(
-            self.lock, send_buffer_bytes, on_slow=self._on_slow, on_error=Peer.shutdown
+            self.lock, send_buffer_bytes, on_slow=self._on_slow, on_error=self._on_error
         )
         self.delivery.start()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -43,6 +47,10 @@ class Harness:
     def _on_slow(self, peer: Peer) -> None:
         self.slow.append(peer)
         self.slow_seen.set()
+
+    def _on_error(self, peer: Peer) -> None:
+        self.failed.append(peer)
+        peer.shutdown()
 
     def attach(self, framing: Framing, receive_buffer: int = 0) -> tuple[Peer, socket.socket]:
         far = socket.socket()
@@ -189,3 +197,53 @@ def test_the_journal_forgets_what_every_client_was_sent(harness: Harness) -> Non
         )
 
     wait_until(trimmed, what="the journal trimmed to what is unsent or below the thresholds")
+
+
+def test_a_room_of_a_hundred_keeps_each_order_through_a_drop_a_reset_and_a_departure() -> None:
+    """One stalled reader (dropped), one that resets its connection (an error on send) and one
+    that leaves: the others get every byte of their own stream in order, and bytes_out is
+    exactly what arrived."""
+    harness = Harness(send_buffer_bytes=10_000)
+    try:
+        clients = [
+            harness.attach(Framing.LINE if index % 2 else Framing.CLASSIC) for index in range(ROOM)
+        ]
+        stalled, stalled_far = harness.attach(Framing.LINE, receive_buffer=4096)
+        stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        reset, reset_far = clients.pop()
+        reset_far.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        reset_far.close()
+        leaving, leaving_far = clients.pop(1)
+        received = {peer: b"" for peer, _ in clients}
+        expected = {}
+        with harness.lock:
+            harness.delivery.broadcast_locked("first")
+            for index, (peer, _) in enumerate([*clients, (leaving, leaving_far)]):
+                harness.delivery.unicast_locked(peer, f"hello {index}")
+                end = b"\n" if peer.framing is Framing.LINE else b""
+                expected[peer] = b"first" + end + f"hello {index}".encode() + end
+        harness.detach(leaving, graceful=True)
+        for index in range(LINES):
+            if harness.slow_seen.is_set():
+                break
+            line = f"{index:04} " + "x" * 994
+            with harness.lock:
+                harness.delivery.broadcast_locked(line)
+            for peer, far in clients:
+                end = b"\n" if peer.framing is Framing.LINE else b""
+                expected[peer] += line.encode() + end
+                received[peer] += receive(far, len(expected[peer]) - len(received[peer]))
+        assert harness.slow_seen.wait(WAIT)
+        assert (harness.slow, harness.failed) == ([stalled], [reset])
+        assert received == {peer: expected[peer] for peer, _ in clients}
+        assert receive(leaving_far, len(expected[leaving])) == expected[leaving]
+        assert leaving_far.recv(100) == b""
+        stalled_received = b""
+        while chunk := stalled_far.recv(65536):
+            stalled_received += chunk
+        assert stalled_received.startswith(b"first\n0000 ")
+        assert harness.delivery.bytes_out == (
+            sum(map(len, received.values())) + len(expected[leaving]) + len(stalled_received)
+        )
+    finally:
+        harness.stop()

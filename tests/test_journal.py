@@ -136,6 +136,21 @@ def test_a_full_socket_costs_one_call_and_keeps_everything_owed() -> None:
     assert wire.received == b"x" * 10 + b"yy"
 
 
+def test_a_short_send_of_the_newest_segment_leaves_the_rest_for_the_next_round() -> None:
+    journal = journal_with(b"one\n")
+    outbox = Outbox(journal, 0, (wire := Wire()).send)
+    assert outbox.flush(0) is True
+    journal.append(b"two\n")
+    journal.append(b"three\n")
+    journal.seal()
+    wire.budget = 5
+    assert outbox.flush(0) is False  # a short send: the rest waits for the next round
+    assert (outbox.cursor, wire.calls) == (9, 2)
+    wire.budget = 100
+    assert outbox.flush(0) is True
+    assert (bytes(wire.received), outbox.backlog, wire.calls) == (b"one\ntwo\nthree\n", 0, 3)
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"))

@@ -8,6 +8,10 @@ Example (the full comparison of issue 13)::
 What history costs (issue 14): ``--servers lanchatd,lanchatd-nohistory`` runs lanchatd with
 history on and off in turns; the goals table gives the ratio.
 
+Old code against new (a change's A/B): ``CHATBENCH_BASE=DIR`` and ``--servers
+lanchatd,lanchatd-base`` run this checkout's lanchatd and DIR's (say ``git worktree add DIR
+HEAD~1``) in turns, under the same load.
+
 See docs/performance.md for the method and what every column means.
 """
 
@@ -28,7 +32,7 @@ from typing import Any, Final
 
 from benchmarks.chatbench import report
 from benchmarks.chatbench.runner import RunError, RunPlan, run_once
-from benchmarks.chatbench.servers import SERVERS, Ncat, Ngircd, parse_setting
+from benchmarks.chatbench.servers import BASE_ENV, SERVERS, Ncat, Ngircd, parse_setting
 
 #: Peers that are Debian packages: whether installed, and the hint if not.
 PACKAGED: Final = {
@@ -104,6 +108,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for server in args.servers:
         if not _installed(server) and not args.from_json:
             parser.error(f"{server} is not installed (Debian: {PACKAGED[server][1]})")
+    if "lanchatd-base" in args.servers and not args.from_json:
+        base = os.environ.get(BASE_ENV, "")
+        if not base or not Path(base, "lanchatd", "__main__.py").is_file():
+            parser.error(f"lanchatd-base runs {BASE_ENV}/lanchatd: set {BASE_ENV} to a checkout")
     try:
         args.lanchatd_settings = tuple(parse_setting(text) for text in args.set)
     except ValueError as error:
@@ -181,6 +189,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(_git("status", "--porcelain", "--", "lanchatd")),
+        "base": os.environ.get(BASE_ENV) if "lanchatd-base" in args.servers else None,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
         "kernel": platform.release(),

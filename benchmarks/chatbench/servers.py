@@ -27,6 +27,8 @@ from typing import ClassVar, Final
 
 HOST: Final = "127.0.0.1"
 START_TIMEOUT: Final = 15.0
+#: lanchatd-base runs the lanchatd of the checkout this names.
+BASE_ENV: Final = "CHATBENCH_BASE"
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE: Final = os.sysconf("SC_PAGE_SIZE")
 
@@ -297,7 +299,7 @@ class Lanchatd(Server):
             *("--web-host", HOST, "--web-port", "0"),
             "--no-discovery",
         ]
-        root = str(Path(__file__).resolve().parents[2])
+        root = self.root()
         path = os.environ.get("PYTHONPATH")
         env = {
             **os.environ,
@@ -352,6 +354,11 @@ class Lanchatd(Server):
             if log is not None:
                 log.close()
 
+    @classmethod
+    def root(cls) -> str:
+        """The checkout whose ``lanchatd`` package is run: this one."""
+        return str(Path(__file__).resolve().parents[2])
+
     def stop(self, *, keep_dir: bool = False) -> None:
         super().stop()
         if self._drainer is not None:
@@ -383,6 +390,23 @@ class LanchatdNoHistory(Lanchatd):
         self, log_path: Path | None = None, settings: Iterable[tuple[str, str, str]] = ()
     ) -> None:
         super().__init__(log_path, [*settings, ("history", "enabled", "false")])
+
+    @classmethod
+    def protocol(cls) -> str:
+        return Lanchatd.name
+
+
+class LanchatdBase(Lanchatd):
+    """lanchatd from another checkout, named by ``CHATBENCH_BASE`` (say a ``git worktree`` of
+    the commit before a change): beside ``lanchatd`` in one run, old and new code take turns
+    under the same load, which on a shared machine is the only fair comparison."""
+
+    name = "lanchatd-base"
+    variant = True
+
+    @classmethod
+    def root(cls) -> str:
+        return os.environ[BASE_ENV]
 
     @classmethod
     def protocol(cls) -> str:
@@ -589,6 +613,7 @@ class Ngircd(Server):
 SERVERS: Final[dict[str, type[Server]]] = {
     "lanchatd": Lanchatd,
     "lanchatd-nohistory": LanchatdNoHistory,
+    "lanchatd-base": LanchatdBase,
     "lanchatd-cluster": LanchatdCluster,
     "ngircd": Ngircd,
     "naive": Naive,
