@@ -1,18 +1,14 @@
 """This node's side of a room shared through Redis: append, read back, presence.
 
-Two threads, neither of them under the room lock while it talks to Redis:
+Three threads, none of them under the room lock while it talks to Redis:
 
-- the *stream* thread does both halves of the room's traffic. It waits, in one ``poll``, for
-  the answer to its ``XREAD BLOCK`` (the stream after the last id it applied) and for the
-  room queuing entries (messages, actions, leaves, nickname releases). What is queued it
-  sends in one pipelined round trip per batch; what is read back it hands to the room, which
-  delivers and records it in that order. One thread rather than an appender and a reader:
-  on the sender's node the ``XADD`` answer and the ``XREAD`` answer arrive together, and two
-  threads woken at once fought for the GIL and the room lock, adding milliseconds to every
-  line's way back (docs/cluster.md, "Speed"). When Redis cannot be reached, every message in
-  a batch is reported back to its sender as not sent (never delivered anywhere), while leaves
-  and releases are kept and sent again once Redis answers: nothing is lost silently. After an
-  outage it reads on from the same id, so entries other nodes appended meanwhile arrive too.
+- the *appender* sends what the room queued (messages, actions, leaves, nickname releases) in
+  one pipelined round trip per batch. When Redis cannot be reached, every message in the
+  batch is reported back to its sender as not sent (never delivered anywhere), while leaves
+  and releases are kept and sent again once Redis answers: nothing is lost silently.
+- the *reader* reads the stream back (``XREAD BLOCK``) after the last id it applied and hands
+  each batch to the room, which delivers and records it in that order. After an outage it
+  reads on from the same id, so entries other nodes appended meanwhile arrive too.
 - the *heartbeat* refreshes this node's key every 2 s (it expires after 10 s) and declares
   nodes whose key has expired dead: the one node that wins ``SET NX`` on their claim key
   appends a leave for each of their users and frees their nicknames.
@@ -25,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import select
 import socket
 import threading
 import time
@@ -60,7 +54,7 @@ if TYPE_CHECKING:
 
 #: Socket timeout for commands: a message sent while Redis hangs is reported within 2 s.
 COMMAND_TIMEOUT: Final = 1.0
-#: How long one XREAD waits for new entries (ms), and how long its answer may take in all.
+#: How long one XREAD waits for new entries (ms), and the reader's socket timeout beyond it.
 BLOCK_MS: Final = 1000
 READ_TIMEOUT: Final = 3.0
 #: Entries read or appended per round trip.
@@ -159,13 +153,10 @@ class Cluster:
         self.room = room
         self.log = log.bind(node=self.node)
         self._redis = connect(settings, COMMAND_TIMEOUT)
+        self._reader_redis = connect(settings, READ_TIMEOUT)
         self._release = self._redis.register_script(_RELEASE)
-        #: What the room queued for the stream thread, and the eventfd that wakes it (written
-        #: once until the thread takes the queue: ``_signalled``).
         self._queue: deque[_Out] = deque()
-        self._queue_lock = threading.Lock()
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._signalled = False
+        self._queued = threading.Condition()
         self._stop = threading.Event()
         self._epoch: str | None = None
         history = room.history
@@ -180,7 +171,8 @@ class Cluster:
         #: The other nodes as their last heartbeats showed them, for ``lanchatctl stats``.
         self.nodes: dict[str, dict[str, Any]] = {}
         self._threads = [
-            threading.Thread(target=self._guard(self._stream_loop), name="cluster-stream"),
+            threading.Thread(target=self._guard(self._append_loop), name="cluster-append"),
+            threading.Thread(target=self._guard(self._read_loop), name="cluster-read"),
             threading.Thread(target=self._guard(self._heartbeat_loop), name="cluster-heartbeat"),
         ]
 
@@ -197,14 +189,11 @@ class Cluster:
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (leaves at shutdown), leave the room's node list, stop."""
         self._stop.set()
-        self._wake()
+        with self._queued:
+            self._queued.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._queue_lock:
-            if not self._threads[0].is_alive():
-                self._signalled = True  # no write after this to a number reused meanwhile
-                os.close(self._wakeup)
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.delete(self.keys.heartbeat(self.ident), self.keys.inbox(self.ident))
@@ -248,16 +237,9 @@ class Cluster:
         self, entry: dict[str, str] | None, peer: Peer | None = None, release: str | None = None
     ) -> None:
         """Queue an entry (and a nickname to release after it); called under the room lock."""
-        with self._queue_lock:
+        with self._queued:
             self._queue.append(_Out(entry, peer, release))
-        self._wake()
-
-    def _wake(self) -> None:
-        """Have the stream thread look at the queue (one eventfd write until it does)."""
-        with self._queue_lock:
-            if not self._signalled:
-                self._signalled = True
-                os.eventfd_write(self._wakeup, 1)
+            self._queued.notify()
 
     def share_ban(self, address: str, ban: str) -> str | None:
         """Put a ban (JSON) in the room's list and tell every node; an error if not done."""
@@ -398,66 +380,14 @@ class Cluster:
             self._told = False
             self.log.info("cluster_ok", ident=self.ident, last=str(self._last))
 
-    def _stream_loop(self) -> None:
-        fresh = True
-        while not self._stop.is_set():
-            try:
-                if fresh:
-                    self._check_epoch()
-                    self._recovered()
-                    fresh = False
-                self._serve()
-            except redis.RedisError as error:
-                self._failed(error)
-                fresh = True
-                self._pause(RETRY_EVERY)
-        self._append_queued()  # the leaves of a shutdown
-
-    def _serve(self) -> None:
-        """Append what is queued and read the stream back, on one connection of its own for
-        the blocking ``XREAD``, until stopped or Redis fails (raised)."""
-        stream = self._redis.connection_pool.make_connection()
-        try:
-            stream.connect()
-            waiting = select.poll()
-            waiting.register(self._wakeup, select.POLLIN)
-            waiting.register(stream._sock, select.POLLIN)  # redis-py has no getter
-            while not self._stop.is_set():
-                self._append_queued()  # also leaves kept from an outage
-                stream.send_command(*self._xread_args())
-                deadline = time.monotonic() + READ_TIMEOUT
-                while not stream.can_read(timeout=0):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise redis.TimeoutError("Redis did not answer XREAD")
-                    waiting.poll(left * 1000)
-                    if self._stop.is_set():
-                        return
-                    self._append_queued()  # nothing to do if the answer woke it
-                self._apply(stream.read_response())
-        finally:
-            stream.disconnect()
-
-    def _pause(self, seconds: float) -> None:
-        """Wait before trying Redis again, still answering what the room queues meanwhile:
-        a message is reported as not sent at once, never after the pause."""
-        deadline = time.monotonic() + seconds
-        waiting = select.poll()
-        waiting.register(self._wakeup, select.POLLIN)
-        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            if waiting.poll(left * 1000) and not self._stop.is_set():
-                self._append_queued()
-
-    def _append_queued(self) -> None:
-        """Send what the room queued, one pipelined round trip per batch."""
+    def _append_loop(self) -> None:
         while True:
-            with self._queue_lock:
-                if self._signalled:
-                    os.eventfd_read(self._wakeup)
-                    self._signalled = False
+            with self._queued:
+                while not self._queue and not self._stop.is_set():
+                    self._queued.wait()
+                if not self._queue:
+                    return
                 batch = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-            if not batch:
-                return
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 for out in batch:
@@ -471,7 +401,9 @@ class Cluster:
             except redis.RedisError as error:
                 self._failed(error)
                 self._not_appended(batch)
-                return
+                if self._stop.is_set():
+                    return
+                self._stop.wait(RETRY_EVERY)
 
     def _not_appended(self, batch: list[_Out]) -> None:
         """Tell senders their messages were not sent; keep leaves and releases for later."""
@@ -481,32 +413,38 @@ class Cluster:
                 self.room.not_sent(out.peer, out.fields.get("t", ""))
             else:
                 kept.append(out)
-        with self._queue_lock:
+        with self._queued:
             self._queue.extendleft(reversed(kept))
 
-    def _xread_args(self) -> list[str | int]:
-        inbox = self.keys.inbox(self.ident)
-        if self._inbox[0] != inbox:
-            self._inbox = (inbox, str(ORIGIN))
-        return [
-            *("XREAD", "COUNT", BATCH, "BLOCK", BLOCK_MS, "STREAMS", self.keys.log, inbox),
-            *(str(self._last), self._inbox[1]),
-        ]
-
-    def _apply(self, reply: Any) -> None:
-        """Hand what ``XREAD`` read (its raw answer: ``[[key, [[id, [field, value, ...]],
-        ...]], ...]``, a map of the same in RESP3, or none) to the room, in the stream's order."""
-        inbox = self._inbox[0]
-        for key, raw in reply.items() if isinstance(reply, dict) else reply or ():
-            entries = [(entry_id, _pairs(flat)) for entry_id, flat in raw]
-            if key == inbox:
-                self._read_inbox(inbox, entries)
-                continue
-            events = [e for e in (decode(i, f) for i, f in entries) if e is not None]
-            if entries:
-                self._last = MessageId.parse(entries[-1][0])
-            if events:
-                self.room.apply(events)
+    def _read_loop(self) -> None:
+        fresh = True
+        while not self._stop.is_set():
+            try:
+                if fresh:
+                    self._check_epoch()
+                    self._recovered()
+                    fresh = False
+                inbox = self.keys.inbox(self.ident)
+                if self._inbox[0] != inbox:
+                    self._inbox = (inbox, str(ORIGIN))
+                reply = self._reader_redis.xread(
+                    {self.keys.log: str(self._last), inbox: self._inbox[1]},
+                    count=BATCH,
+                    block=BLOCK_MS,
+                )
+                for key, entries in reply or ():
+                    if key == inbox:
+                        self._read_inbox(inbox, entries)
+                        continue
+                    events = [e for e in (decode(i, f) for i, f in entries) if e is not None]
+                    if entries:
+                        self._last = MessageId.parse(entries[-1][0])
+                    if events:
+                        self.room.apply(events)
+            except redis.RedisError as error:
+                self._failed(error)
+                fresh = True
+                self._stop.wait(RETRY_EVERY)
 
     def _read_inbox(self, inbox: str, entries: list[tuple[str, dict[str, str]]]) -> None:
         """Deliver private messages, answer those whose target left, then delete them all:
@@ -516,7 +454,7 @@ class Cluster:
         self._inbox = (inbox, entries[-1][0])
         messages = [m for m in (decode_private(f) for _, f in entries) if m is not None]
         undelivered = self.room.deliver_private(messages) if messages else []
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._reader_redis.pipeline(transaction=False)
         for message in undelivered:
             origin = self.keys.inbox(message.origin)
             pipe.xadd(origin, gone_fields(message), maxlen=INBOX_MAXLEN, approximate=True)
@@ -526,7 +464,7 @@ class Cluster:
 
     def _check_epoch(self) -> None:
         """Notice Redis losing its data (or this node being declared dead) and recover."""
-        client = self._redis
+        client = self._reader_redis
         client.set(self.keys.epoch, secrets.token_hex(8), nx=True)
         epoch = client.get(self.keys.epoch)
         reset = self._epoch is not None and epoch != self._epoch
@@ -603,11 +541,6 @@ class Cluster:
         pipe.delete(self.keys.inbox(ident))
         pipe.execute()
         self.log.warning("cluster_node_dead", dead=ident, users=[m.nick for _, m in gone])
-
-
-def _pairs(flat: list[str] | None) -> dict[str, str]:
-    """A stream entry's fields as XREAD sends them (a flat list; none for a deleted one)."""
-    return dict(zip(flat[::2], flat[1::2], strict=False)) if flat else {}
 
 
 def _member(value: str | None) -> Member | None:
