@@ -41,7 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
-import functools
+import json
 import math
 import os
 import re
@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import ORIGIN, MessageId
@@ -83,23 +83,41 @@ RETRY_INTERVAL: Final = 5.0
 #: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
 _DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT})
 
+#: The file's layout, in ``PRAGMA user_version``: 0 was one row per entry (migrated on open).
+SCHEMA_VERSION: Final = 1
+#: Entries per batch when a file of schema 0 is migrated.
+MIGRATE_BATCH: Final = 1000
 _SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS entries (
-    ms INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    nick TEXT NOT NULL,
-    nick_key TEXT NOT NULL,
-    text TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (ms, seq)
-) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    first_ms INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    body TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ms, last_seq);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
-_COLUMNS: Final = "ms, seq, at, kind, nick, text, reason"
+#: The entries one by one, for people reading the file with ``sqlite3`` (the daemon reads
+#: the batches itself).
+_VIEW: Final = """
+CREATE VIEW IF NOT EXISTS entries (ms, seq, at, kind, nick, text, reason) AS
+SELECT json_extract(e.value, '$[0][0]'), json_extract(e.value, '$[0][1]'),
+       json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
+       json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
+       json_extract(e.value, '$[5]')
+FROM batches, json_each(batches.body) AS e;
+"""
+_INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)"
+#: Batches newest first: how the newest entries are read.
+_NEWEST_FIRST: Final = "ORDER BY last_ms DESC, last_seq DESC"
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_INSERT: Final = "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+#: A batch's entries as JSON: ``[[[ms, seq], at, kind, nick, text, reason], ...]``, an
+#: Entry exactly as it is (named tuples are arrays, a Kind is a string), encoded in C.
+_encode: Final = json.JSONEncoder(
+    ensure_ascii=False, check_circular=False, separators=(",", ":")
+).encode
 
 
 class HistoryError(Exception):
@@ -328,10 +346,8 @@ class History:
         unsaved = self._unsaved()
         if len(unsaved) >= count:
             return unsaved[-count:]
-        rows = self._select(
-            f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (count,)
-        )
-        return _merge(reversed(rows), unsaved)[-count:]
+        stored = self._read(lambda db: _newest(db, count))
+        return _merge(stored, unsaved)[-count:]
 
     def after(self, last: MessageId, limit: int | None = None) -> Replay:
         """Everything after ``last`` (a client's newest id), oldest first, or "too old".
@@ -346,10 +362,7 @@ class History:
                 entries = [entry for entry in recent if entry.id > last]
                 return _replay(entries, last, memory.trimmed_through, limit)
         unsaved = self._unsaved()
-        rows = self._select(
-            f"SELECT {_COLUMNS} FROM entries WHERE (ms, seq) > (?, ?) ORDER BY ms, seq",
-            (last.ms, last.seq),
-        )
+        rows = self._read(lambda db: _after(db, last))
         with self._lock:
             trimmed = memory.trimmed_through
         entries = [entry for entry in _merge(rows, unsaved) if entry.id > last]
@@ -359,19 +372,17 @@ class History:
         self, count: int, *, since: float | None = None, nick: str | None = None
     ) -> list[Entry]:
         """The newest ``count`` events, optionally since a time and by one nickname (admin)."""
-        where, args = _filters(since, nick)
-        rows = self._select(
-            f"SELECT {_COLUMNS} FROM entries {where} ORDER BY ms DESC, seq DESC LIMIT ?",
-            (*args, count),
-        )
+        if count <= 0:
+            return []
         key = None if nick is None else nick_key(nick)
-        unsaved = [
-            entry
-            for entry in self._unsaved()
-            if (since is None or entry.id.ms >= _ms(since))
-            and (key is None or nick_key(entry.nick) == key)
-        ]
-        return _merge(reversed(rows), unsaved)[-count:] if count > 0 else []
+        since_ms = 0 if since is None else _ms(since)
+
+        def wanted(entry: Entry) -> bool:
+            return entry.id.ms >= since_ms and (key is None or nick_key(entry.nick) == key)
+
+        stored = self._read(lambda db: _newest(db, count, since_ms, wanted))
+        unsaved = [entry for entry in self._unsaved() if wanted(entry)]
+        return _merge(stored, unsaved)[-count:]
 
     def purge(self, nick: str, since: float | None = None) -> int:
         """Delete what ``nick`` (as the room tells nicknames apart) said; how many went.
@@ -380,28 +391,25 @@ class History:
         the file cannot be changed (then nothing was deleted from it).
         """
         key = nick_key(nick)
+        since_ms = 0 if since is None else _ms(since)
 
         def said(entry: Entry) -> bool:
             return (
                 entry.kind in (Kind.MESSAGE, Kind.ACTION)
+                and entry.id.ms >= since_ms
                 and nick_key(entry.nick) == key
-                and (since is None or entry.id.ms >= _ms(since))
             )
 
         with self._write_lock:
             self._commit()
             removed = 0
             if self._db is not None:
-                where, args = _filters(since, nick)
                 try:
                     with self._db:
-                        removed = self._db.execute(
-                            f"DELETE FROM entries {where} AND kind IN (?, ?)",
-                            (*args, Kind.MESSAGE.value, Kind.ACTION.value),
-                        ).rowcount
+                        removed, shrunk = _purge(self._db, said, since_ms)
                 except sqlite3.Error as error:
                     raise HistoryError(f"{self.path}: cannot purge: {error}") from None
-                self._stored -= removed
+                self._stored -= shrunk
             with self._lock:
                 memory = self._memory
                 kept = [entry for entry in memory.unsaved if not said(entry)]
@@ -418,17 +426,14 @@ class History:
         with self._lock:
             return list(self._memory.unsaved)
 
-    def _select(self, sql: str, args: tuple[object, ...]) -> list[Entry]:
-        """Rows from the file; none when there is no usable file (memory holds the rest).
-
-        A row this code did not write (an unknown kind) is skipped, never raised.
-        """
+    def _read(self, read: Callable[[sqlite3.Connection], list[Entry]]) -> list[Entry]:
+        """Entries from the file through ``read``; none when there is no usable file (memory
+        holds the rest)."""
         try:
             with contextlib.closing(self._reader()) as db:
-                rows = db.execute(sql, args).fetchall()
+                return read(db)
         except sqlite3.Error:
             return []
-        return _entries(rows)
 
     def _reader(self) -> sqlite3.Connection:
         """A connection for one read: WAL lets it run beside the writer, in any thread."""
@@ -470,15 +475,19 @@ class History:
                 (verdict,) = db.execute("PRAGMA quick_check").fetchone()
                 if verdict != "ok":
                     raise _Damaged(f"quick_check: {verdict}")
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise _Damaged(f"schema {version} is newer than this lanchatd's {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
-            newest = db.execute("SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1")
+            if version < SCHEMA_VERSION:
+                _migrate(db)
+            db.executescript(_VIEW)
+            newest = db.execute(f"SELECT last_ms, last_seq FROM batches {_NEWEST_FIRST} LIMIT 1")
             row = newest.fetchone()
             trimmed = db.execute("SELECT value FROM meta WHERE name = 'trimmed_through'")
             mark = trimmed.fetchone()
-            recent = db.execute(
-                f"SELECT {_COLUMNS} FROM entries ORDER BY ms DESC, seq DESC LIMIT ?", (MAX_READ,)
-            ).fetchall()
-            (count,) = db.execute("SELECT count(*) FROM entries").fetchone()
+            recent = _newest(db, MAX_READ)
+            (count,) = db.execute("SELECT coalesce(sum(count), 0) FROM batches").fetchone()
         except BaseException:
             db.close()
             raise
@@ -494,7 +503,7 @@ class History:
         stored = MessageId(*row) if row is not None else ORIGIN
         memory.last = max(memory.last, stored, memory.trimmed_through)
         memory.committed_through = max(memory.committed_through, stored)
-        self._remember(_entries(reversed(recent)), complete=len(recent) < MAX_READ)
+        self._remember(recent, complete=len(recent) < MAX_READ)
         self._stored = count
         self._open_checkpointer()
         self.log.info("history_opened", path=str(self.path), newest=str(memory.last))
@@ -589,7 +598,7 @@ class History:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
-        """One transaction for the batch.
+        """One transaction and one row for the batch.
 
         Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
         (clients' bytes are decoded strictly), but should it, that batch is stored with
@@ -597,10 +606,10 @@ class History:
         """
         try:
             with db:
-                db.executemany(_INSERT, _rows(batch))
+                db.execute(_INSERT, _row(batch))
         except UnicodeEncodeError:
             with db:
-                db.executemany(_INSERT, _rows([_cleaned(entry) for entry in batch]))
+                db.execute(_INSERT, _row([_cleaned(entry) for entry in batch]))
 
     def _cap(self) -> None:
         """While nothing can be written, memory keeps the newest ``keep`` entries."""
@@ -620,10 +629,10 @@ class History:
     def _sweep(self) -> None:
         """Enforce ``keep`` and ``keep_days`` on the file.
 
-        The mark (the newest id to remove) is set first, then rows go SWEEP_CHUNK at a time,
-        one transaction each with the write lock released between: deleting costs about as
-        much as inserting, and the delivery thread's commit before a round waits behind one
-        chunk at most, not behind a whole sweep.
+        The mark (the newest id to remove) is set first, with the one batch that holds it
+        and newer entries rewritten, then whole batches go SWEEP_CHUNK at a time, one
+        transaction each with the write lock released between: the delivery thread's commit
+        before a round waits behind one chunk at most, not behind a whole sweep.
         """
         with self._write_lock:
             mark = self._mark()
@@ -637,65 +646,54 @@ class History:
         write lock. The mark is raised before anything is deleted, so a resume from before
         it is told it is too old even while a sweep is under way."""
         self._limits_changed = False
-        if self._db is None:
+        if (db := self._db) is None:
             return None
         limits = self._limits
-        clauses = [
-            "(ms, seq) <= (SELECT ms, seq FROM entries ORDER BY ms DESC, seq DESC LIMIT 1 OFFSET ?)"
-        ]
-        args: list[object] = [limits.keep]
-        if limits.keep_days > 0:
-            clauses.append("ms < ?")
-            args.append(_ms(self.clock() - limits.keep_days * 86_400))
-        where = " OR ".join(clauses)
         try:
-            with self._db:
-                newest = self._db.execute(
-                    f"SELECT ms, seq FROM entries WHERE {where} ORDER BY ms DESC, seq DESC LIMIT 1",
-                    args,
-                ).fetchone()
-                if newest is None:
-                    # The file holds at most ``keep`` rows: a count that drifted above
-                    # (rows counted but ignored as already there) must not keep the
-                    # prompt sweep coming every second.
+            with db:
+                marks = [_count_mark(db, limits.keep)]
+                if limits.keep_days > 0:
+                    marks.append(_age_mark(db, _ms(self.clock() - limits.keep_days * 86_400)))
+                found = [mark for mark in marks if mark is not None]
+                if not found:
+                    # The file holds at most ``keep`` entries: a count that drifted above
+                    # must not keep the prompt sweep coming every second.
                     self._stored = min(self._stored, limits.keep)
                     return None
-                mark = MessageId(*newest)
+                mark = max(found)
                 with self._lock:
-                    self._memory.trimmed_through = max(self._memory.trimmed_through, mark)
-                self._db.execute(
+                    memory = self._memory
+                    memory.trimmed_through = max(memory.trimmed_through, mark)
+                    while memory.recent and memory.recent[0].id <= mark:
+                        memory.recent.popleft()
+                db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
+                split = _split(db, mark)
         except sqlite3.Error as error:
             self._unavailable(str(error))
             return None
+        self._stored -= split
         return mark
 
     def _delete_chunk(self, mark: MessageId | None) -> bool:
-        """Delete the oldest SWEEP_CHUNK rows up to ``mark``; True once none are left (or the
-        file cannot be changed). The caller holds the write lock."""
+        """Delete the oldest SWEEP_CHUNK batches wholly up to ``mark``; True once none are
+        left (or the file cannot be changed). The caller holds the write lock."""
         if self._db is None or mark is None:
             return True
         try:
             with self._db:
-                row = self._db.execute(
-                    "SELECT ms, seq FROM entries WHERE (ms, seq) <= (?, ?) "
-                    "ORDER BY ms, seq LIMIT 1 OFFSET ?",
-                    (mark.ms, mark.seq, SWEEP_CHUNK - 1),
-                ).fetchone()
-                through = mark if row is None else MessageId(*row)
-                deleted = self._db.execute(
-                    "DELETE FROM entries WHERE (ms, seq) <= (?, ?)", (through.ms, through.seq)
-                ).rowcount
+                counts = self._db.execute(
+                    "DELETE FROM batches WHERE rowid IN (SELECT rowid FROM batches "
+                    "WHERE (last_ms, last_seq) <= (?, ?) ORDER BY last_ms, last_seq LIMIT ?) "
+                    "RETURNING count",
+                    (*mark, SWEEP_CHUNK),
+                ).fetchall()
         except sqlite3.Error as error:
             self._unavailable(str(error))
             return True
-        self._stored -= deleted
-        with self._lock:
-            recent = self._memory.recent
-            while recent and recent[0].id <= through:
-                recent.popleft()
-        return through == mark
+        self._stored -= sum(count for (count,) in counts)
+        return len(counts) < SWEEP_CHUNK
 
     def _checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, off the delivery thread.
@@ -777,30 +775,173 @@ class History:
                 self._stop.wait(self._intervals[2])
 
 
-def _filters(since: float | None, nick: str | None) -> tuple[str, tuple[object, ...]]:
-    clauses: list[str] = ["1"]
-    args: list[object] = []
-    if since is not None:
-        clauses.append("ms >= ?")
-        args.append(_ms(since))
-    if nick is not None:
-        clauses.append("nick_key = ?")
-        args.append(nick_key(nick))
-    return "WHERE " + " AND ".join(clauses), tuple(args)
+def _row(batch: list[Entry]) -> tuple[int, int, int, int, int, str]:
+    """A batch as the batches table's columns: its first and last ids, and its entries."""
+    first, last = batch[0].id, batch[-1].id
+    return (first.ms, first.seq, last.ms, last.seq, len(batch), _encode(batch))
 
 
-#: ``nick_key`` per row, remembered: a room has few speakers, and the key costs more than
-#: the rest of the row.
-_row_key: Final = functools.lru_cache(maxsize=4096)(nick_key)
+def _unpack(body: object) -> list[Entry]:
+    """A batch's entries; what this code did not write (not JSON, an unknown kind, a value
+    of the wrong type) is skipped, never raised."""
+    try:
+        items = json.loads(body) if isinstance(body, str) else None
+    except (ValueError, RecursionError):
+        return []
+    entries = []
+    for item in items if isinstance(items, list) else ():
+        with contextlib.suppress(ValueError, TypeError):
+            entries.append(_entry(item))
+    return entries
 
 
-def _rows(batch: list[Entry]) -> list[tuple[object, ...]]:
-    """Entries as the entries table's columns, in one comprehension: this runs for every
-    row on the delivery thread or the writer."""
-    return [
-        (e.id.ms, e.id.seq, e.at, e.kind.value, e.nick, _row_key(e.nick), e.text, e.reason)
-        for e in batch
-    ]
+def _entry(item: Any) -> Entry:
+    """One decoded entry; ValueError or TypeError if it is not one."""
+    (ms, seq), at, kind, nick, text, reason = item
+    if not (
+        type(ms) is int
+        and type(seq) is int
+        and type(at) in (int, float)
+        and math.isfinite(at)
+        and type(nick) is type(text) is type(reason) is str
+    ):
+        raise ValueError("not an entry")
+    return Entry(MessageId(ms, seq), float(at), Kind(kind), nick, text, reason)
+
+
+def _newest(
+    db: sqlite3.Connection,
+    count: int,
+    since_ms: int = 0,
+    wanted: Callable[[Entry], bool] | None = None,
+) -> list[Entry]:
+    """The newest ``count`` entries in the file (those ``wanted``, none before ``since_ms``),
+    oldest first: batches are read newest first until enough are found."""
+    found: list[Entry] = []
+    batches = db.execute(
+        f"SELECT body FROM batches WHERE last_ms >= ? {_NEWEST_FIRST}", (since_ms,)
+    )
+    for (body,) in batches:
+        entries = _unpack(body)
+        found.extend(reversed(entries if wanted is None else list(filter(wanted, entries))))
+        if len(found) >= count:
+            break
+    del found[count:]
+    found.reverse()
+    return found
+
+
+def _after(db: sqlite3.Connection, last: MessageId) -> list[Entry]:
+    """Every entry in the file after ``last``, oldest first."""
+    batches = db.execute(
+        "SELECT body FROM batches WHERE (last_ms, last_seq) > (?, ?) ORDER BY last_ms, last_seq",
+        last,
+    )
+    return [entry for (body,) in batches for entry in _unpack(body) if entry.id > last]
+
+
+def _count_mark(db: sqlite3.Connection, keep: int) -> MessageId | None:
+    """The newest entry beyond the newest ``keep`` in the file (None: it holds no more)."""
+    newer = 0
+    batches = db.execute(f"SELECT rowid, last_ms, last_seq, count FROM batches {_NEWEST_FIRST}")
+    for rowid, last_ms, last_seq, count in batches:
+        newer += count
+        if newer > keep:
+            drop = newer - keep  # this batch's oldest ``drop`` entries go
+            if drop >= count:
+                return MessageId(last_ms, last_seq)
+            (body,) = db.execute("SELECT body FROM batches WHERE rowid = ?", (rowid,)).fetchone()
+            entries = _unpack(body)
+            return entries[drop - 1].id if drop <= len(entries) else MessageId(last_ms, last_seq)
+    return None
+
+
+def _age_mark(db: sqlite3.Connection, cutoff: int) -> MessageId | None:
+    """The newest entry in the file from before millisecond ``cutoff`` (None: there is none)."""
+    older = db.execute(
+        f"SELECT last_ms, last_seq FROM batches WHERE last_ms < ? {_NEWEST_FIRST} LIMIT 1",
+        (cutoff,),
+    ).fetchone()
+    mark = None if older is None else MessageId(*older)
+    # The batch after those may straddle the cutoff.
+    straddling = db.execute(
+        "SELECT first_ms, body FROM batches WHERE last_ms >= ? ORDER BY last_ms, last_seq LIMIT 1",
+        (cutoff,),
+    ).fetchone()
+    if straddling is not None and straddling[0] < cutoff:
+        before = [entry.id for entry in _unpack(straddling[1]) if entry.id.ms < cutoff]
+        mark = max(before, default=mark)
+    return mark
+
+
+def _split(db: sqlite3.Connection, mark: MessageId) -> int:
+    """Rewrite the batch that holds ``mark`` and newer entries to hold only those; how many
+    entries went (the rest up to ``mark`` are whole batches, deleted in chunks)."""
+    row = db.execute(
+        "SELECT rowid, first_ms, first_seq, count, body FROM batches "
+        "WHERE (last_ms, last_seq) > (?, ?) ORDER BY last_ms, last_seq LIMIT 1",
+        mark,
+    ).fetchone()
+    if row is None or MessageId(row[1], row[2]) > mark:
+        return 0
+    rowid, _, _, count, body = row
+    return int(count) - _rewrite(db, rowid, [entry for entry in _unpack(body) if entry.id > mark])
+
+
+def _purge(db: sqlite3.Connection, said: Callable[[Entry], bool], since_ms: int) -> tuple[int, int]:
+    """Rewrite the batches holding entries ``said`` selects without them: how many entries
+    were removed, and by how much the batches' counts went down."""
+    removed = shrunk = 0
+    batches = db.execute(
+        "SELECT rowid, count, body FROM batches WHERE last_ms >= ?", (since_ms,)
+    ).fetchall()
+    for rowid, count, body in batches:
+        entries = _unpack(body)
+        kept = [entry for entry in entries if not said(entry)]
+        if len(kept) < len(entries):
+            removed += len(entries) - len(kept)
+            shrunk += count - _rewrite(db, rowid, kept)
+    return removed, shrunk
+
+
+def _rewrite(db: sqlite3.Connection, rowid: int, entries: list[Entry]) -> int:
+    """Batch ``rowid`` to hold ``entries`` (deleted when none are left); their count."""
+    if entries:
+        db.execute(
+            "UPDATE batches SET first_ms = ?, first_seq = ?, last_ms = ?, last_seq = ?, "
+            "count = ?, body = ? WHERE rowid = ?",
+            (*_row(entries), rowid),
+        )
+    else:
+        db.execute("DELETE FROM batches WHERE rowid = ?", (rowid,))
+    return len(entries)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Schema 0 (a row per entry in a table ``entries``) to batches of MIGRATE_BATCH, in one
+    transaction: an upgrade keeps the history. A row of an unknown kind is left behind."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if db.execute(
+            "SELECT 1 FROM sqlite_schema WHERE name = 'entries' AND type = 'table'"
+        ).fetchone():
+            rows = db.execute(
+                "SELECT ms, seq, at, kind, nick, text, reason FROM entries ORDER BY ms, seq"
+            )
+            while chunk := rows.fetchmany(MIGRATE_BATCH):
+                entries = []
+                for ms, seq, *rest in chunk:
+                    with contextlib.suppress(ValueError, TypeError):
+                        entries.append(_entry([[ms, seq], *rest]))
+                if entries:
+                    db.execute(_INSERT, _row(entries))
+            rows.close()
+            db.execute("DROP TABLE entries")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _cleaned(entry: Entry) -> Entry:
@@ -814,20 +955,6 @@ def _cleaned(entry: Entry) -> Entry:
 def _ms(seconds: float) -> int:
     """A time as an id's millisecond: times and ids are compared in one unit."""
     return int(seconds * 1000)
-
-
-def _entry(row: tuple[int, int, float, str, str, str, str]) -> Entry:
-    ms, seq, at, kind, nick, text, reason = row
-    return Entry(MessageId(ms, seq), at, Kind(kind), nick, text, reason)
-
-
-def _entries(rows: Iterable[tuple[int, int, float, str, str, str, str]]) -> list[Entry]:
-    """Rows as entries; a row this code did not write (an unknown kind) is skipped."""
-    entries = []
-    for row in rows:
-        with contextlib.suppress(ValueError):
-            entries.append(_entry(row))
-    return entries
 
 
 def _replay(entries: list[Entry], last: MessageId, trimmed: MessageId, limit: int | None) -> Replay:
