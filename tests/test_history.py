@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -628,22 +630,25 @@ def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -
     store.close()
     path = tmp_path / "history.db"
     newer = said[-1].id.ms + 1
-    bodies = [
-        "not json",
-        '{"a": 1}',
-        "[" * 100_000 + "]" * 100_000,
-        f'[[[{newer}, 0], 0.0, "whisper", "eve", "psst", ""]]',
-        f'[[[{newer}, 1], 1e999, "message", "eve", "psst", ""]]',
-        f'[[[{newer}, 2], 0.0, "message", 7, "psst", ""], [1, 2], "x", null]',
-        f'[[[{newer}, 3], 0.0, "message", "eve", "psst"]]',
+    one = struct.pack("<d", 1.0)
+    batches = [
+        ("not json", one),
+        ('{"a": 1}', one),
+        ("[" * 100_000 + "]" * 100_000, one),
+        (f'[[[{newer}, 0]], ["whisper"], ["eve"], ["psst"], [""]]', one),
+        (f'[[[{newer}, 1]], ["message"], ["eve"], ["psst"], [""]]', struct.pack("<d", math.inf)),
+        (f'[[[{newer}, 2]], ["message"], ["eve"], ["psst"], [""]]', b"short"),
+        (f'[[[{newer}, 3], 7], ["message", "x"], [7, "e"], ["psst", 1], ["", ""]]', one * 2),
+        (f'[[[{newer}, 4]], ["message"], ["eve"], ["psst"], []]', one),
+        ("[1, 2, 3, 4, 5]", one),
     ]
     with sqlite3.connect(path) as db:
         db.executemany(
-            "INSERT INTO batches VALUES (?, 0, ?, 9, 1, ?)",
-            [(newer, newer, body) for body in bodies],
+            "INSERT INTO batches VALUES (?, 0, ?, 9, 1, ?, ?)",
+            [(newer, newer, body, times) for body, times in batches],
         )
         with pytest.raises(sqlite3.IntegrityError):
-            db.execute("INSERT INTO batches VALUES ('x', 0, 0, 0, 1, '[]')")
+            db.execute("INSERT INTO batches VALUES ('x', 0, 0, 0, 1, '[]', x'')")
     again = stores()
     assert again.last(10) == said
     assert again.after(ORIGIN).entries == said

@@ -47,6 +47,7 @@ import os
 import re
 import sqlite3
 import stat
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -94,27 +95,31 @@ CREATE TABLE IF NOT EXISTS batches (
     last_ms INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
     count INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    times BLOB NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ms, last_seq);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
-#: The entries one by one, for people reading the file with ``sqlite3`` (the daemon reads
-#: the batches itself).
+#: The entries one by one (but their times), for people reading the file with ``sqlite3``;
+#: the daemon reads the batches itself.
 _VIEW: Final = """
-CREATE VIEW IF NOT EXISTS entries (ms, seq, at, kind, nick, text, reason) AS
-SELECT json_extract(e.value, '$[0][0]'), json_extract(e.value, '$[0][1]'),
-       json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]'),
-       json_extract(e.value, '$[3]'), json_extract(e.value, '$[4]'),
-       json_extract(e.value, '$[5]')
-FROM batches, json_each(batches.body) AS e;
+CREATE VIEW IF NOT EXISTS entries (ms, seq, kind, nick, text, reason) AS
+SELECT json_extract(i.value, '$[0]'), json_extract(i.value, '$[1]'),
+       json_extract(b.body, '$[1][' || i.key || ']'),
+       json_extract(b.body, '$[2][' || i.key || ']'),
+       json_extract(b.body, '$[3][' || i.key || ']'),
+       json_extract(b.body, '$[4][' || i.key || ']')
+FROM batches AS b, json_each(b.body, '$[0]') AS i;
 """
-_INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 #: Batches newest first: how the newest entries are read.
 _NEWEST_FIRST: Final = "ORDER BY last_ms DESC, last_seq DESC"
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-#: A batch's entries as JSON: ``[[[ms, seq], at, kind, nick, text, reason], ...]``, an
-#: Entry exactly as it is (named tuples are arrays, a Kind is a string), encoded in C.
+#: A batch's entries as JSON, a column a field: ``[ids, kinds, nicks, texts, reasons]``, an
+#: id ``[ms, seq]`` (named tuples are arrays, a Kind is a string), all encoded in C. Their
+#: times are the ``times`` column, little-endian doubles: a float costs json more than
+#: the rest of an entry, and is kept exactly this way.
 _encode: Final = json.JSONEncoder(
     ensure_ascii=False, check_circular=False, separators=(",", ":")
 ).encode
@@ -775,21 +780,32 @@ class History:
                 self._stop.wait(self._intervals[2])
 
 
-def _row(batch: list[Entry]) -> tuple[int, int, int, int, int, str]:
-    """A batch as the batches table's columns: its first and last ids, and its entries."""
+def _row(batch: list[Entry]) -> tuple[int, int, int, int, int, str, bytes]:
+    """A batch as the batches table's columns: its first and last ids, and its entries.
+    Columns by ``zip``, not a loop: this runs for every batch the room commits."""
     first, last = batch[0].id, batch[-1].id
-    return (first.ms, first.seq, last.ms, last.seq, len(batch), _encode(batch))
+    ids, times, kinds, nicks, texts, reasons = zip(*batch, strict=True)
+    body = _encode((ids, kinds, nicks, texts, reasons))
+    return (first.ms, first.seq, last.ms, last.seq, len(batch), body, _pack_times(times))
 
 
-def _unpack(body: object) -> list[Entry]:
-    """A batch's entries; what this code did not write (not JSON, an unknown kind, a value
-    of the wrong type) is skipped, never raised."""
+def _pack_times(times: tuple[float, ...]) -> bytes:
+    return struct.pack(f"<{len(times)}d", *times)
+
+
+def _unpack(body: str, times: bytes) -> list[Entry]:
+    """A batch's entries (the STRICT table guarantees the columns' types); what this code
+    did not write (not JSON, columns that do not match, an unknown kind, a value of the
+    wrong type) is skipped, never raised."""
     try:
-        items = json.loads(body) if isinstance(body, str) else None
-    except (ValueError, RecursionError):
+        ids, kinds, nicks, texts, reasons = json.loads(body)
+        if not len(ids) == len(kinds) == len(nicks) == len(texts) == len(reasons):
+            return []
+        ats = struct.unpack(f"<{len(ids)}d", times)
+    except (ValueError, TypeError, RecursionError, struct.error):
         return []
     entries = []
-    for item in items if isinstance(items, list) else ():
+    for item in zip(ids, ats, kinds, nicks, texts, reasons, strict=True):
         with contextlib.suppress(ValueError, TypeError):
             entries.append(_entry(item))
     return entries
@@ -819,10 +835,10 @@ def _newest(
     oldest first: batches are read newest first until enough are found."""
     found: list[Entry] = []
     batches = db.execute(
-        f"SELECT body FROM batches WHERE last_ms >= ? {_NEWEST_FIRST}", (since_ms,)
+        f"SELECT body, times FROM batches WHERE last_ms >= ? {_NEWEST_FIRST}", (since_ms,)
     )
-    for (body,) in batches:
-        entries = _unpack(body)
+    for body, times in batches:
+        entries = _unpack(body, times)
         found.extend(reversed(entries if wanted is None else list(filter(wanted, entries))))
         if len(found) >= count:
             break
@@ -834,10 +850,11 @@ def _newest(
 def _after(db: sqlite3.Connection, last: MessageId) -> list[Entry]:
     """Every entry in the file after ``last``, oldest first."""
     batches = db.execute(
-        "SELECT body FROM batches WHERE (last_ms, last_seq) > (?, ?) ORDER BY last_ms, last_seq",
+        "SELECT body, times FROM batches WHERE (last_ms, last_seq) > (?, ?) "
+        "ORDER BY last_ms, last_seq",
         last,
     )
-    return [entry for (body,) in batches for entry in _unpack(body) if entry.id > last]
+    return [entry for body, times in batches for entry in _unpack(body, times) if entry.id > last]
 
 
 def _count_mark(db: sqlite3.Connection, keep: int) -> MessageId | None:
@@ -850,8 +867,8 @@ def _count_mark(db: sqlite3.Connection, keep: int) -> MessageId | None:
             drop = newer - keep  # this batch's oldest ``drop`` entries go
             if drop >= count:
                 return MessageId(last_ms, last_seq)
-            (body,) = db.execute("SELECT body FROM batches WHERE rowid = ?", (rowid,)).fetchone()
-            entries = _unpack(body)
+            batch = db.execute("SELECT body, times FROM batches WHERE rowid = ?", (rowid,))
+            entries = _unpack(*batch.fetchone())
             return entries[drop - 1].id if drop <= len(entries) else MessageId(last_ms, last_seq)
     return None
 
@@ -865,11 +882,12 @@ def _age_mark(db: sqlite3.Connection, cutoff: int) -> MessageId | None:
     mark = None if older is None else MessageId(*older)
     # The batch after those may straddle the cutoff.
     straddling = db.execute(
-        "SELECT first_ms, body FROM batches WHERE last_ms >= ? ORDER BY last_ms, last_seq LIMIT 1",
+        "SELECT first_ms, body, times FROM batches WHERE last_ms >= ? "
+        "ORDER BY last_ms, last_seq LIMIT 1",
         (cutoff,),
     ).fetchone()
     if straddling is not None and straddling[0] < cutoff:
-        before = [entry.id for entry in _unpack(straddling[1]) if entry.id.ms < cutoff]
+        before = [entry.id for entry in _unpack(*straddling[1:]) if entry.id.ms < cutoff]
         mark = max(before, default=mark)
     return mark
 
@@ -878,14 +896,15 @@ def _split(db: sqlite3.Connection, mark: MessageId) -> int:
     """Rewrite the batch that holds ``mark`` and newer entries to hold only those; how many
     entries went (the rest up to ``mark`` are whole batches, deleted in chunks)."""
     row = db.execute(
-        "SELECT rowid, first_ms, first_seq, count, body FROM batches "
+        "SELECT rowid, first_ms, first_seq, count, body, times FROM batches "
         "WHERE (last_ms, last_seq) > (?, ?) ORDER BY last_ms, last_seq LIMIT 1",
         mark,
     ).fetchone()
     if row is None or MessageId(row[1], row[2]) > mark:
         return 0
-    rowid, _, _, count, body = row
-    return int(count) - _rewrite(db, rowid, [entry for entry in _unpack(body) if entry.id > mark])
+    rowid, _, _, count, body, times = row
+    kept = [entry for entry in _unpack(body, times) if entry.id > mark]
+    return int(count) - _rewrite(db, rowid, kept)
 
 
 def _purge(db: sqlite3.Connection, said: Callable[[Entry], bool], since_ms: int) -> tuple[int, int]:
@@ -893,10 +912,10 @@ def _purge(db: sqlite3.Connection, said: Callable[[Entry], bool], since_ms: int)
     were removed, and by how much the batches' counts went down."""
     removed = shrunk = 0
     batches = db.execute(
-        "SELECT rowid, count, body FROM batches WHERE last_ms >= ?", (since_ms,)
+        "SELECT rowid, count, body, times FROM batches WHERE last_ms >= ?", (since_ms,)
     ).fetchall()
-    for rowid, count, body in batches:
-        entries = _unpack(body)
+    for rowid, count, body, times in batches:
+        entries = _unpack(body, times)
         kept = [entry for entry in entries if not said(entry)]
         if len(kept) < len(entries):
             removed += len(entries) - len(kept)
@@ -909,7 +928,7 @@ def _rewrite(db: sqlite3.Connection, rowid: int, entries: list[Entry]) -> int:
     if entries:
         db.execute(
             "UPDATE batches SET first_ms = ?, first_seq = ?, last_ms = ?, last_seq = ?, "
-            "count = ?, body = ? WHERE rowid = ?",
+            "count = ?, body = ?, times = ? WHERE rowid = ?",
             (*_row(entries), rowid),
         )
     else:
