@@ -115,6 +115,7 @@ FROM batches AS b, json_each(b.body, '$[0]') AS i;
 _INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 #: Batches newest first: how the newest entries are read.
 _NEWEST_FIRST: Final = "ORDER BY last_ms DESC, last_seq DESC"
+_new_entry: Final = tuple.__new__
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 #: A batch's entries as JSON, a column a field: ``[ids, kinds, nicks, texts, reasons]``, an
 #: id ``[ms, seq]`` (named tuples are arrays, a Kind is a string), all encoded in C. Their
@@ -258,11 +259,23 @@ class History:
 
     def append(self, kind: Kind, nick: str, text: str = "", reason: str = "") -> Entry:
         """Record an event and return it with its id; call it in the room's order."""
+        return self.append_many(kind, nick, [text], reason)[0]
+
+    def append_many(self, kind: Kind, nick: str, texts: list[str], reason: str = "") -> list[Entry]:
+        """Record an event per text, in order (a client's lines from one read), and return
+        them with their ids. The room calls it under its lock for every chat line: one clock
+        reading and one lock for them all, and each entry made by ``tuple.__new__``, a
+        third of the cost of calling the named tuple."""
         at = self.clock()
+        ms = _ms(at)
         with self._lock:
-            entry = Entry(self._memory.last.following(_ms(at)), at, kind, nick, text, reason)
-            self._add_locked(entry)
-        return entry
+            last = self._memory.last
+            entries = []
+            for text in texts:
+                last = last.following(ms)
+                entries.append(_new_entry(Entry, (last, at, kind, nick, text, reason)))
+            self._add_locked(entries)
+        return entries
 
     def record(self, entry: Entry) -> MessageId | None:
         """Keep an entry whose id was assigned elsewhere (a cluster's stream, in its order).
@@ -272,22 +285,25 @@ class History:
         with self._lock:
             if entry.id <= self._memory.last:
                 return None
-            self._add_locked(entry)
+            self._add_locked([entry])
         return entry.id
 
-    def _add_locked(self, entry: Entry) -> None:
-        """Keep ``entry``, the newest: to be committed, and among the reads' recent entries.
-        Every way an entry comes in goes through here (the caller holds ``_lock``)."""
+    def _add_locked(self, entries: list[Entry]) -> None:
+        """Keep ``entries``, the newest, in order: to be committed, and among the reads'
+        recent entries. Every way an entry comes in goes through here (the caller holds
+        ``_lock``)."""
         memory = self._memory
-        memory.last = entry.id
-        if not memory.unsaved:
+        unsaved = memory.unsaved
+        memory.last = entries[-1].id
+        if not unsaved:
             self._wake.set()
-        memory.unsaved.append(entry)
-        if len(memory.unsaved) == COMMIT_BATCH:
+        waiting = len(unsaved)
+        unsaved.extend(entries)
+        if waiting < COMMIT_BATCH <= len(unsaved):
             self._full.set()
-        if len(memory.recent) == MAX_READ:
+        if len(memory.recent) + len(entries) > MAX_READ:
             memory.complete = False
-        memory.recent.append(entry)
+        memory.recent.extend(entries)
 
     def commit_through(self, last: MessageId) -> bool:
         """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
