@@ -291,6 +291,26 @@ def test_a_sweep_of_many_rows_goes_in_chunks_and_leaves_exactly_the_newest(
     assert store.after(said[-6].id).entries == said[-5:]
 
 
+def test_retention_keeps_exactly_the_newest_across_batches_of_every_size(
+    stores: Any, tmp_path: Path
+) -> None:
+    """Whole batches go, and the one that straddles the limit is cut: the file holds exactly
+    the newest ``keep``, however the entries were committed."""
+    store = stores(keep=1000, sweep_interval=NEVER)
+    said: list[Entry] = []
+    for size in (1, 7, 1, 30, 2, 13, 1, 50, 4):
+        said += say(store, size, start=len(said))
+        assert store.commit_through(said[-1].id)
+    for keep in (100, 37, 36, 5, 1):
+        store.configure(keep=keep, keep_days=7)
+        wait_until(lambda n=keep: len(stored(tmp_path / "history.db")) == n, what=f"keep {keep}")
+        assert stored(tmp_path / "history.db") == rows(said[-keep:])
+        assert store.after(said[-keep - 1].id).entries == said[-keep:]
+        assert store.after(said[-keep - 2].id).too_old
+    store.close()
+    assert stores().last(10) == said[-1:]
+
+
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:
     clock = Clock()
     store = stores(clock=clock, keep_days=1, sweep_interval=0.01)

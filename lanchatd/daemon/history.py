@@ -112,7 +112,7 @@ CREATE TABLE IF NOT EXISTS batches (
     body TEXT NOT NULL,
     times BLOB NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ms, last_seq);
+CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ms, last_seq, count);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
 #: The entries one by one (but their times), for people reading the file with ``sqlite3``;
@@ -415,8 +415,10 @@ class History:
         def wanted(entry: Entry) -> bool:
             return entry.id.ms >= since_ms and (key is None or nick_key(entry.nick) == key)
 
-        stored = self._read(lambda db: _newest(db, count, since_ms, wanted))
+        # Memory before the file, as in last(): an entry committed in between is then in
+        # one or both, never in neither.
         unsaved = [entry for entry in self._unsaved() if wanted(entry)]
+        stored = self._read(lambda db: _newest(db, count, since_ms, wanted))
         return _merge(stored, unsaved)[-count:]
 
     def purge(self, nick: str, since: float | None = None) -> int:
@@ -686,7 +688,7 @@ class History:
         limits = self._limits
         try:
             with db:
-                marks = [_count_mark(db, limits.keep)]
+                marks = [_count_mark(db, self._stored - limits.keep)]
                 if limits.keep_days > 0:
                     marks.append(_age_mark(db, _ms(self.clock() - limits.keep_days * 86_400)))
                 found = [mark for mark in marks if mark is not None]
@@ -887,19 +889,26 @@ def _after(db: sqlite3.Connection, last: MessageId) -> list[Entry]:
     return [entry for body, times in batches for entry in _unpack(body, times) if entry.id > last]
 
 
-def _count_mark(db: sqlite3.Connection, keep: int) -> MessageId | None:
-    """The newest entry beyond the newest ``keep`` in the file (None: it holds no more)."""
-    newer = 0
-    batches = db.execute(f"SELECT rowid, last_ms, last_seq, count FROM batches {_NEWEST_FIRST}")
+def _count_mark(db: sqlite3.Connection, excess: int) -> MessageId | None:
+    """The newest of the oldest ``excess`` entries in the file (None: none to remove).
+
+    Oldest batches first, from the index alone (it holds each batch's count): the rows read
+    are the batches to remove, not every batch kept."""
+    if excess <= 0:
+        return None
+    older = 0
+    batches = db.execute(
+        "SELECT rowid, last_ms, last_seq, count FROM batches ORDER BY last_ms, last_seq"
+    )
     for rowid, last_ms, last_seq, count in batches:
-        newer += count
-        if newer > keep:
-            drop = newer - keep  # this batch's oldest ``drop`` entries go
-            if drop >= count:
+        older += count
+        if older >= excess:
+            keep = older - excess  # this batch's newest ``keep`` entries stay
+            if not keep:
                 return MessageId(last_ms, last_seq)
             batch = db.execute("SELECT body, times FROM batches WHERE rowid = ?", (rowid,))
             entries = _unpack(*batch.fetchone())
-            return entries[drop - 1].id if drop <= len(entries) else MessageId(last_ms, last_seq)
+            return entries[-keep - 1].id if keep < len(entries) else None
     return None
 
 
