@@ -33,12 +33,14 @@ Why it is shaped this way:
   rest. Now what the file costs is per commit (under load ~100 entries) and the JSON per
   entry. Reads decode whole batches: the daemon reads the file only for what is older than
   its recent entries in memory, and the admin's queries are rare. One index, on the last
-  id, serves reads after an id and retention; times are compared as the id's millisecond
-  (``--since`` and ``keep_days`` alike); a nickname filter (purge, the admin query)
-  decodes the batches kept. Retention deletes whole batches and rewrites the one that
-  straddles the mark, so the file holds exactly the newest ``keep``; a purge rewrites the
-  batches that hold the nickname. The view ``entries`` shows the entries one by one
-  (without their times) to people reading the file with ``sqlite3``.
+  id and the count, serves reads after an id, and retention without reading the bodies
+  (from the oldest batches: it reads what it removes, not all that is kept); times are
+  compared as the id's millisecond (``--since`` and ``keep_days`` alike); a nickname
+  filter (purge, the admin query) decodes the batches kept. Retention deletes whole
+  batches and rewrites the one that straddles the mark, so the file holds exactly the
+  newest ``keep``; a purge rewrites the batches that hold the nickname. The view
+  ``entries`` shows the entries one by one (without their times) to people reading the
+  file with ``sqlite3``.
 - **Upgrades keep history.** ``PRAGMA user_version`` says the layout: a file of schema 0
   (a row per entry) is migrated on open in one transaction; a file of a newer schema than
   this code knows is set aside like a damaged one (renamed, never deleted).
