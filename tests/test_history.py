@@ -3,11 +3,14 @@ thread, and a real process killed with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -23,7 +26,14 @@ from structlog.testing import capture_logs
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
-from lanchatd.daemon.history import COMMIT_BATCH, SWEEP_CHUNK, Entry, History, Kind
+from lanchatd.daemon.history import (
+    COMMIT_BATCH,
+    SCHEMA_VERSION,
+    SWEEP_CHUNK,
+    Entry,
+    History,
+    Kind,
+)
 from tests.support import WAIT, wait_until
 
 DAY = 86_400.0
@@ -279,6 +289,26 @@ def test_a_sweep_of_many_rows_goes_in_chunks_and_leaves_exactly_the_newest(
     replay = store.after(said[-7].id)
     assert (replay.too_old, replay.missed) == (True, 5)
     assert store.after(said[-6].id).entries == said[-5:]
+
+
+def test_retention_keeps_exactly_the_newest_across_batches_of_every_size(
+    stores: Any, tmp_path: Path
+) -> None:
+    """Whole batches go, and the one that straddles the limit is cut: the file holds exactly
+    the newest ``keep``, however the entries were committed."""
+    store = stores(keep=1000, sweep_interval=NEVER)
+    said: list[Entry] = []
+    for size in (1, 7, 1, 30, 2, 13, 1, 50, 4):
+        said += say(store, size, start=len(said))
+        assert store.commit_through(said[-1].id)
+    for keep in (100, 37, 36, 5, 1):
+        store.configure(keep=keep, keep_days=7)
+        wait_until(lambda n=keep: len(stored(tmp_path / "history.db")) == n, what=f"keep {keep}")
+        assert stored(tmp_path / "history.db") == rows(said[-keep:])
+        assert store.after(said[-keep - 1].id).entries == said[-keep:]
+        assert store.after(said[-keep - 2].id).too_old
+    store.close()
+    assert stores().last(10) == said[-1:]
 
 
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:
@@ -613,26 +643,118 @@ def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path)
 
 
 def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -> None:
-    """A row of an unknown kind is skipped; a bad retention mark makes the file damaged."""
+    """Batches and entries this code did not write are skipped; a bad retention mark makes
+    the file damaged."""
     store = stores()
     said = say(store, 2)
     store.close()
     path = tmp_path / "history.db"
+    newer = said[-1].id.ms + 1
+    one = struct.pack("<d", 1.0)
+    batches = [
+        ("not json", one),
+        ('{"a": 1}', one),
+        ("[" * 100_000 + "]" * 100_000, one),
+        (f'[[[{newer}, 0]], ["whisper"], ["eve"], ["psst"], [""]]', one),
+        (f'[[[{newer}, 1]], ["message"], ["eve"], ["psst"], [""]]', struct.pack("<d", math.inf)),
+        (f'[[[{newer}, 2]], ["message"], ["eve"], ["psst"], [""]]', b"short"),
+        (f'[[[{newer}, 3], 7], ["message", "x"], [7, "e"], ["psst", 1], ["", ""]]', one * 2),
+        (f'[[[{newer}, 4]], ["message"], ["eve"], ["psst"], []]', one),
+        ("[1, 2, 3, 4, 5]", one),
+    ]
     with sqlite3.connect(path) as db:
-        db.execute(
-            "INSERT INTO entries VALUES (?, 0, 0.0, 'whisper', 'eve', 'eve', 'psst', '')",
-            (said[-1].id.ms + 1,),
+        db.executemany(
+            "INSERT INTO batches VALUES (?, 0, ?, 9, 1, ?, ?)",
+            [(newer, newer, body, times) for body, times in batches],
         )
         with pytest.raises(sqlite3.IntegrityError):
-            db.execute("INSERT INTO entries VALUES ('x', 0, 0.0, 'join', 'e', 'e', '', '')")
+            db.execute("INSERT INTO batches VALUES ('x', 0, 0, 0, 1, '[]', x'')")
     again = stores()
     assert again.last(10) == said
     assert again.after(ORIGIN).entries == said
     assert again.query(10) == said
+    assert again.purge("eve") == 0
     again.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO meta VALUES ('trimmed_through', 'garbage')")
     assert stores().last(10) == []
+    assert len(list(tmp_path.glob("history.db.corrupt-*[0-9]"))) == 1
+
+
+#: The file's layout before batches (schema 0), as lanchatd 0.x wrote it.
+SCHEMA_0 = """
+CREATE TABLE entries (
+    ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    nick TEXT NOT NULL,
+    nick_key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (ms, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+"""
+
+
+def test_a_file_of_the_old_schema_is_migrated_with_every_entry(stores: Any, tmp_path: Path) -> None:
+    """A row per entry (schema 0) becomes batches on open: every entry, id, time and kind
+    is kept, and so is the retention mark; a row of an unknown kind is left behind."""
+    kinds = list(Kind)
+    old = [
+        Entry(
+            MessageId(1_700_000_000_000 + i // 3, i % 3),
+            1_700_000_000 + i / 3000,
+            kinds[i % len(kinds)],
+            f"nick{i % 7}",
+            f"line {i} é✓",
+            "quit" if i % 5 else "",
+        )
+        for i in range(2500)
+    ]
+    path = tmp_path / "history.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA_0)
+        db.executemany(
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (e.id.ms, e.id.seq, e.at, e.kind.value, e.nick, e.nick, e.text, e.reason)
+                for e in old
+            ],
+        )
+        db.execute(
+            "INSERT INTO entries VALUES (1800000000000, 0, 0.0, 'whisper', 'e', 'e', '', '')"
+        )
+        db.execute("INSERT INTO meta VALUES ('trimmed_through', '1699999999999-4')")
+    clock = Clock(1_700_000_100.0)
+    store = stores(clock=clock)
+    mark = MessageId(1_699_999_999_999, 4)
+    assert store.after(mark).entries == old
+    assert store.query(5000) == old
+    assert store.last(20) == old[-20:]
+    assert store.after(MessageId(1_699_999_999_999, 3)).too_old
+    assert store.newest() == old[-1].id
+    later = say(store, 3)
+    assert later[0].id > old[-1].id
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert db.execute("SELECT count(*), sum(count) FROM batches").fetchone() == (4, 2503)
+    assert stored(path) == rows(old + later)
+    assert stores(clock=clock).after(mark).entries == old + later
+
+
+def test_a_file_of_a_newer_schema_is_set_aside(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    path = tmp_path / "history.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = stores()
+    assert say(store, 1) == store.last(5)
+    (event,) = events(logs, "history_corrupt")
+    assert "newer" in event["error"]
     assert len(list(tmp_path.glob("history.db.corrupt-*[0-9]"))) == 1
 
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import struct
 import tempfile
 import threading
 import time
@@ -474,13 +475,14 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
     assert server.stop() == 0
     # Ten entries two days old, as a file written then would hold them.
     two_days_ago = time.time() - 2 * 86_400
+    first = int(two_days_ago * 1000)
+    ids = [[first + i, 0] for i in range(10)]
+    columns = [ids, ["message"] * 10, ["old"] * 10, [f"old {i}" for i in range(10)], [""] * 10]
+    times = struct.pack("<10d", *(two_days_ago + i / 1000 for i in range(10)))
     with contextlib.closing(sqlite3.connect(state / "history.db")) as db, db:
-        db.executemany(
-            "INSERT INTO entries VALUES (?, 0, ?, 'message', 'old', 'old', ?, '')",
-            [
-                (int(two_days_ago * 1000) + i, two_days_ago + i / 1000, f"old {i}")
-                for i in range(10)
-            ],
+        db.execute(
+            "INSERT INTO batches VALUES (?, 0, ?, 0, 10, ?, ?)",
+            (first, first + 9, json.dumps(columns), times),
         )
     config = "[history]\nkeep = 1000\nkeep_days = {}\n"
     again = start_daemon("--lang", "en", config=config.format(7), state_dir=state)

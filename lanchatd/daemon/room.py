@@ -172,7 +172,7 @@ class Room:
         """Hand chat lines to history and delivery (a cluster's room appends them instead)."""
         entries = None
         if (history := self.history) is not None:
-            entries = [history.append(Kind.MESSAGE, peer.nick, text) for text in texts]
+            entries = history.append_many(Kind.MESSAGE, peer.nick, texts)
             self.delivery.recorded = entries[-1].id
         self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts, entries)
 
