@@ -32,11 +32,13 @@ Why it is shaped this way:
   needed: history took ~9 µs of server CPU per chat message against ~7 µs for all the
   rest. Now what the file costs is per commit (under load ~100 entries) and the JSON per
   entry. Reads decode whole batches: the daemon reads the file only for what is older than
-  its recent entries in memory, and the admin's queries are rare. One index, on the last
-  id and the count, serves reads after an id, and retention without reading the bodies
-  (from the oldest batches: it reads what it removes, not all that is kept); times are
-  compared as the id's millisecond (``--since`` and ``keep_days`` alike); a nickname
-  filter (purge, the admin query) decodes the batches kept. Retention deletes whole
+  its recent entries in memory, and the admin's queries are rare. No index: batches are
+  inserted in id order, so rowid order is id order (a second B-tree cost every commit a
+  WAL frame and ~3 µs). Reads walk the batches from the newest back and stop at the first
+  one not wanted; retention walks from the oldest (it reads what it removes, not all that
+  is kept) and deletes a range of rowids; times are compared as the id's millisecond
+  (``--since`` and ``keep_days`` alike); a nickname filter (purge, the admin query)
+  decodes the batches kept. Retention deletes whole
   batches and rewrites the one that straddles the mark, so the file holds exactly the
   newest ``keep``; a purge rewrites the batches that hold the nickname. The view
   ``entries`` shows the entries one by one (without their times) to people reading the
@@ -114,7 +116,6 @@ CREATE TABLE IF NOT EXISTS batches (
     body TEXT NOT NULL,
     times BLOB NOT NULL
 ) STRICT;
-CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ms, last_seq, count);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
 #: The entries one by one (but their times), for people reading the file with ``sqlite3``;
@@ -129,8 +130,10 @@ SELECT json_extract(i.value, '$[0]'), json_extract(i.value, '$[1]'),
 FROM batches AS b, json_each(b.body, '$[0]') AS i;
 """
 _INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
-#: Batches newest first: how the newest entries are read.
-_NEWEST_FIRST: Final = "ORDER BY last_ms DESC, last_seq DESC"
+#: Batches newest first: rowid order is id order (each batch is inserted after all older).
+_NEWEST_FIRST: Final = "ORDER BY rowid DESC"
+#: SQLite's largest rowid.
+_MAX_ROWID: Final = 2**63 - 1
 _new_entry: Final = tuple.__new__
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 #: A batch's entries as JSON, a column a field: ``[ids, kinds, nicks, texts, reasons]``, an
@@ -674,16 +677,17 @@ class History:
         before a round waits behind one chunk at most, not behind a whole sweep.
         """
         with self._write_lock:
-            mark = self._mark()
-        done = mark is None
+            marked = self._mark()
+        done = marked is None
         while not done and not self._stop.is_set():
             with self._write_lock:
-                done = self._delete_chunk(mark)
+                done = self._delete_chunk(marked)
 
-    def _mark(self) -> MessageId | None:
-        """Find and record what the limits remove (None: nothing); the caller holds the
-        write lock. The mark is raised before anything is deleted, so a resume from before
-        it is told it is too old even while a sweep is under way."""
+    def _mark(self) -> tuple[MessageId, int] | None:
+        """Find and record what the limits remove: the newest id, and the rowid of the
+        newest batch wholly up to it (None: nothing); the caller holds the write lock. The
+        mark is raised before anything is deleted, so a resume from before it is told it is
+        too old even while a sweep is under way."""
         self._limits_changed = False
         if (db := self._db) is None:
             return None
@@ -708,25 +712,30 @@ class History:
                 db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('trimmed_through', ?)", (str(mark),)
                 )
-                split = _split(db, mark)
+                split, through = _split(db, mark)
         except sqlite3.Error as error:
             self._unavailable(str(error))
             return None
         self._stored -= split
-        return mark
+        return mark, through
 
-    def _delete_chunk(self, mark: MessageId | None) -> bool:
-        """Delete the oldest SWEEP_CHUNK batches wholly up to ``mark``; True once none are
-        left (or the file cannot be changed). The caller holds the write lock."""
-        if self._db is None or mark is None:
+    def _delete_chunk(self, marked: tuple[MessageId, int] | None) -> bool:
+        """Delete the oldest SWEEP_CHUNK batches wholly up to the mark; True once none are
+        left (or the file cannot be changed). The caller holds the write lock.
+
+        The rowid bounds the walk from the oldest batch; the id is checked too, since a
+        purge may empty the table between two chunks and new batches then take low rowids.
+        """
+        if self._db is None or marked is None:
             return True
+        mark, through = marked
         try:
             with self._db:
                 counts = self._db.execute(
                     "DELETE FROM batches WHERE rowid IN (SELECT rowid FROM batches "
-                    "WHERE (last_ms, last_seq) <= (?, ?) ORDER BY last_ms, last_seq LIMIT ?) "
+                    "WHERE rowid <= ? AND (last_ms, last_seq) <= (?, ?) ORDER BY rowid LIMIT ?) "
                     "RETURNING count",
-                    (*mark, SWEEP_CHUNK),
+                    (through, *mark, SWEEP_CHUNK),
                 ).fetchall()
         except sqlite3.Error as error:
             self._unavailable(str(error))
@@ -868,10 +877,11 @@ def _newest(
     """The newest ``count`` entries in the file (those ``wanted``, none before ``since_ms``),
     oldest first: batches are read newest first until enough are found."""
     found: list[Entry] = []
-    batches = db.execute(
-        f"SELECT body, times FROM batches WHERE last_ms >= ? {_NEWEST_FIRST}", (since_ms,)
-    )
-    for body, times in batches:
+    for last_ms, body, times in db.execute(
+        f"SELECT last_ms, body, times FROM batches {_NEWEST_FIRST}"
+    ):
+        if last_ms < since_ms:
+            break
         entries = _unpack(body, times)
         found.extend(reversed(entries if wanted is None else list(filter(wanted, entries))))
         if len(found) >= count:
@@ -882,26 +892,27 @@ def _newest(
 
 
 def _after(db: sqlite3.Connection, last: MessageId) -> list[Entry]:
-    """Every entry in the file after ``last``, oldest first."""
-    batches = db.execute(
-        "SELECT body, times FROM batches WHERE (last_ms, last_seq) > (?, ?) "
-        "ORDER BY last_ms, last_seq",
-        last,
-    )
-    return [entry for body, times in batches for entry in _unpack(body, times) if entry.id > last]
+    """Every entry in the file after ``last``, oldest first: batches newest first, up to
+    the first that ends at or before it."""
+    found: list[list[Entry]] = []
+    for last_ms, last_seq, body, times in db.execute(
+        f"SELECT last_ms, last_seq, body, times FROM batches {_NEWEST_FIRST}"
+    ):
+        if MessageId(last_ms, last_seq) <= last:
+            break
+        found.append(_unpack(body, times))
+    return [entry for entries in reversed(found) for entry in entries if entry.id > last]
 
 
 def _count_mark(db: sqlite3.Connection, excess: int) -> MessageId | None:
     """The newest of the oldest ``excess`` entries in the file (None: none to remove).
 
-    Oldest batches first, from the index alone (it holds each batch's count): the rows read
-    are the batches to remove, not every batch kept."""
+    Oldest batches first, their counts alone: the rows read are the batches to remove, not
+    every batch kept."""
     if excess <= 0:
         return None
     older = 0
-    batches = db.execute(
-        "SELECT rowid, last_ms, last_seq, count FROM batches ORDER BY last_ms, last_seq"
-    )
+    batches = db.execute("SELECT rowid, last_ms, last_seq, count FROM batches ORDER BY rowid")
     for rowid, last_ms, last_seq, count in batches:
         older += count
         if older >= excess:
@@ -915,37 +926,40 @@ def _count_mark(db: sqlite3.Connection, excess: int) -> MessageId | None:
 
 
 def _age_mark(db: sqlite3.Connection, cutoff: int) -> MessageId | None:
-    """The newest entry in the file from before millisecond ``cutoff`` (None: there is none)."""
-    older = db.execute(
-        f"SELECT last_ms, last_seq FROM batches WHERE last_ms < ? {_NEWEST_FIRST} LIMIT 1",
-        (cutoff,),
-    ).fetchone()
-    mark = None if older is None else MessageId(*older)
-    # The batch after those may straddle the cutoff.
-    straddling = db.execute(
-        "SELECT first_ms, body, times FROM batches WHERE last_ms >= ? "
-        "ORDER BY last_ms, last_seq LIMIT 1",
-        (cutoff,),
-    ).fetchone()
-    if straddling is not None and straddling[0] < cutoff:
-        before = [entry.id for entry in _unpack(*straddling[1:]) if entry.id.ms < cutoff]
-        mark = max(before, default=mark)
+    """The newest entry in the file from before millisecond ``cutoff`` (None: there is none).
+
+    Oldest batches first, up to the first that ends at or after the cutoff (it may straddle
+    it): the rows read are the batches to remove."""
+    mark = None
+    batches = db.execute("SELECT rowid, first_ms, last_ms, last_seq FROM batches ORDER BY rowid")
+    for rowid, first_ms, last_ms, last_seq in batches:
+        if last_ms < cutoff:
+            mark = MessageId(last_ms, last_seq)
+            continue
+        if first_ms < cutoff:
+            batch = db.execute("SELECT body, times FROM batches WHERE rowid = ?", (rowid,))
+            before = [entry.id for entry in _unpack(*batch.fetchone()) if entry.id.ms < cutoff]
+            mark = max(before, default=mark)
+        break
     return mark
 
 
-def _split(db: sqlite3.Connection, mark: MessageId) -> int:
-    """Rewrite the batch that holds ``mark`` and newer entries to hold only those; how many
-    entries went (the rest up to ``mark`` are whole batches, deleted in chunks)."""
+def _split(db: sqlite3.Connection, mark: MessageId) -> tuple[int, int]:
+    """Rewrite the batch that holds ``mark`` and newer entries to hold only those: how many
+    entries went, and the rowid of the newest batch wholly up to ``mark`` (those are
+    deleted in chunks)."""
     row = db.execute(
         "SELECT rowid, first_ms, first_seq, count, body, times FROM batches "
-        "WHERE (last_ms, last_seq) > (?, ?) ORDER BY last_ms, last_seq LIMIT 1",
+        "WHERE (last_ms, last_seq) > (?, ?) ORDER BY rowid LIMIT 1",
         mark,
     ).fetchone()
-    if row is None or MessageId(row[1], row[2]) > mark:
-        return 0
-    rowid, _, _, count, body, times = row
+    if row is None:
+        return 0, _MAX_ROWID
+    rowid, first_ms, first_seq, count, body, times = row
+    if MessageId(first_ms, first_seq) > mark:
+        return 0, rowid - 1
     kept = [entry for entry in _unpack(body, times) if entry.id > mark]
-    return int(count) - _rewrite(db, rowid, kept)
+    return int(count) - _rewrite(db, rowid, kept), rowid - 1
 
 
 def _purge(db: sqlite3.Connection, said: Callable[[Entry], bool], since_ms: int) -> tuple[int, int]:
