@@ -68,7 +68,7 @@ import stat
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -447,7 +447,7 @@ class History:
             removed = 0
             if self._db is not None:
                 try:
-                    with self._db:
+                    with _transaction(self._db):
                         removed, shrunk = _purge(self._db, said, since_ms)
                 except sqlite3.Error as error:
                     raise HistoryError(f"{self.path}: cannot purge: {error}") from None
@@ -533,7 +533,6 @@ class History:
         except BaseException:
             db.close()
             raise
-        db.isolation_level = "DEFERRED"
         memory = self._memory
         if mark is not None:
             try:
@@ -640,18 +639,16 @@ class History:
 
     @staticmethod
     def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
-        """One transaction and one row for the batch.
+        """One row for the batch: one statement, so its own transaction.
 
         Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
         (clients' bytes are decoded strictly), but should it, that batch is stored with
         U+FFFD in its place rather than blocking every later write.
         """
         try:
-            with db:
-                db.execute(_INSERT, _row(batch))
+            db.execute(_INSERT, _row(batch))
         except UnicodeEncodeError:
-            with db:
-                db.execute(_INSERT, _row([_cleaned(entry) for entry in batch]))
+            db.execute(_INSERT, _row([_cleaned(entry) for entry in batch]))
 
     def _cap(self) -> None:
         """While nothing can be written, memory keeps the newest ``keep`` entries."""
@@ -693,7 +690,7 @@ class History:
             return None
         limits = self._limits
         try:
-            with db:
+            with _transaction(db):
                 marks = [_count_mark(db, self._stored - limits.keep)]
                 if limits.keep_days > 0:
                     marks.append(_age_mark(db, _ms(self.clock() - limits.keep_days * 86_400)))
@@ -730,13 +727,12 @@ class History:
             return True
         mark, through = marked
         try:
-            with self._db:
-                counts = self._db.execute(
-                    "DELETE FROM batches WHERE rowid IN (SELECT rowid FROM batches "
-                    "WHERE rowid <= ? AND (last_ms, last_seq) <= (?, ?) ORDER BY rowid LIMIT ?) "
-                    "RETURNING count",
-                    (through, *mark, SWEEP_CHUNK),
-                ).fetchall()
+            counts = self._db.execute(
+                "DELETE FROM batches WHERE rowid IN (SELECT rowid FROM batches "
+                "WHERE rowid <= ? AND (last_ms, last_seq) <= (?, ?) ORDER BY rowid LIMIT ?) "
+                "RETURNING count",
+                (through, *mark, SWEEP_CHUNK),
+            ).fetchall()
         except sqlite3.Error as error:
             self._unavailable(str(error))
             return True
@@ -1016,6 +1012,16 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction for several statements. The connection is in autocommit mode: a
+    commit's lone INSERT is its own transaction, without a BEGIN and a COMMIT to prepare
+    and step (~1 µs of a commit's ~16)."""
+    db.execute("BEGIN IMMEDIATE")
+    with db:  # COMMIT, or ROLLBACK on an exception
+        yield
 
 
 def _cleaned(entry: Entry) -> Entry:
