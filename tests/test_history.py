@@ -27,7 +27,6 @@ from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.history import (
-    COMMIT_BATCH,
     SCHEMA_VERSION,
     SWEEP_CHUNK,
     Entry,
@@ -150,16 +149,6 @@ def test_the_writer_thread_commits_in_batches_without_being_asked(
     wait_until(lambda: len(stored(tmp_path / "history.db")) == 50, what="the batch commit")
     assert stored(tmp_path / "history.db") == rows(said)
     assert store.counters.committed == 50
-
-
-def test_the_writer_commits_at_once_when_a_full_batch_waits(stores: Any, tmp_path: Path) -> None:
-    """Under load the writer commits beside the delivery rounds, not only every interval."""
-    store = stores(batch_interval=NEVER)
-    said = say(store, COMMIT_BATCH - 1)
-    assert store.unsaved_count() == COMMIT_BATCH - 1
-    said += say(store, 1, start=COMMIT_BATCH - 1)
-    wait_until(lambda: store.unsaved_count() == 0, what="the full batch's commit")
-    assert stored(tmp_path / "history.db") == rows(said)
 
 
 def wal_restarts(path: Path) -> int:

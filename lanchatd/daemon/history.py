@@ -8,15 +8,15 @@ Why it is shaped this way:
   restarts (the newest id is read back from the file). A later issue puts the room's log in
   a Redis stream whose entry ids take this place unchanged.
 - **Off the hot path.** :meth:`History.append` is called under the room lock: it assigns the
-  id and appends the entry to an in-memory list, nothing more. The store's writer thread
-  commits that list in one transaction every few milliseconds, or as soon as
-  ``COMMIT_BATCH`` entries wait; :meth:`History.commit_through` lets the delivery thread
-  commit a round's entries itself before sending them (group commit: one transaction for
-  everything appended so far), so no client can receive an event that a ``kill -9`` then
-  loses. Under load the writer thus commits while the delivery thread sends the previous
-  round (SQLite releases the GIL while it works), and the round only commits the rest.
-  WAL with ``synchronous=NORMAL`` makes a commit a ``write()`` into the WAL, which survives
-  the process dying (not a power cut).
+  id and appends the entry to an in-memory list, nothing more. :meth:`History.commit_through`
+  lets the delivery thread commit a round's entries itself before sending them (group
+  commit: one transaction for everything appended so far), so no client can receive an
+  event that a ``kill -9`` then loses. The store's writer thread commits what waited
+  ``BATCH_INTERVAL`` (50 ms) without a round committing it: under load that is ~20 small
+  commits a second beside the rounds', not one every 64 entries (each commit has a fixed
+  cost, and the writer's were extra ones: the round still committed the rest). WAL with
+  ``synchronous=NORMAL`` makes a commit a ``write()`` into the WAL, which survives the
+  process dying (not a power cut).
 - **Reads see everything appended, mostly without the file.** The newest ``MAX_READ``
   entries (committed or not) are also kept in memory, and a read whose answer lies within
   them (every on-join replay, ``/history``, a resume from a recent id) is served from there:
@@ -79,12 +79,12 @@ from lanchatd.daemon.logs import Logger
 
 #: Most entries one ``/history N`` or on-join replay may ask for.
 MAX_READ: Final = 500
-#: How often the writer thread commits what was appended (seconds).
-BATCH_INTERVAL: Final = 0.005
-#: Entries waiting that make the writer commit at once, not after BATCH_INTERVAL: enough
-#: that a transaction's fixed cost is small per row, few enough that the writer commits
-#: during a delivery round rather than leaving it all to the round's commit.
-COMMIT_BATCH: Final = 64
+#: How long the writer thread lets appended entries wait before committing them itself
+#: (seconds). A delivery round commits its entries before sending them, so under load the
+#: rounds commit nearly all and the writer only ~20 times a second: every commit has a
+#: fixed cost (~15 µs), and a writer that also committed every 64 entries added commits
+#: and thread wake-ups to the rounds' own.
+BATCH_INTERVAL: Final = 0.05
 #: How often the writer thread copies the WAL into the database file (seconds).
 CHECKPOINT_INTERVAL: Final = 0.5
 #: WAL frames (pages) beyond which a checkpoint is completed under the write lock, so the
@@ -268,8 +268,6 @@ class History:
         self._stop = threading.Event()
         #: Set by the first append after the writer emptied the list: an idle store sleeps.
         self._wake = threading.Event()
-        #: Set when COMMIT_BATCH entries wait: the writer stops gathering and commits.
-        self._full = threading.Event()
         self._open()
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
@@ -316,10 +314,7 @@ class History:
         memory.last = entries[-1].id
         if not unsaved:
             self._wake.set()
-        waiting = len(unsaved)
         unsaved.extend(entries)
-        if waiting < COMMIT_BATCH <= len(unsaved):
-            self._full.set()
         if len(memory.recent) + len(entries) > MAX_READ:
             memory.complete = False
         memory.recent.extend(entries)
@@ -357,7 +352,6 @@ class History:
         """Stop the writer and commit everything appended (SIGTERM path)."""
         self._stop.set()
         self._wake.set()
-        self._full.set()
         self._thread.join()
         with self._write_lock:
             self._commit()
@@ -782,11 +776,11 @@ class History:
         return swept + sweep
 
     def _run(self) -> None:
-        """The writer thread: a batch every few ms, a retention sweep when due.
+        """The writer thread: a batch every batch interval, a retention sweep when due.
 
         It sleeps while nothing is unsaved (woken by the next append), then waits one batch
-        interval for more to gather, or less once COMMIT_BATCH wait; while writes fail, it
-        waits for the next retry.
+        interval and commits what no round committed meanwhile; while writes fail, it waits
+        for the next retry.
         """
         batch = self._intervals[0]
         swept = -math.inf
@@ -800,11 +794,8 @@ class History:
             delay = max(batch, self._retry_at - time.monotonic()) if self._failing else batch
             due = self._sweep_due(swept)
             timeout = min(delay, max(batch, due - time.monotonic()))
-            # While writes fail only the retry time counts; else a full batch ends the wait.
-            (self._stop if self._failing else self._full).wait(timeout)
-            if self._stop.is_set():
+            if self._stop.wait(timeout):
                 return
-            self._full.clear()
             try:
                 with self._write_lock:
                     self._commit()
