@@ -477,7 +477,7 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
     # written since (rowid order is id order).
     two_days_ago = time.time() - 2 * 86_400
     first = int(two_days_ago * 1000)
-    ids = [[first + i, 0] for i in range(10)]
+    ids = [number for i in range(10) for number in (first + i, 0)]
     columns = [ids, ["message"] * 10, ["old"] * 10, [f"old {i}" for i in range(10)], [""] * 10]
     times = struct.pack("<10d", *(two_days_ago + i / 1000 for i in range(10)))
     with contextlib.closing(sqlite3.connect(state / "history.db")) as db, db:
