@@ -300,6 +300,27 @@ def test_retention_keeps_exactly_the_newest_across_batches_of_every_size(
     assert stores().last(10) == said[-1:]
 
 
+def test_a_purge_emptying_the_file_between_two_chunks_of_a_sweep_loses_nothing_newer(
+    stores: Any, tmp_path: Path
+) -> None:
+    """A sweep deletes a range of rowids in chunks and lets go of the write lock between
+    them. A purge that empties the file meanwhile lets the next batches take low rowids
+    again: the next chunk must leave them (it checks the ids as well as the rowids)."""
+    store = stores(keep=1, sweep_interval=NEVER)
+    said: list[Entry] = []
+    for start in range(0, 6, 2):
+        said += say(store, 2, start=start)
+        assert store.commit_through(said[-1].id)
+    with store._write_lock:
+        marked = store._mark()  # the sweep's first step: everything up to said[-2] goes
+    assert marked == (said[-2].id, 2)  # after the first two batches
+    assert store.purge("alice") == 5  # the third batch was cut to said[-1] already
+    newer = say(store, 3, nick="bob", start=10)
+    assert store.commit_through(newer[-1].id)
+    assert store._delete_chunk(marked)
+    assert stored(tmp_path / "history.db") == rows(newer)
+
+
 def test_retention_by_age_and_keep_days_zero_keeps_forever(stores: Any, tmp_path: Path) -> None:
     clock = Clock()
     store = stores(clock=clock, keep_days=1, sweep_interval=0.01)
