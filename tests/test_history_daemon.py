@@ -473,15 +473,17 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
     alice.expect("alice: line 59")
     wait_until(lambda: kept_texts(state) == said[-50:], timeout=60, what="the newest 50 kept")
     assert server.stop() == 0
-    # Ten entries two days old, as a file written then would hold them.
+    # Ten entries two days old, as a file written then would hold them: before the batches
+    # written since (rowid order is id order).
     two_days_ago = time.time() - 2 * 86_400
     first = int(two_days_ago * 1000)
-    ids = [[first + i, 0] for i in range(10)]
+    ids = [number for i in range(10) for number in (first + i, 0)]
     columns = [ids, ["message"] * 10, ["old"] * 10, [f"old {i}" for i in range(10)], [""] * 10]
     times = struct.pack("<10d", *(two_days_ago + i / 1000 for i in range(10)))
     with contextlib.closing(sqlite3.connect(state / "history.db")) as db, db:
         db.execute(
-            "INSERT INTO batches VALUES (?, 0, ?, 0, 10, ?, ?)",
+            "INSERT INTO batches (rowid, first_ms, first_seq, last_ms, last_seq, count, body, "
+            "times) VALUES ((SELECT min(rowid) - 1 FROM batches), ?, 0, ?, 0, 10, ?, ?)",
             (first, first + 9, json.dumps(columns), times),
         )
     config = "[history]\nkeep = 1000\nkeep_days = {}\n"
