@@ -816,3 +816,160 @@ def test_an_error_in_the_writer_thread_is_logged_and_it_goes_on(
     said = say(store, 3)
     wait_until(lambda: len(stored(tmp_path / "history.db")) == 3, what="writes after it")
     assert store.last(5) == said
+
+
+LOGGING_CHILD = """
+import sys, structlog
+from pathlib import Path
+from lanchatd.daemon.history import History, Kind
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+store = History(Path(sys.argv[1]), structlog.get_logger(), batch_interval=float(sys.argv[2]))
+for i in range(10**9):
+    entry = store.append(Kind.MESSAGE, "eve" if i < 5 else "alice", str(i))
+    if i % 10 == 9:
+        assert store.secure_through(entry.id)
+        print("delivered", entry.id, flush=True)
+    if i == 99 and sys.argv[3] == "purge":
+        store.purge("eve")
+        print("purged", flush=True)
+"""
+
+
+def log_bytes(directory: Path) -> int:
+    """Bytes in the log's segments (history.db-log.<n>)."""
+    return sum(path.stat().st_size for path in directory.glob("history.db-log.*"))
+
+
+def killed_while_delivering(path: Path, batch_interval: str, purge: bool = False) -> str:
+    """Run LOGGING_CHILD until it delivered 30 rounds (after its purge), then SIGKILL it;
+    the id of the last round it delivered."""
+    child = python(LOGGING_CHILD, str(path), batch_interval, "purge" if purge else "-")
+    assert child.stdout is not None
+    try:
+        lines = [child.stdout.readline() for _ in range(31 if purge else 30)]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(WAIT)
+    assert lines[-1].startswith("delivered "), lines
+    return lines[-1].split()[1]
+
+
+@pytest.mark.parametrize("batch_interval", ["3600", "0.005"])
+def test_after_kill_9_every_entry_a_round_secured_is_committed_at_the_next_start(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], batch_interval: str
+) -> None:
+    """secure_through writes the log only; the next start commits what SQLite lacked."""
+    path = tmp_path / "history.db"
+    delivered = killed_while_delivering(path, batch_interval)
+    assert log_bytes(tmp_path) > 0
+    if batch_interval == "3600":
+        assert stored(path) == [], "nothing committed: all of it is in the log"
+    store = stores()
+    kept = store.after(ORIGIN).entries
+    assert [entry.text for entry in kept] == [str(i) for i in range(len(kept))], "in order"
+    assert delivered in [str(entry.id) for entry in kept]
+    assert rows(kept) == stored(path), "committed at the start"
+    assert log_bytes(tmp_path) == 0, "removed once committed"
+    store.close()
+    assert list(tmp_path.glob("history.db-log*")) == []
+    replayed = events(logs, "history_log_replayed")
+    assert len(replayed) == 1
+    assert events(logs, "history_log_torn") == []
+
+
+def test_a_torn_last_record_in_the_log_is_ignored(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    path = tmp_path / "history.db"
+    delivered = killed_while_delivering(path, "3600")
+    (segment,) = tmp_path.glob("history.db-log.*")
+    with segment.open("ab") as log:
+        log.write(b"\x40\x00\x00\x00\x01\x02\x03\x04half a record")
+    kept = stores().after(ORIGIN).entries
+    assert delivered in [str(entry.id) for entry in kept]
+    assert [entry.text for entry in kept] == [str(i) for i in range(len(kept))], "in order"
+    ((torn,),) = [[event["ignored_bytes"]] for event in events(logs, "history_log_torn")]
+    assert torn == 21
+
+
+def test_words_purged_never_come_back_from_the_log_after_kill_9(
+    stores: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "history.db"
+    delivered = killed_while_delivering(path, "3600", purge=True)
+    kept = stores().after(ORIGIN).entries
+    assert delivered in [str(entry.id) for entry in kept]
+    assert [entry.text for entry in kept[:3]] == ["5", "6", "7"]
+    assert {entry.nick for entry in kept} == {"alice"}
+
+
+def test_a_segment_of_the_log_goes_once_it_is_full_and_all_committed(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=NEVER)
+    said = say(store, 3)
+    assert store.secure_through(said[-1].id)
+    assert stored(tmp_path / "history.db") == []
+    size = log_bytes(tmp_path)
+    assert size > 0
+    assert store.secure_through(said[0].id), "already secured: nothing written"
+    assert log_bytes(tmp_path) == size
+    assert store.commit_through(said[-1].id)
+    assert log_bytes(tmp_path) == size, "the segment in use stays"
+    big = [store.append(Kind.MESSAGE, "alice", "x" * 4000) for _ in range(300)]
+    assert store.secure_through(big[-1].id)
+    more = say(store, 1)
+    assert store.secure_through(more[-1].id)
+    assert sorted(p.name for p in tmp_path.glob("history.db-log.*")) == [
+        "history.db-log.1",
+        "history.db-log.2",
+    ], "the full one stays until committed"
+    assert store.commit_through(more[-1].id)
+    assert [p.name for p in tmp_path.glob("history.db-log.*")] == ["history.db-log.2"]
+    assert stored(tmp_path / "history.db") == rows(said + big + more)
+
+
+def test_the_delivery_thread_commits_what_waited_a_batch_interval(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores(batch_interval=0.2)
+    said = say(store, 2)
+    assert store.secure_through(said[-1].id)
+    store.commit_due()
+    assert store.unsaved_count() == 2, "not due yet"
+    wait_until(lambda: (store.commit_due(), store.unsaved_count())[1] == 0, what="due")
+    assert stored(tmp_path / "history.db") == rows(said)
+
+
+def test_without_a_usable_log_rounds_commit_to_the_file(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    (tmp_path / "history.db-log.1").symlink_to(tmp_path / "elsewhere")
+    store = stores(batch_interval=NEVER)
+    said = say(store, 3)
+    assert store.secure_through(said[-1].id)
+    assert stored(tmp_path / "history.db") == rows(said)
+    (event,) = events(logs, "history_log_failed")
+    assert event["path"] == str(tmp_path / "history.db-log")
+    assert "symbolic links" in event["error"]
+    assert store.unsaved_count() == 0
+
+
+def test_what_the_file_cannot_take_by_the_stop_waits_in_the_log(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    store = stores(batch_interval=NEVER, retry_interval=NEVER)
+    first = say(store, 2)
+    assert store.commit_through(first[-1].id)
+    immutable(tmp_path / "history.db-wal")
+    rest = say(store, 4, start=2)
+    assert store.secure_through(rest[-1].id), "the log took them"
+    store.close()
+    assert store.counters.lost == 0
+    (left,) = events(logs, "history_left_in_log")
+    assert left["count"] == 4
+    assert events(logs, "history_lost") == []
+    subprocess.run(["chattr", "-i", str(tmp_path / "history.db-wal")], check=True)
+    again = stores()
+    assert again.last(10) == first + rest
+    assert stored(tmp_path / "history.db") == rows(first + rest)

@@ -1,7 +1,8 @@
 """History in the real daemon: what the room records, and that what clients received survives.
 
 ``history.db`` is read here with the standard library's sqlite3, as a separate process
-would: that is what a restart finds.
+would, after the daemon stopped (after a ``kill -9``, once a restart committed what the
+log ``history.db-log`` kept).
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ def test_every_line_a_client_received_is_in_history_after_kill_9(
     lines = [first, *listener.rest_until_closed()]
     received = [line.removeprefix("talker: ") for line in lines]
     assert received[0] == "line 0"
+    assert list(server.state_dir.glob("history.db-log.*")), "what SQLite did not have yet"
+    again = start_daemon(state_dir=server.state_dir)
+    assert again.stop() == 0
     said = [text for kind, _, text, _ in stored(server.state_dir) if kind == "message"]
     assert said[: len(received)] == received
+    assert list(server.state_dir.glob("history.db-log*")) == [], "a clean stop removes it"
 
 
 def test_disabled_history_opens_no_file(
@@ -266,7 +271,13 @@ def test_stats_show_history_counters_and_history_off_is_refused(
     alice = server.chat("alice")
     alice.send("hi")
     alice.expect("alice: hi")
-    stats = json.loads(server.ctl("stats", "--json").stdout)
+
+    def read() -> Any:
+        return json.loads(server.ctl("stats", "--json").stdout)
+
+    # Each round is in the log before it is sent, and in the file within ~0.1 s.
+    wait_until(lambda: read()["history_committed"] == 2, what="the commit")
+    stats = read()
     assert (stats["history_committed"], stats["history_failed_writes"]) == (2, 0)
     assert (stats["history_unsaved"], stats["history_lost"]) == (0, 0)
     assert "history                 2 saved, 0 failed writes, 0 unsaved, 0 lost" in (
@@ -315,12 +326,14 @@ def test_the_history_files_are_0640_or_tighter_even_when_found_world_readable(
     (state / "history.db").chmod(0o644)  # say, restored from a backup with cp
     (state / "history.db-wal").write_bytes(b"")
     (state / "history.db-wal").chmod(0o666)
+    (state / "history.db-log.1").write_bytes(b"")
+    (state / "history.db-log.1").chmod(0o666)
     server = start_daemon("--lang", "en", state_dir=state)
     alice = server.chat("alice")
     alice.send("after")
     alice.expect("alice: after")
     modes = {path.name: path.stat().st_mode & 0o777 for path in state.glob("history.db*")}
-    assert set(modes) == {"history.db", "history.db-wal", "history.db-shm"}
+    assert set(modes) == {"history.db", "history.db-wal", "history.db-shm", "history.db-log.2"}
     assert {name: mode & ~0o640 for name, mode in modes.items()} == dict.fromkeys(modes, 0)
     assert server.stop() == 0
     assert stored(state)[-1] == ("message", "alice", "after", "")
@@ -489,7 +502,8 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
     config = "[history]\nkeep = 1000\nkeep_days = {}\n"
     again = start_daemon("--lang", "en", config=config.format(7), state_dir=state)
     bob = again.chat("bob")
-    assert kept_texts(state) == [f"old {i}" for i in range(10)] + said[-50:] + [""]
+    joined = [f"old {i}" for i in range(10)] + said[-50:] + [""]
+    wait_until(lambda: kept_texts(state) == joined, what="bob's join committed")
     (tmp_path / "lanchatd-1.toml").write_text(config.format(1))
     assert json.loads(again.ctl("reload", "--json").stdout)["changed"] == {
         "history_keep_days": [7.0, 1.0]

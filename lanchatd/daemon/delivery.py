@@ -30,7 +30,7 @@ from typing import Final
 
 from lanchatd.core.framing import Framing
 from lanchatd.core.tags import MessageId, event_tags, format_tags
-from lanchatd.daemon.history import Entry
+from lanchatd.daemon.history import Entry, History
 from lanchatd.daemon.journal import Journal, Outbox, Wire
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.tls import TlsError
@@ -62,17 +62,18 @@ class Delivery:
         send_buffer_bytes: int,
         on_slow: Callable[[Peer], object],
         on_error: Callable[[Peer], object],
-        commit: Callable[[MessageId], bool] | None = None,
+        history: History | None = None,
     ) -> None:
         """Deliver under ``lock``; tell the room through ``on_slow``/``on_error`` why a client
         is dropped (called by the delivery thread without the lock; the result is ignored).
-        ``commit`` makes history durable through an id before a round carrying it is sent.
+        ``history`` secures a round's entries before the round is sent, and commits them
+        to its file after, in this thread (see History.commit_due).
         """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
         self._on_slow = on_slow
         self._on_error = on_error
-        self._commit = commit
+        self._history = history
         #: The newest history id the room handed over since the last round (room lock).
         self.recorded: MessageId | None = None
         self.journals: dict[Wire, Journal] = {
@@ -223,10 +224,11 @@ class Delivery:
                 changes, self._changes = self._changes, []
                 stopping = self._stopping
                 recorded, self.recorded = self.recorded, None
-            if recorded is not None and self._commit is not None:
-                # What a client receives survives kill -9; if the file cannot be written,
+            history = self._history
+            if recorded is not None and history is not None:
+                # What a client receives survives kill -9; if it cannot be written,
                 # history counts and logs it and the round is delivered all the same.
-                self._commit(recorded)
+                history.secure_through(recorded)
             touched = self._apply(changes)
             for peer in writable:
                 outbox = self._outboxes.get(peer)
@@ -235,6 +237,8 @@ class Delivery:
                     self._selector.unregister(peer.sock)
                     touched.add(peer)
             self._flush(self._outboxes if fresh else touched)
+            if history is not None:
+                history.commit_due()
             self._expire()
             self._trim()
             if stopping and not self._outboxes:

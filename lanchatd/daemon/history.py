@@ -8,15 +8,24 @@ Why it is shaped this way:
   restarts (the newest id is read back from the file). A later issue puts the room's log in
   a Redis stream whose entry ids take this place unchanged.
 - **Off the hot path.** :meth:`History.append` is called under the room lock: it assigns the
-  id and appends the entry to an in-memory list, nothing more. :meth:`History.commit_through`
-  lets the delivery thread commit a round's entries itself before sending them (group
-  commit: one transaction for everything appended so far), so no client can receive an
-  event that a ``kill -9`` then loses. The store's writer thread commits what waited
-  ``BATCH_INTERVAL`` (50 ms) without a round committing it: under load that is ~20 small
-  commits a second beside the rounds', not one every 64 entries (each commit has a fixed
-  cost, and the writer's were extra ones: the round still committed the rest). WAL with
-  ``synchronous=NORMAL`` makes a commit a ``write()`` into the WAL, which survives the
-  process dying (not a power cut).
+  id and appends the entry to in-memory lists, nothing more. :meth:`History.secure_through`
+  lets the delivery thread make a round's entries durable before sending them, so no client
+  can receive an event that a ``kill -9`` then loses: one ``write()`` of every entry not yet
+  secured to an append-only log beside the file (appendlog.py, ``history.db-log.<n>``), a
+  few µs. Committing them to SQLite there instead cost ~15 µs of fixed cost per round (WAL
+  locks, a page write) and 0.1-0.4 ms of wall time on an idle CPU, which small rooms, with
+  a few messages a round, paid on every message. After sending, the delivery thread
+  commits to SQLite what waited ``BATCH_INTERVAL`` (:meth:`History.commit_due`): under load
+  ~20 commits a second, in the thread that is busy anyway (the store's writer thread
+  committing them instead waited for the GIL after every SQLite call, up to 5 ms each
+  while the room's threads ran, and fell behind). The writer thread commits what waited
+  twice that with no round to do it. Each commit removes the log's segments
+  (``LOG_SEGMENT_BYTES`` each) that the file now holds all of. At start the log's entries
+  newer than the file's are committed (a torn last record, from a process killed
+  mid-write, is ignored); a clean stop commits everything and removes the log. Both a
+  ``write()`` to the log and a WAL commit with ``synchronous=NORMAL`` survive the process
+  dying (not a power cut). Without a usable log a round commits to SQLite before it is
+  sent.
 - **Reads see everything appended, mostly without the file.** The newest ``MAX_READ``
   entries (committed or not) are also kept in memory, and a read whose answer lies within
   them (every on-join replay, ``/history``, a resume from a recent id) is served from there:
@@ -24,7 +33,8 @@ Why it is shaped this way:
   purges and lost writes change that copy with the file. Older reads go to the file, with
   the uncommitted entries from memory, so a client resuming right after a message misses
   nothing.
-- **A row per batch, not per entry.** Each commit writes one row: the batch's first and
+- **A row per batch, not per entry.** Each commit writes a row per ``ROW_ENTRIES``: the
+  batch's first and
   last ids, its count, its entries as JSON columns (``[ids, kinds, nicks, texts, reasons]``,
   encoded in C straight from the named tuples; ``ids`` flat, ``[ms, seq, ms, seq, …]``) and
   their times as little-endian doubles.
@@ -57,6 +67,7 @@ Private messages are never stored: there is no kind for them.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import enum
@@ -77,16 +88,25 @@ from typing import Any, Final, NamedTuple
 
 from lanchatd.core.nicknames import nick_key
 from lanchatd.core.tags import ORIGIN, MessageId
+from lanchatd.daemon.appendlog import AppendLog
 from lanchatd.daemon.logs import Logger
 
 #: Most entries one ``/history N`` or on-join replay may ask for.
 MAX_READ: Final = 500
-#: How long the writer thread lets appended entries wait before committing them itself
-#: (seconds). A delivery round commits its entries before sending them, so under load the
-#: rounds commit nearly all and the writer only ~20 times a second: every commit has a
-#: fixed cost (~15 µs), and a writer that also committed every 64 entries added commits
-#: and thread wake-ups to the rounds' own.
+#: How long appended entries wait for a commit to the file (seconds): the delivery thread
+#: commits what waited this long after sending a round, the writer thread what waited twice
+#: this long. Every commit has a fixed cost (~15 µs); the log keeps them safe meanwhile.
 BATCH_INTERVAL: Final = 0.05
+#: Bytes in a segment of the log (history.db-log.<n>) before the next round starts a new one;
+#: a segment goes once the file holds all of it.
+LOG_SEGMENT_BYTES: Final = 1 << 20
+#: Bytes the log may reach while the file cannot be written before it is rewritten with only
+#: what memory still holds (the newest ``keep``).
+LOG_MAX_BYTES: Final = 64 << 20
+#: Most entries in one row of the file. The writer commits what 50 ms of chat appended, under
+#: load thousands of entries: encoded as one row, that held the GIL for milliseconds (the
+#: room's threads waited), and a resume read decoded all of it for the few it wanted.
+ROW_ENTRIES: Final = 256
 #: How often the writer thread copies the WAL into the database file (seconds).
 CHECKPOINT_INTERVAL: Final = 0.5
 #: WAL frames (pages) beyond which a checkpoint is completed under the write lock, so the
@@ -138,6 +158,8 @@ _NEWEST_FIRST: Final = "ORDER BY rowid DESC"
 #: SQLite's largest rowid.
 _MAX_ROWID: Final = 2**63 - 1
 _new_entry: Final = tuple.__new__
+#: A log record's body length, before the body and the times.
+_LENGTH: Final = struct.Struct("<I")
 _flat: Final = itertools.chain.from_iterable
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 #: A batch's entries as JSON, a column a field: ``[ids, kinds, nicks, texts, reasons]``,
@@ -219,6 +241,10 @@ class _Memory:
     """What the room appended that the file does not hold yet (guarded by History._lock)."""
 
     unsaved: list[Entry] = field(default_factory=list)
+    #: The newest of ``unsaved`` that the next round writes to the log (none: it is not open).
+    unlogged: list[Entry] = field(default_factory=list)
+    #: When the oldest of ``unsaved`` was appended (monotonic).
+    unsaved_since: float = 0.0
     last: MessageId = ORIGIN
     committed_through: MessageId = ORIGIN
     #: The newest id removed by retention: a resume from before it is too old.
@@ -261,6 +287,15 @@ class History:
         #: Held while writing the file: one writer at a time, whoever calls.
         self._write_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        #: The log of what rounds delivered before SQLite had it (see secure_through).
+        self._log = AppendLog(path.with_name(path.name + "-log"))
+        #: Held while writing the log: after the write lock, before ``_lock``.
+        self._log_lock = threading.Lock()
+        #: The newest id in the log, and whether its last write failed (under ``_log_lock``).
+        self._logged_through = ORIGIN
+        self._log_failing = False
+        #: The log's size that next has it rewritten while SQLite cannot be written.
+        self._log_limit = LOG_MAX_BYTES
         #: The writer thread's own connection for checkpoints (see _checkpoint).
         self._checkpointer: sqlite3.Connection | None = None
         #: After close(), nothing reopens or writes the file.
@@ -274,6 +309,7 @@ class History:
         #: Set by the first append after the writer emptied the list: an idle store sleeps.
         self._wake = threading.Event()
         self._open()
+        self._open_log()
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
         self._thread.start()
 
@@ -318,17 +354,118 @@ class History:
         unsaved = memory.unsaved
         memory.last = entries[-1].id
         if not unsaved:
+            memory.unsaved_since = time.monotonic()
             self._wake.set()
         unsaved.extend(entries)
+        memory.unlogged.extend(entries)
         if len(memory.recent) + len(entries) > MAX_READ:
             memory.complete = False
         memory.recent.extend(entries)
 
-    def commit_through(self, last: MessageId) -> bool:
-        """Commit every entry up to ``last`` now, in the caller's thread, unless already done.
+    def secure_through(self, last: MessageId) -> bool:
+        """Make every entry up to ``last`` survive ``kill -9`` now, in the caller's thread.
 
         The delivery thread calls it before sending a round, so what a client receives is
-        in the file. False when the file cannot be written (the entries stay in memory).
+        kept: one write of everything appended and not yet in the log or the file. Without
+        a usable log, a commit to the file. False when neither could be written (the
+        entries stay in memory, counted and logged).
+        """
+        memory = self._memory
+        if last <= memory.committed_through or last <= self._logged_through:
+            return True
+        with self._log_lock:
+            if self._log.is_open:
+                with self._lock:
+                    batch, memory.unlogged = memory.unlogged, []
+                if not batch or self._log_append(batch):
+                    return last <= self._logged_through or last <= memory.committed_through
+        return self.commit_through(last)
+
+    def commit_due(self) -> None:
+        """Commit to the file what waited BATCH_INTERVAL, in the caller's thread: the
+        delivery thread, after sending a round. Skipped while the writer thread holds the
+        file (a sweep, a checkpoint): the next round tries again."""
+        memory = self._memory
+        if not memory.unsaved or time.monotonic() - memory.unsaved_since < self._intervals[0]:
+            return
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._commit()
+            finally:
+                self._write_lock.release()
+
+    def _log_append(self, batch: list[Entry]) -> bool:
+        """Write ``batch`` to the log (the caller holds ``_log_lock``); False if it failed."""
+        try:
+            if self._log.total > self._log_limit:
+                self._rewrite_log_locked()  # the file is failing: keep what memory keeps
+            else:
+                if self._log.size >= LOG_SEGMENT_BYTES:
+                    self._log.rotate()
+                self._log.append(_record(batch), batch[-1].id)
+                self._logged_through = batch[-1].id
+        except OSError as error:
+            if not self._log_failing:
+                self._log_failing = True
+                self.log.error("history_log_failed", path=str(self._log.stem), error=str(error))
+            return False
+        if self._log_failing:
+            self._log_failing = False
+            self.log.info("history_log_resumed", path=str(self._log.stem))
+        return True
+
+    def _rewrite_log_locked(self) -> None:
+        """Make the log hold exactly what memory has not committed (the caller holds
+        ``_log_lock``): after a purge, or when it grew while the file could not be written.
+        Raises OSError (the log is then as it was)."""
+        memory = self._memory
+        with self._lock:
+            entries = list(memory.unsaved)
+            memory.unlogged = []
+        if entries:
+            self._log.reset(_record(entries), entries[-1].id)
+            self._logged_through = max(self._logged_through, entries[-1].id)
+        else:
+            self._log.reset(None, self._logged_through)
+        self._log_limit = max(LOG_MAX_BYTES, 2 * self._log.total)
+
+    def _open_log(self) -> None:
+        """Open the log and commit what it holds that the file does not: the rounds a
+        ``kill -9`` cut short. Without it, rounds commit to the file themselves."""
+        try:
+            records, torn = self._log.open()
+        except OSError as error:
+            self.log.error("history_log_failed", path=str(self._log.stem), error=str(error))
+            with self._lock:
+                self._memory.unlogged = []
+            return
+        if torn:
+            self.log.warning("history_log_torn", path=str(self._log.stem), ignored_bytes=torn)
+        with self._lock:
+            memory = self._memory
+            fresh: list[Entry] = []
+            for entry in (entry for record in records for entry in _unrecord(record)):
+                if entry.id > (fresh[-1].id if fresh else memory.last):
+                    fresh.append(entry)
+            if fresh:
+                self._add_locked(fresh)
+            memory.unlogged = []
+            self._logged_through = memory.last
+            self._log.mark_found(memory.last)
+        if fresh:
+            self.log.info("history_log_replayed", path=str(self._log.stem), count=len(fresh))
+        with self._write_lock:
+            self._commit()
+            self._release_log()
+
+    def _release_log(self) -> None:
+        """After a commit: remove the log's segments the file now holds all of."""
+        with self._log_lock:
+            self._log.release(self._memory.committed_through)
+
+    def commit_through(self, last: MessageId) -> bool:
+        """Commit every entry up to ``last`` to the file now, in the caller's thread, unless
+        already done. False when the file cannot be written (the entries stay in memory).
         """
         if last <= self._memory.committed_through:
             return True
@@ -354,7 +491,8 @@ class History:
         self._wake.set()
 
     def close(self) -> None:
-        """Stop the writer and commit everything appended (SIGTERM path)."""
+        """Stop the writer and commit everything appended (SIGTERM path); what the file
+        cannot take stays in the log for the next start, and only what neither can is lost."""
         self._stop.set()
         self._wake.set()
         self._thread.join()
@@ -362,7 +500,18 @@ class History:
             self._commit()
             self._closed = True
             unsaved = self.unsaved_count()
-            if unsaved:  # the file could not take them: say so, they end with the process
+            with self._log_lock:
+                if unsaved and self._log.is_open:
+                    try:
+                        self._rewrite_log_locked()
+                    except OSError:
+                        pass
+                    else:
+                        log = str(self._log.stem)
+                        self.log.warning("history_left_in_log", path=log, count=unsaved)
+                        unsaved = 0
+                self._log.close(remove=not self.unsaved_count())
+            if unsaved:  # neither file could take them: say so, they end with the process
                 self.counters.lost += unsaved
                 self.log.error("history_lost", path=str(self.path), count=unsaved)
             if self._checkpointer is not None:
@@ -443,22 +592,30 @@ class History:
 
         with self._write_lock:
             self._commit()
-            removed = 0
-            if self._db is not None:
-                try:
-                    with _transaction(self._db):
-                        removed, shrunk = _purge(self._db, said, since_ms)
-                except sqlite3.Error as error:
-                    raise HistoryError(f"{self.path}: cannot purge: {error}") from None
-                self._stored -= shrunk
-            with self._lock:
-                memory = self._memory
-                kept = [entry for entry in memory.unsaved if not said(entry)]
-                removed += len(memory.unsaved) - len(kept)
-                memory.unsaved = kept
-                memory.recent = collections.deque(
-                    (entry for entry in memory.recent if not said(entry)), MAX_READ
-                )
+            with self._log_lock:
+                removed = 0
+                if self._db is not None:
+                    try:
+                        with _transaction(self._db):
+                            removed, shrunk = _purge(self._db, said, since_ms)
+                    except sqlite3.Error as error:
+                        raise HistoryError(f"{self.path}: cannot purge: {error}") from None
+                    self._stored -= shrunk
+                with self._lock:
+                    memory = self._memory
+                    kept = [entry for entry in memory.unsaved if not said(entry)]
+                    removed += len(memory.unsaved) - len(kept)
+                    memory.unsaved = kept
+                    memory.recent = collections.deque(
+                        (entry for entry in memory.recent if not said(entry)), MAX_READ
+                    )
+                if self._log.is_open:
+                    # The log must not bring the words back after a kill -9: it is rewritten
+                    # with what is not committed (usually nothing: emptied).
+                    try:
+                        self._rewrite_log_locked()
+                    except OSError as error:
+                        raise HistoryError(f"{self._log.stem}: cannot purge: {error}") from None
         return removed
 
     # -- internals -------------------------------------------------------------------
@@ -629,25 +786,34 @@ class History:
             return
         with self._lock:
             del memory.unsaved[: len(batch)]
-            memory.committed_through = batch[-1].id
+            committed = memory.committed_through = batch[-1].id
+            unlogged = memory.unlogged
+            if unlogged and unlogged[0].id <= committed:  # no round logged them: none need to
+                del unlogged[: bisect.bisect_right(unlogged, committed, key=_entry_id)]
         self.counters.committed += len(batch)
         self._stored += len(batch)
+        self._release_log()
         if self._failing:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
 
     @staticmethod
     def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
-        """One row for the batch: one statement, so its own transaction.
+        """A row per ROW_ENTRIES of the batch, in one transaction (one statement: its own).
 
         Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
-        (clients' bytes are decoded strictly), but should it, that batch is stored with
+        (clients' bytes are decoded strictly), but should it, that row is stored with
         U+FFFD in its place rather than blocking every later write.
         """
-        try:
-            db.execute(_INSERT, _row(batch))
-        except UnicodeEncodeError:
-            db.execute(_INSERT, _row([_cleaned(entry) for entry in batch]))
+        chunks = [batch[at : at + ROW_ENTRIES] for at in range(0, len(batch), ROW_ENTRIES)]
+        with contextlib.ExitStack() as stack:
+            if len(chunks) > 1:
+                stack.enter_context(_transaction(db))
+            for chunk in chunks:
+                try:
+                    db.execute(_INSERT, _row(chunk))
+                except UnicodeEncodeError:
+                    db.execute(_INSERT, _row([_cleaned(entry) for entry in chunk]))
 
     def _cap(self) -> None:
         """While nothing can be written, memory keeps the newest ``keep`` entries."""
@@ -663,6 +829,8 @@ class History:
                     MAX_READ,
                 )
                 self.counters.lost += excess
+                unlogged = self._memory.unlogged
+                del unlogged[: bisect.bisect_right(unlogged, lost, key=_entry_id)]
 
     def _sweep(self) -> None:
         """Enforce ``keep`` and ``keep_days`` on the file.
@@ -781,13 +949,13 @@ class History:
         return swept + sweep
 
     def _run(self) -> None:
-        """The writer thread: a batch every batch interval, a retention sweep when due.
+        """The writer thread: a retention sweep when due, and a commit of what no round
+        committed (see commit_due).
 
-        It sleeps while nothing is unsaved (woken by the next append), then waits one batch
-        interval and commits what no round committed meanwhile; while writes fail, it waits
-        for the next retry.
+        It sleeps while nothing is unsaved (woken by the next append), then waits two batch
+        intervals and commits what is left; while writes fail, it waits for the next retry.
         """
-        batch = self._intervals[0]
+        batch = 2 * self._intervals[0]
         swept = -math.inf
         while not self._stop.is_set():
             with self._lock:
@@ -822,6 +990,31 @@ def _row(batch: list[Entry]) -> tuple[int, int, int, int, int, str, bytes]:
     ids, times, kinds, nicks, texts, reasons = zip(*batch, strict=True)
     body = _encode((list(_flat(ids)), kinds, nicks, texts, reasons))
     return (first.ms, first.seq, last.ms, last.seq, len(batch), body, _pack_times(times))
+
+
+def _record(batch: list[Entry]) -> bytes:
+    """A batch as one log record: the batch's body (as the file's) and times.
+    ``surrogatepass``: a lone surrogate reaches the file's own cleaning (see _insert)."""
+    _, _, _, _, _, body, times = _row(batch)
+    encoded = body.encode("utf-8", "surrogatepass")
+    return _LENGTH.pack(len(encoded)) + encoded + times
+
+
+def _unrecord(record: bytes) -> list[Entry]:
+    """A log record's entries; what this code did not write is skipped, never raised."""
+    if len(record) < _LENGTH.size:
+        return []
+    (length,) = _LENGTH.unpack_from(record)
+    start = _LENGTH.size
+    try:
+        body = record[start : start + length].decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return []
+    return _unpack(body, record[start + length :])
+
+
+def _entry_id(entry: Entry) -> MessageId:
+    return entry.id
 
 
 def _pack_times(times: tuple[float, ...]) -> bytes:

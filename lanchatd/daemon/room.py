@@ -77,7 +77,7 @@ class Room:
             settings.send_buffer_bytes,
             on_slow=lambda peer: self.leave(peer, "slow_consumer"),
             on_error=lambda peer: self.leave(peer, "disconnect"),
-            commit=None if history is None else history.commit_through,
+            history=history,
         )
 
     def reconfigure(self, settings: Settings) -> None:
