@@ -91,10 +91,10 @@ def test_reset_leaves_only_the_new_payload(tmp_path: Path) -> None:
     log.append(b"a", mark(1))
     log.rotate()
     log.append(b"b", mark(2))
-    log.reset(b"kept", mark(3))
+    log.reset([b"kept"], mark(3))
     log.append(b"after", mark(4))
     assert segments(stem) == ["log.3"]
-    log.reset(None, mark(4))
+    log.reset([], mark(4))
     assert segments(stem) == []
     assert log.total == 0
     log.close()

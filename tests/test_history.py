@@ -648,7 +648,7 @@ def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path)
         "failed": True,
         "readable": True,
         "again": True,
-        "events": ["history_unavailable", "history_writes_resumed"],
+        "events": ["history_log_failed", "history_unavailable", "history_writes_resumed"],
     }
 
 
@@ -675,18 +675,36 @@ def test_hostile_contents_of_the_file_never_raise(stores: Any, tmp_path: Path) -
         ('[{"a": 1, "b": 2}, ["message"], ["eve"], ["psst"], [""]]', one),
         ("[1, 2, 3, 4, 5]", one),
     ]
+
+    # A good part followed by one that does not decode, or whose times are missing: the
+    # good part's entry is read, and nothing after it.
+    def good(ms: int) -> str:
+        return f'[{ms}, 0], ["message"], ["eve"], ["kept"], [""]'
+
+    lost = f'[{newer + 3}, 0], ["message"], ["eve"], ["lost"]'
+    tails = [
+        (newer + 1, f"[[{good(newer + 1)}], [{lost}]]", one * 2),
+        (newer + 2, f'[[{good(newer + 2)}], [{lost}, [""]]]', one),
+    ]
+    kept = [
+        Entry(MessageId(ms, 0), 1.0, Kind.MESSAGE, "eve", "kept") for ms in (newer + 1, newer + 2)
+    ]
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO batches VALUES (?, 0, ?, 9, 1, ?, ?)",
-            [(newer, newer, body, times) for body, times in batches],
+            [(newer, newer, f"[{body}]", times) for body, times in batches],
+        )
+        db.executemany(
+            "INSERT INTO batches VALUES (?, 0, ?, 9, 2, ?, ?)",
+            [(ms, ms, body, times) for ms, body, times in tails],
         )
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("INSERT INTO batches VALUES ('x', 0, 0, 0, 1, '[]', x'')")
     again = stores()
-    assert again.last(10) == said
-    assert again.after(ORIGIN).entries == said
-    assert again.query(10) == said
-    assert again.purge("eve") == 0
+    assert again.last(10) == said + kept
+    assert again.after(ORIGIN).entries == said + kept
+    assert again.query(10) == said + kept
+    assert again.purge("eve") == 2
     again.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO meta VALUES ('trimmed_through', 'garbage')")
@@ -973,3 +991,54 @@ def test_what_the_file_cannot_take_by_the_stop_waits_in_the_log(
     again = stores()
     assert again.last(10) == first + rest
     assert stored(tmp_path / "history.db") == rows(first + rest)
+
+
+#: Schema 1's layout: a row's body was one part (``[ids, kinds, nicks, texts, reasons]``).
+SCHEMA_1 = """
+CREATE TABLE batches (
+    first_ms INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL, body TEXT NOT NULL, times BLOB NOT NULL
+) STRICT;
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE VIEW entries (ms, seq, kind, nick, text, reason) AS
+SELECT json_extract(b.body, '$[0][' || (2 * i.key) || ']'),
+       json_extract(b.body, '$[0][' || (2 * i.key + 1) || ']'),
+       i.value,
+       json_extract(b.body, '$[2][' || i.key || ']'),
+       json_extract(b.body, '$[3][' || i.key || ']'),
+       json_extract(b.body, '$[4][' || i.key || ']')
+FROM batches AS b, json_each(b.body, '$[1]') AS i;
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_file_of_schema_1_is_migrated_with_every_entry(stores: Any, tmp_path: Path) -> None:
+    """Rows whose body is one part become rows of one part in a list; the view shows them."""
+    old = [
+        Entry(MessageId(1_700_000_000_000 + i, 0), 1_700_000_000 + i, Kind.MESSAGE, "bo", f"{i} é")
+        for i in range(30)
+    ]
+    path = tmp_path / "history.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA_1)
+        for batch in (old[:10], old[10:]):
+            columns = [
+                [n for e in batch for n in e.id],
+                [e.kind.value for e in batch],
+                [e.nick for e in batch],
+                [e.text for e in batch],
+                [e.reason for e in batch],
+            ]
+            times = struct.pack(f"<{len(batch)}d", *(e.at for e in batch))
+            first, last = batch[0].id, batch[-1].id
+            db.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*first, *last, len(batch), json.dumps(columns), times),
+            )
+    store = stores()
+    assert store.after(ORIGIN).entries == old
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert stored(path) == rows(old)

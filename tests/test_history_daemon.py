@@ -497,7 +497,7 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
         db.execute(
             "INSERT INTO batches (rowid, first_ms, first_seq, last_ms, last_seq, count, body, "
             "times) VALUES ((SELECT min(rowid) - 1 FROM batches), ?, 0, ?, 0, 10, ?, ?)",
-            (first, first + 9, json.dumps(columns), times),
+            (first, first + 9, json.dumps([columns]), times),
         )
     config = "[history]\nkeep = 1000\nkeep_days = {}\n"
     again = start_daemon("--lang", "en", config=config.format(7), state_dir=state)

@@ -140,17 +140,18 @@ class AppendLog:
             if mark > through or not self._removed(path, size)
         ]
 
-    def reset(self, payload: bytes | None, mark: MessageId) -> None:
-        """Make the log hold only ``payload`` (nothing if None): a new segment with it is
-        written before the others are removed. Raises OSError (then nothing was removed)."""
+    def reset(self, payloads: list[bytes], mark: MessageId) -> None:
+        """Make the log hold only ``payloads``: a new segment with them is written before
+        the others are removed. Raises OSError (then nothing was removed)."""
         self.rotate()
         old, self._retired = self._retired, []
-        if payload is not None:
-            try:
+        try:
+            for payload in payloads:
                 self.append(payload, mark)
-            except OSError:
-                self._retired = old
-                raise
+        except OSError:
+            self.rotate()
+            self._retired = old + self._retired
+            raise
         self._retired = [(p, m, s) for p, m, s in old if not self._removed(p, s)]
 
     def close(self, *, remove: bool = False) -> None:

@@ -67,7 +67,6 @@ Private messages are never stored: there is no kind for them.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 import enum
@@ -124,8 +123,9 @@ RETRY_INTERVAL: Final = 5.0
 #: sqlite3 error codes that mean the file itself is damaged, not merely unwritable now.
 _DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT})
 
-#: The file's layout, in ``PRAGMA user_version``: 0 was one row per entry (migrated on open).
-SCHEMA_VERSION: Final = 1
+#: The file's layout, in ``PRAGMA user_version``: 0 was one row per entry, 1 a row's body
+#: one part (both migrated on open).
+SCHEMA_VERSION: Final = 2
 #: Entries per batch when a file of schema 0 is migrated.
 MIGRATE_BATCH: Final = 1000
 _SCHEMA: Final = """
@@ -144,13 +144,13 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STR
 #: the daemon reads the batches itself.
 _VIEW: Final = """
 CREATE VIEW IF NOT EXISTS entries (ms, seq, kind, nick, text, reason) AS
-SELECT json_extract(b.body, '$[0][' || (2 * i.key) || ']'),
-       json_extract(b.body, '$[0][' || (2 * i.key + 1) || ']'),
+SELECT json_extract(p.value, '$[0][' || (2 * i.key) || ']'),
+       json_extract(p.value, '$[0][' || (2 * i.key + 1) || ']'),
        i.value,
-       json_extract(b.body, '$[2][' || i.key || ']'),
-       json_extract(b.body, '$[3][' || i.key || ']'),
-       json_extract(b.body, '$[4][' || i.key || ']')
-FROM batches AS b, json_each(b.body, '$[1]') AS i;
+       json_extract(p.value, '$[2][' || i.key || ']'),
+       json_extract(p.value, '$[3][' || i.key || ']'),
+       json_extract(p.value, '$[4][' || i.key || ']')
+FROM batches AS b, json_each(b.body) AS p, json_each(p.value, '$[1]') AS i;
 """
 _INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 #: Batches newest first: rowid order is id order (each batch is inserted after all older).
@@ -241,7 +241,9 @@ class _Memory:
     """What the room appended that the file does not hold yet (guarded by History._lock)."""
 
     unsaved: list[Entry] = field(default_factory=list)
-    #: The newest of ``unsaved`` that the next round writes to the log (none: it is not open).
+    #: ``unsaved`` encoded, but its newest entries: those appended since the last round,
+    #: ``unlogged``. The parts are in the log unless it failed (see _secure_locked).
+    parts: list[_Part] = field(default_factory=list)
     unlogged: list[Entry] = field(default_factory=list)
     #: When the oldest of ``unsaved`` was appended (monotonic).
     unsaved_since: float = 0.0
@@ -366,44 +368,59 @@ class History:
         """Make every entry up to ``last`` survive ``kill -9`` now, in the caller's thread.
 
         The delivery thread calls it before sending a round, so what a client receives is
-        kept: one write of everything appended and not yet in the log or the file. Without
-        a usable log, a commit to the file. False when neither could be written (the
-        entries stay in memory, counted and logged).
+        kept: everything appended since the last round is encoded, once, and written to
+        the log in one ``write()``. Without a usable log, it is committed to the file. False
+        when neither could be written (the entries stay in memory, counted and logged).
         """
         memory = self._memory
         if last <= memory.committed_through or last <= self._logged_through:
             return True
         with self._log_lock:
-            if self._log.is_open:
-                with self._lock:
-                    batch, memory.unlogged = memory.unlogged, []
-                if not batch or self._log_append(batch):
-                    return last <= self._logged_through or last <= memory.committed_through
+            if self._secure_locked():
+                return True
         return self.commit_through(last)
 
     def commit_due(self) -> None:
         """Commit to the file what waited BATCH_INTERVAL, in the caller's thread: the
         delivery thread, after sending a round. Skipped while the writer thread holds the
         file (a sweep, a checkpoint): the next round tries again."""
+        self._commit_older_than(self._intervals[0], wait=False)
+
+    def _commit_older_than(self, age: float, *, wait: bool) -> None:
+        """Commit if the oldest unsaved entry waited ``age`` seconds; unless ``wait``, not
+        while someone else holds the write lock."""
         memory = self._memory
-        if not memory.unsaved or time.monotonic() - memory.unsaved_since < self._intervals[0]:
+        if not memory.unsaved or time.monotonic() - memory.unsaved_since < age:
             return
-        if self._write_lock.acquire(blocking=False):
+        if self._write_lock.acquire(blocking=wait):
             try:
                 self._commit()
             finally:
                 self._write_lock.release()
 
-    def _log_append(self, batch: list[Entry]) -> bool:
-        """Write ``batch`` to the log (the caller holds ``_log_lock``); False if it failed."""
+    def _secure_locked(self) -> bool:
+        """Encode what was appended since and write it to the log (the caller holds
+        ``_log_lock``): whether all that is encoded is now in the log."""
+        memory = self._memory
+        with self._lock:
+            batch, memory.unlogged = memory.unlogged, []
+        parts = _parts(batch)
+        with self._lock:
+            memory.parts += parts
+            pending = memory.parts[-1].last if memory.parts else ORIGIN
+        if not self._log.is_open:
+            return False
+        if not parts:
+            return self._logged_through >= pending
         try:
             if self._log.total > self._log_limit:
                 self._rewrite_log_locked()  # the file is failing: keep what memory keeps
             else:
                 if self._log.size >= LOG_SEGMENT_BYTES:
                     self._log.rotate()
-                self._log.append(_record(batch), batch[-1].id)
-                self._logged_through = batch[-1].id
+                for part in parts:
+                    self._log.append(part.record, part.last)
+                self._logged_through = parts[-1].last
         except OSError as error:
             if not self._log_failing:
                 self._log_failing = True
@@ -420,13 +437,11 @@ class History:
         Raises OSError (the log is then as it was)."""
         memory = self._memory
         with self._lock:
-            entries = list(memory.unsaved)
+            parts = memory.parts = _parts(memory.unsaved)
             memory.unlogged = []
-        if entries:
-            self._log.reset(_record(entries), entries[-1].id)
-            self._logged_through = max(self._logged_through, entries[-1].id)
-        else:
-            self._log.reset(None, self._logged_through)
+        self._log.reset([part.record for part in parts], memory.last)
+        if parts:
+            self._logged_through = max(self._logged_through, parts[-1].last)
         self._log_limit = max(LOG_MAX_BYTES, 2 * self._log.total)
 
     def _open_log(self) -> None:
@@ -436,8 +451,6 @@ class History:
             records, torn = self._log.open()
         except OSError as error:
             self.log.error("history_log_failed", path=str(self._log.stem), error=str(error))
-            with self._lock:
-                self._memory.unlogged = []
             return
         if torn:
             self.log.warning("history_log_torn", path=str(self._log.stem), ignored_bytes=torn)
@@ -449,7 +462,8 @@ class History:
                     fresh.append(entry)
             if fresh:
                 self._add_locked(fresh)
-            memory.unlogged = []
+                memory.parts += _parts(memory.unlogged)  # in the log already
+                memory.unlogged = []
             self._logged_through = memory.last
             self._log.mark_found(memory.last)
         if fresh:
@@ -609,13 +623,17 @@ class History:
                     memory.recent = collections.deque(
                         (entry for entry in memory.recent if not said(entry)), MAX_READ
                     )
-                if self._log.is_open:
-                    # The log must not bring the words back after a kill -9: it is rewritten
-                    # with what is not committed (usually nothing: emptied).
-                    try:
-                        self._rewrite_log_locked()
-                    except OSError as error:
-                        raise HistoryError(f"{self._log.stem}: cannot purge: {error}") from None
+                if not self._log.is_open:
+                    with self._lock:
+                        memory.parts = _parts(memory.unsaved)
+                        memory.unlogged = []
+                    return removed
+                # The log must not bring the words back after a kill -9: it is rewritten
+                # with what is not committed (usually nothing: emptied).
+                try:
+                    self._rewrite_log_locked()
+                except OSError as error:
+                    raise HistoryError(f"{self._log.stem}: cannot purge: {error}") from None
         return removed
 
     # -- internals -------------------------------------------------------------------
@@ -678,7 +696,7 @@ class History:
                 raise _Damaged(f"schema {version} is newer than this lanchatd's {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
             if version < SCHEMA_VERSION:
-                _migrate(db)
+                _migrate(db, version)
             db.executescript(_VIEW)
             newest = db.execute(f"SELECT last_ms, last_seq FROM batches {_NEWEST_FIRST} LIMIT 1")
             row = newest.fetchone()
@@ -761,11 +779,17 @@ class History:
             self.log.error("history_unavailable", path=str(self.path), error=error)
 
     def _commit(self) -> None:
-        """Write what is unsaved in one transaction (the caller holds the write lock)."""
+        """Write what is unsaved in one transaction (the caller holds the write lock).
+
+        What no round encoded yet is encoded (and logged) first, so every entry is encoded
+        once; the commit joins the parts into rows.
+        """
         memory = self._memory
-        with self._lock:
-            batch = list(memory.unsaved)
-        if not batch or self._closed:
+        with self._log_lock:
+            self._secure_locked()
+            with self._lock:
+                parts = list(memory.parts)
+        if not parts or self._closed:
             return
         if self._failing and time.monotonic() < self._retry_at:
             self._cap()
@@ -778,59 +802,57 @@ class History:
                 self._cap()
                 return
         try:
-            self._insert(self._db, batch)
+            self._insert(self._db, parts)
         except sqlite3.Error as error:
             self._unavailable(str(error))
             self.counters.failed_writes += 1
             self._cap()
             return
+        count = sum(part.size for part in parts)
         with self._lock:
-            del memory.unsaved[: len(batch)]
-            committed = memory.committed_through = batch[-1].id
-            unlogged = memory.unlogged
-            if unlogged and unlogged[0].id <= committed:  # no round logged them: none need to
-                del unlogged[: bisect.bisect_right(unlogged, committed, key=_entry_id)]
-        self.counters.committed += len(batch)
-        self._stored += len(batch)
+            del memory.parts[: len(parts)]
+            del memory.unsaved[:count]
+            memory.committed_through = parts[-1].last
+            memory.unsaved_since = time.monotonic()  # for what was appended meanwhile
+        self.counters.committed += count
+        self._stored += count
         self._release_log()
         if self._failing:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, batch: list[Entry]) -> None:
-        """A row per ROW_ENTRIES of the batch, in one transaction (one statement: its own).
-
-        Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
-        (clients' bytes are decoded strictly), but should it, that row is stored with
-        U+FFFD in its place rather than blocking every later write.
-        """
-        chunks = [batch[at : at + ROW_ENTRIES] for at in range(0, len(batch), ROW_ENTRIES)]
-        with contextlib.ExitStack() as stack:
-            if len(chunks) > 1:
-                stack.enter_context(_transaction(db))
-            for chunk in chunks:
-                try:
-                    db.execute(_INSERT, _row(chunk))
-                except UnicodeEncodeError:
-                    db.execute(_INSERT, _row([_cleaned(entry) for entry in chunk]))
+    def _insert(db: sqlite3.Connection, parts: list[_Part]) -> None:
+        """The parts as rows of ROW_ENTRIES or more, in one transaction (one statement is
+        its own)."""
+        rows = _rows(parts)
+        if len(rows) == 1:
+            db.execute(_INSERT, rows[0])
+            return
+        with _transaction(db):
+            db.executemany(_INSERT, rows)
 
     def _cap(self) -> None:
         """While nothing can be written, memory keeps the newest ``keep`` entries."""
         with self._lock:
-            unsaved = self._memory.unsaved
-            excess = len(unsaved) - self._limits.keep
-            if excess > 0:
-                first, lost = unsaved[0].id, unsaved[excess - 1].id
-                self._memory.trimmed_through = lost
-                del unsaved[:excess]
-                self._memory.recent = collections.deque(
-                    (entry for entry in self._memory.recent if not first <= entry.id <= lost),
-                    MAX_READ,
-                )
-                self.counters.lost += excess
-                unlogged = self._memory.unlogged
-                del unlogged[: bisect.bisect_right(unlogged, lost, key=_entry_id)]
+            memory = self._memory
+            excess = len(memory.unsaved) - self._limits.keep
+            if excess <= 0:
+                return
+            dropped = 0
+            while memory.parts and dropped + memory.parts[0].size <= excess:
+                dropped += memory.parts.pop(0).size
+            if dropped < excess and memory.parts:  # the oldest part keeps its newest
+                memory.parts[0] = _part(memory.unsaved[excess : dropped + memory.parts[0].size])
+            elif dropped < excess:
+                del memory.unlogged[: excess - dropped]
+            first, lost = memory.unsaved[0].id, memory.unsaved[excess - 1].id
+            memory.trimmed_through = lost
+            del memory.unsaved[:excess]
+            memory.recent = collections.deque(
+                (entry for entry in memory.recent if not first <= entry.id <= lost), MAX_READ
+            )
+            self.counters.lost += excess
 
     def _sweep(self) -> None:
         """Enforce ``keep`` and ``keep_days`` on the file.
@@ -953,7 +975,8 @@ class History:
         committed (see commit_due).
 
         It sleeps while nothing is unsaved (woken by the next append), then waits two batch
-        intervals and commits what is left; while writes fail, it waits for the next retry.
+        intervals and commits what waited that long; while writes fail, it waits for the next
+        retry.
         """
         batch = 2 * self._intervals[0]
         swept = -math.inf
@@ -970,8 +993,7 @@ class History:
             if self._stop.wait(timeout):
                 return
             try:
-                with self._write_lock:
-                    self._commit()
+                self._commit_older_than(batch, wait=True)
                 if time.monotonic() >= self._sweep_due(swept):
                     swept = time.monotonic()
                     self._sweep()
@@ -983,21 +1005,63 @@ class History:
                 self._stop.wait(self._intervals[2])
 
 
-def _row(batch: list[Entry]) -> tuple[int, int, int, int, int, str, bytes]:
-    """A batch as the batches table's columns: its first and last ids, and its entries.
-    Columns by ``zip``, not a loop: this runs for every batch the room commits."""
-    first, last = batch[0].id, batch[-1].id
+class _Part(NamedTuple):
+    """Entries encoded once, when a round secures them: a part of a row's ``body`` (its
+    JSON columns) and ``times``, and the same bytes as a log record."""
+
+    first: MessageId
+    last: MessageId
+    size: int
+    body: str
+    times: bytes
+    record: bytes
+
+
+def _part(batch: list[Entry]) -> _Part:
+    """``batch`` encoded. Columns by ``zip``, not a loop: this runs for every round.
+
+    Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
+    (clients' bytes are decoded strictly), but should it, that part is stored with U+FFFD
+    in its place rather than failing every later write.
+    """
     ids, times, kinds, nicks, texts, reasons = zip(*batch, strict=True)
     body = _encode((list(_flat(ids)), kinds, nicks, texts, reasons))
-    return (first.ms, first.seq, last.ms, last.seq, len(batch), body, _pack_times(times))
+    try:
+        encoded = body.encode()
+    except UnicodeEncodeError:
+        return _part([_cleaned(entry) for entry in batch])
+    packed = _pack_times(times)
+    record = _LENGTH.pack(len(encoded)) + encoded + packed
+    return _Part(batch[0].id, batch[-1].id, len(batch), body, packed, record)
 
 
-def _record(batch: list[Entry]) -> bytes:
-    """A batch as one log record: the batch's body (as the file's) and times.
-    ``surrogatepass``: a lone surrogate reaches the file's own cleaning (see _insert)."""
-    _, _, _, _, _, body, times = _row(batch)
-    encoded = body.encode("utf-8", "surrogatepass")
-    return _LENGTH.pack(len(encoded)) + encoded + times
+def _parts(entries: list[Entry]) -> list[_Part]:
+    """``entries`` encoded as parts of at most ROW_ENTRIES."""
+    return [_part(entries[at : at + ROW_ENTRIES]) for at in range(0, len(entries), ROW_ENTRIES)]
+
+
+def _rows(parts: list[_Part]) -> list[tuple[int, int, int, int, int, str, bytes]]:
+    """Parts as rows of the batches table, each of at least ROW_ENTRIES (but the last):
+    joined, not encoded again, so a commit costs no JSON."""
+    rows = []
+    group: list[_Part] = []
+    count = 0
+    for part in parts:
+        group.append(part)
+        count += part.size
+        if count >= ROW_ENTRIES or part is parts[-1]:
+            first, last = group[0].first, group[-1].last
+            body = "[" + ",".join([p.body for p in group]) + "]"
+            times = b"".join([p.times for p in group])
+            rows.append((first.ms, first.seq, last.ms, last.seq, count, body, times))
+            group, count = [], 0
+    return rows
+
+
+def _row(entries: list[Entry]) -> tuple[int, int, int, int, int, str, bytes]:
+    """``entries`` (at most a row's worth) as one row of the batches table."""
+    (row,) = _rows([_part(entries)])
+    return row
 
 
 def _unrecord(record: bytes) -> list[Entry]:
@@ -1007,14 +1071,10 @@ def _unrecord(record: bytes) -> list[Entry]:
     (length,) = _LENGTH.unpack_from(record)
     start = _LENGTH.size
     try:
-        body = record[start : start + length].decode("utf-8", "surrogatepass")
+        body = record[start : start + length].decode()
     except UnicodeDecodeError:
         return []
-    return _unpack(body, record[start + length :])
-
-
-def _entry_id(entry: Entry) -> MessageId:
-    return entry.id
+    return _unpack(f"[{body}]", record[start + length :])
 
 
 def _pack_times(times: tuple[float, ...]) -> bytes:
@@ -1022,22 +1082,32 @@ def _pack_times(times: tuple[float, ...]) -> bytes:
 
 
 def _unpack(body: str, times: bytes) -> list[Entry]:
-    """A batch's entries (the STRICT table guarantees the columns' types); what this code
-    did not write (not JSON, columns that do not match, an unknown kind, a value of the
-    wrong type) is skipped, never raised."""
+    """A row's entries (the STRICT table guarantees the columns' types); what this code did
+    not write (not JSON, columns that do not match, an unknown kind, a value of the wrong
+    type) is skipped, never raised. A part that does not decode ends the row: the times of
+    the parts after it cannot be told apart."""
     try:
-        flat, kinds, nicks, texts, reasons = json.loads(body)
-        count = len(kinds)
-        if len(flat) != 2 * count or not count == len(nicks) == len(texts) == len(reasons):
-            return []
-        ids = zip(flat[0::2], flat[1::2], strict=True)
-        ats = struct.unpack(f"<{count}d", times)
-    except (ValueError, TypeError, RecursionError, struct.error):
+        parts = json.loads(body)
+    except (ValueError, RecursionError):
         return []
-    entries = []
-    for item in zip(ids, ats, kinds, nicks, texts, reasons, strict=True):
-        with contextlib.suppress(ValueError, TypeError):
-            entries.append(_entry(item))
+    entries: list[Entry] = []
+    if type(parts) is not list:
+        return entries
+    offset = 0
+    for part in parts:
+        try:
+            flat, kinds, nicks, texts, reasons = part
+            count = len(kinds)
+            if len(flat) != 2 * count or not count == len(nicks) == len(texts) == len(reasons):
+                break
+            ids = zip(flat[0::2], flat[1::2], strict=True)
+            ats = struct.unpack_from(f"<{count}d", times, offset)
+        except (ValueError, TypeError, struct.error):
+            break
+        offset += 8 * count
+        for item in zip(ids, ats, kinds, nicks, texts, reasons, strict=True):
+            with contextlib.suppress(ValueError, TypeError):
+                entries.append(_entry(item))
     return entries
 
 
@@ -1178,12 +1248,18 @@ def _rewrite(db: sqlite3.Connection, rowid: int, entries: list[Entry]) -> int:
     return len(entries)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Schema 0 (a row per entry in a table ``entries``) to batches of MIGRATE_BATCH, in one
-    transaction: an upgrade keeps the history. A row of an unknown kind is left behind."""
+def _migrate(db: sqlite3.Connection, version: int) -> None:
+    """An older layout to this one, in one transaction: an upgrade keeps the history.
+
+    Schema 0 (a row per entry in a table ``entries``) becomes rows of MIGRATE_BATCH (a row
+    of an unknown kind is left behind); in schema 1 a row's body was one part, not a list.
+    """
     db.execute("BEGIN IMMEDIATE")
     try:
-        if db.execute(
+        if version == 1:
+            db.execute("DROP VIEW IF EXISTS entries")
+            db.execute("UPDATE batches SET body = '[' || body || ']'")
+        elif db.execute(
             "SELECT 1 FROM sqlite_schema WHERE name = 'entries' AND type = 'table'"
         ).fetchone():
             rows = db.execute(
