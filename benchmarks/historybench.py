@@ -64,10 +64,8 @@ def measure(directory: Path, appends: int, rounds: int, reads: int) -> dict[str,
     start = time.perf_counter()
     store.commit_through(store.append(Kind.MESSAGE, "alice", TEXT).id)
     figures["drain_after_appends_ms"] = round((time.perf_counter() - start) * 1000, 1)
-    # What a delivery round calls before sending, and after (an A/B run against a commit
-    # before the log committed each round's entries before sending, and nothing after).
+    # What a delivery round calls before sending (commit_through before the log).
     secure = getattr(store, "secure_through", store.commit_through)
-    after_send = getattr(store, "commit_due", lambda: None)
     for size in (1, 10, 100):
         waits: list[float] = []
         start, cpu = time.perf_counter(), time.process_time()
@@ -78,7 +76,6 @@ def measure(directory: Path, appends: int, rounds: int, reads: int) -> dict[str,
             before = time.perf_counter()
             secure(last.id)
             waits.append(time.perf_counter() - before)
-            after_send()
         spent = time.perf_counter() - start
         # Every thread of the process (the writer's commits, sweeps and checkpoints too):
         # what history takes from the daemon's share of the CPU.

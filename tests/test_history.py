@@ -947,16 +947,15 @@ def test_a_segment_of_the_log_goes_once_it_is_full_and_all_committed(
     assert stored(tmp_path / "history.db") == rows(said + big + more)
 
 
-def test_the_delivery_thread_commits_what_waited_a_batch_interval(
+def test_the_writer_thread_commits_what_was_secured_within_a_batch_interval(
     stores: Any, tmp_path: Path
 ) -> None:
-    store = stores(batch_interval=0.2)
+    store = stores(batch_interval=0.05)
     said = say(store, 2)
     assert store.secure_through(said[-1].id)
-    store.commit_due()
-    assert store.unsaved_count() == 2, "not due yet"
-    wait_until(lambda: (store.commit_due(), store.unsaved_count())[1] == 0, what="due")
+    wait_until(lambda: store.unsaved_count() == 0, what="the writer's commit")
     assert stored(tmp_path / "history.db") == rows(said)
+    assert store.counters.committed == 2
 
 
 def test_without_a_usable_log_rounds_commit_to_the_file(

@@ -66,8 +66,8 @@ class Delivery:
     ) -> None:
         """Deliver under ``lock``; tell the room through ``on_slow``/``on_error`` why a client
         is dropped (called by the delivery thread without the lock; the result is ignored).
-        ``history`` secures a round's entries before the round is sent, and commits them
-        to its file after, in this thread (see History.commit_due).
+        ``history`` secures a round's entries (see History.secure_through) before the
+        round is sent.
         """
         self.lock = lock
         self.send_buffer_bytes = send_buffer_bytes
@@ -237,8 +237,6 @@ class Delivery:
                     self._selector.unregister(peer.sock)
                     touched.add(peer)
             self._flush(self._outboxes if fresh else touched)
-            if history is not None:
-                history.commit_due()
             self._expire()
             self._trim()
             if stopping and not self._outboxes:

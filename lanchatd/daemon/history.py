@@ -14,12 +14,11 @@ Why it is shaped this way:
   secured to an append-only log beside the file (appendlog.py, ``history.db-log.<n>``), a
   few µs. Committing them to SQLite there instead cost ~15 µs of fixed cost per round (WAL
   locks, a page write) and 0.1-0.4 ms of wall time on an idle CPU, which small rooms, with
-  a few messages a round, paid on every message. After sending, the delivery thread
-  commits to SQLite what waited ``BATCH_INTERVAL`` (:meth:`History.commit_due`): under load
-  ~20 commits a second, in the thread that is busy anyway (the store's writer thread
-  committing them instead waited for the GIL after every SQLite call, up to 5 ms each
-  while the room's threads ran, and fell behind). The writer thread commits what waited
-  twice that with no round to do it. Each commit removes the log's segments
+  a few messages a round, paid on every message. The store's writer thread commits to
+  SQLite what waited ``BATCH_INTERVAL`` (50 ms): under load ~20 commits a second, each a
+  few large rows (SQLite runs without the GIL; a commit of many small rows waited for the
+  GIL after each, and committing in the delivery thread stalled every client for the
+  commit's milliseconds). Each commit removes the log's segments
   (``LOG_SEGMENT_BYTES`` each) that the file now holds all of. At start the log's entries
   newer than the file's are committed (a torn last record, from a process killed
   mid-write, is ignored); a clean stop commits everything and removes the log. Both a
@@ -33,11 +32,14 @@ Why it is shaped this way:
   purges and lost writes change that copy with the file. Older reads go to the file, with
   the uncommitted entries from memory, so a client resuming right after a message misses
   nothing.
-- **A row per batch, not per entry.** Each commit writes a row per ``ROW_ENTRIES``: the
-  batch's first and
-  last ids, its count, its entries as JSON columns (``[ids, kinds, nicks, texts, reasons]``,
-  encoded in C straight from the named tuples; ``ids`` flat, ``[ms, seq, ms, seq, …]``) and
-  their times as little-endian doubles.
+- **A row per batch, not per entry; each entry encoded once.** A round's entries are
+  encoded when it secures them, as a *part*: JSON columns (``[ids, kinds, nicks, texts,
+  reasons]``, encoded in C straight from the named tuples; ``ids`` flat, ``[ms, seq, ms,
+  seq, …]``) and their times as little-endian doubles; the same bytes are the log record.
+  A commit joins parts (no JSON again) into rows of ``ROW_ENTRIES`` or more: the first
+  and last ids, the count, ``body`` a JSON list of parts and ``times`` the parts' times
+  end to end. (Encoding for the log and again for the file, or a 50 ms batch at once in
+  the delivery thread, cost 15 % of the deliveries at 10 clients.)
   A row per entry cost a B-tree insert per entry and a GIL hand-off per row inside
   ``executemany``, then a delete per entry at retention, all of it CPU the room's threads
   needed: history took ~9 µs of server CPU per chat message against ~7 µs for all the
@@ -55,7 +57,8 @@ Why it is shaped this way:
   ``entries`` shows the entries one by one (without their times) to people reading the
   file with ``sqlite3``.
 - **Upgrades keep history.** ``PRAGMA user_version`` says the layout: a file of schema 0
-  (a row per entry) is migrated on open in one transaction; a file of a newer schema than
+  (a row per entry) or 1 (a row's body one part) is migrated on open in one transaction;
+  a file of a newer schema than
   this code knows is set aside like a damaged one (renamed, never deleted).
 - **Failures never reach the room.** A corrupt or unreadable file is set aside (renamed,
   never deleted) and the store starts empty; a file that cannot be written (full disk,
@@ -92,9 +95,8 @@ from lanchatd.daemon.logs import Logger
 
 #: Most entries one ``/history N`` or on-join replay may ask for.
 MAX_READ: Final = 500
-#: How long appended entries wait for a commit to the file (seconds): the delivery thread
-#: commits what waited this long after sending a round, the writer thread what waited twice
-#: this long. Every commit has a fixed cost (~15 µs); the log keeps them safe meanwhile.
+#: How long the writer thread lets appended entries wait before committing them (seconds):
+#: every commit has a fixed cost (~15 µs); the log keeps them safe meanwhile.
 BATCH_INTERVAL: Final = 0.05
 #: Bytes in a segment of the log (history.db-log.<n>) before the next round starts a new one;
 #: a segment goes once the file holds all of it.
@@ -102,10 +104,10 @@ LOG_SEGMENT_BYTES: Final = 1 << 20
 #: Bytes the log may reach while the file cannot be written before it is rewritten with only
 #: what memory still holds (the newest ``keep``).
 LOG_MAX_BYTES: Final = 64 << 20
-#: Most entries in one row of the file. The writer commits what 50 ms of chat appended, under
-#: load thousands of entries: encoded as one row, that held the GIL for milliseconds (the
-#: room's threads waited), and a resume read decoded all of it for the few it wanted.
-ROW_ENTRIES: Final = 256
+#: Most entries in a part, and fewest in a row (but a commit's last): a commit's rows are
+#: few (SQLite inserts them without the GIL, taking it back between rows), and a resume
+#: from an old id decodes at most a row more than it wants (~2 ms).
+ROW_ENTRIES: Final = 2048
 #: How often the writer thread copies the WAL into the database file (seconds).
 CHECKPOINT_INTERVAL: Final = 0.5
 #: WAL frames (pages) beyond which a checkpoint is completed under the write lock, so the
@@ -245,8 +247,6 @@ class _Memory:
     #: ``unlogged``. The parts are in the log unless it failed (see _secure_locked).
     parts: list[_Part] = field(default_factory=list)
     unlogged: list[Entry] = field(default_factory=list)
-    #: When the oldest of ``unsaved`` was appended (monotonic).
-    unsaved_since: float = 0.0
     last: MessageId = ORIGIN
     committed_through: MessageId = ORIGIN
     #: The newest id removed by retention: a resume from before it is too old.
@@ -356,7 +356,6 @@ class History:
         unsaved = memory.unsaved
         memory.last = entries[-1].id
         if not unsaved:
-            memory.unsaved_since = time.monotonic()
             self._wake.set()
         unsaved.extend(entries)
         memory.unlogged.extend(entries)
@@ -379,24 +378,6 @@ class History:
             if self._secure_locked():
                 return True
         return self.commit_through(last)
-
-    def commit_due(self) -> None:
-        """Commit to the file what waited BATCH_INTERVAL, in the caller's thread: the
-        delivery thread, after sending a round. Skipped while the writer thread holds the
-        file (a sweep, a checkpoint): the next round tries again."""
-        self._commit_older_than(self._intervals[0], wait=False)
-
-    def _commit_older_than(self, age: float, *, wait: bool) -> None:
-        """Commit if the oldest unsaved entry waited ``age`` seconds; unless ``wait``, not
-        while someone else holds the write lock."""
-        memory = self._memory
-        if not memory.unsaved or time.monotonic() - memory.unsaved_since < age:
-            return
-        if self._write_lock.acquire(blocking=wait):
-            try:
-                self._commit()
-            finally:
-                self._write_lock.release()
 
     def _secure_locked(self) -> bool:
         """Encode what was appended since and write it to the log (the caller holds
@@ -813,7 +794,6 @@ class History:
             del memory.parts[: len(parts)]
             del memory.unsaved[:count]
             memory.committed_through = parts[-1].last
-            memory.unsaved_since = time.monotonic()  # for what was appended meanwhile
         self.counters.committed += count
         self._stored += count
         self._release_log()
@@ -971,14 +951,13 @@ class History:
         return swept + sweep
 
     def _run(self) -> None:
-        """The writer thread: a retention sweep when due, and a commit of what no round
-        committed (see commit_due).
+        """The writer thread: a commit every batch interval, a retention sweep when due.
 
-        It sleeps while nothing is unsaved (woken by the next append), then waits two batch
-        intervals and commits what waited that long; while writes fail, it waits for the next
+        It sleeps while nothing is unsaved (woken by the next append), then waits one batch
+        interval and commits everything appended; while writes fail, it waits for the next
         retry.
         """
-        batch = 2 * self._intervals[0]
+        batch = self._intervals[0]
         swept = -math.inf
         while not self._stop.is_set():
             with self._lock:
@@ -993,7 +972,8 @@ class History:
             if self._stop.wait(timeout):
                 return
             try:
-                self._commit_older_than(batch, wait=True)
+                with self._write_lock:
+                    self._commit()
                 if time.monotonic() >= self._sweep_due(swept):
                     swept = time.monotonic()
                     self._sweep()
