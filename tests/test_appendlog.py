@@ -116,9 +116,13 @@ def test_new_segments_are_0640_looser_ones_are_tightened_and_symlinks_refused(
     target = tmp_path / "elsewhere"
     target.write_bytes(b"precious")
     (tmp_path / "log.2").symlink_to(target)
-    with pytest.raises(OSError, match="symbolic links"):
-        AppendLog(stem).open()
+    again, records, _ = opened(stem)
+    assert records == [b"x"]
+    ((path, why),) = again.unreadable
+    assert (path, "symbolic links" in why) == (tmp_path / "log.2", True)
+    again.append(b"y", mark(2))
     assert target.read_bytes() == b"precious"
+    assert segments(stem) == ["log.1", "log.2", "log.3"]
 
 
 def test_a_tail_torn_at_any_byte_is_ignored_and_cut_off(tmp_path: Path) -> None:

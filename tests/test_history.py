@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 from benchmarks import historybench
 from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
+from lanchatd.daemon.appendlog import AppendLog
 from lanchatd.daemon.history import (
     SCHEMA_VERSION,
     SWEEP_CHUNK,
@@ -61,8 +62,8 @@ def stores(tmp_path: Path, logs: list[MutableMapping[str, Any]]) -> Iterator[Any
     """Open History stores on ``tmp_path/history.db``; every one is closed at the end."""
     opened: list[History] = []
 
-    def open_store(**options: Any) -> History:
-        store = History(tmp_path / HISTORY_FILE_NAME, structlog.get_logger(), **options)
+    def open_store(path: Path = tmp_path / HISTORY_FILE_NAME, **options: Any) -> History:
+        store = History(path, structlog.get_logger(), **options)
         opened.append(store)
         return store
 
@@ -648,7 +649,12 @@ def test_a_full_disk_keeps_history_in_memory_until_there_is_room(tmp_path: Path)
         "failed": True,
         "readable": True,
         "again": True,
-        "events": ["history_log_failed", "history_unavailable", "history_writes_resumed"],
+        "events": [
+            "history_log_failed",
+            "history_unavailable",
+            "history_log_resumed",
+            "history_writes_resumed",
+        ],
     }
 
 
@@ -958,18 +964,128 @@ def test_the_writer_thread_commits_what_was_secured_within_a_batch_interval(
     assert store.counters.committed == 2
 
 
-def test_without_a_usable_log_rounds_commit_to_the_file(
+def test_a_segment_that_cannot_be_read_is_reported_and_the_rest_of_the_log_used(
     stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
 ) -> None:
-    (tmp_path / "history.db-log.1").symlink_to(tmp_path / "elsewhere")
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious")
+    (tmp_path / "history.db-log.1").symlink_to(target)
+    (tmp_path / "history.db-log.\u00b2").write_bytes(b"not a segment")
     store = stores(batch_interval=NEVER)
     said = say(store, 3)
     assert store.secure_through(said[-1].id)
-    assert stored(tmp_path / "history.db") == rows(said)
+    assert stored(tmp_path / "history.db") == [], "in the log, not committed"
+    (event,) = events(logs, "history_log_failed")
+    assert event["path"] == str(tmp_path / "history.db-log.1")
+    assert "symbolic links" in event["error"]
+    assert log_bytes(tmp_path) > 0
+    assert target.read_bytes() == b"precious"
+
+
+def test_when_the_log_cannot_be_written_rounds_commit_to_the_file(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    store = stores(batch_interval=NEVER)
+    first = say(store, 2)
+    assert store.commit_through(first[-1].id)
+    (segment,) = tmp_path.glob("history.db-log.*")
+    immutable(segment)
+    said = say(store, 3, start=2)
+    assert store.secure_through(said[-1].id)
+    assert stored(tmp_path / "history.db") == rows(first + said)
     (event,) = events(logs, "history_log_failed")
     assert event["path"] == str(tmp_path / "history.db-log")
-    assert "symbolic links" in event["error"]
     assert store.unsaved_count() == 0
+    subprocess.run(["chattr", "-i", str(segment)], check=True)
+
+
+def crash_copy(source: Path, destination: Path) -> Path:
+    """The history files as a ``kill -9`` now would leave them (the store keeps running)."""
+    destination.mkdir()
+    for path in source.glob("history.db*"):
+        if path.name != "history.db-shm":
+            shutil.copy2(path, destination / path.name)
+    return destination / "history.db"
+
+
+def test_a_round_whose_log_write_failed_is_written_with_the_next_one(
+    stores: Any, tmp_path: Path, immutable: Any
+) -> None:
+    """Neither the log nor the file could take round A; round B's write carries A too."""
+    store = stores(batch_interval=NEVER, retry_interval=NEVER)
+    first = say(store, 2)
+    assert store.commit_through(first[-1].id)
+    (segment,) = tmp_path.glob("history.db-log.*")
+    for path in (segment, tmp_path / "history.db-wal"):
+        immutable(path)
+    round_a = say(store, 2, start=2)
+    assert not store.secure_through(round_a[-1].id)
+    for path in (segment, tmp_path / "history.db-wal"):
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+    round_b = say(store, 2, start=4)
+    assert store.secure_through(round_b[-1].id)
+    copy = crash_copy(tmp_path, tmp_path / "crashed")
+    again = History(copy, structlog.get_logger())
+    try:
+        assert again.after(ORIGIN).entries == first + round_a + round_b
+    finally:
+        again.close()
+
+
+def test_a_file_that_opens_late_gets_no_entry_twice(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    """The file cannot be opened at start; the log's replay puts entries the file holds
+    back in memory; once the file opens, only the others are committed."""
+    store = stores(batch_interval=NEVER)
+    committed = say(store, 3)
+    assert store.commit_through(committed[-1].id)
+    logged = say(store, 2, start=3)
+    assert store.secure_through(logged[-1].id)
+    path = crash_copy(tmp_path, tmp_path / "crashed")
+    immutable(path.parent)  # SQLite cannot make the -shm file: the file does not open
+    late = stores(path=path, retry_interval=0.05, batch_interval=0.01)
+    assert events(logs, "history_unavailable")
+    assert late.last(10) == committed + logged
+    subprocess.run(["chattr", "-i", str(path.parent)], check=True)
+    wait_until(lambda: late.unsaved_count() == 0, what="the late commit")
+    assert stored(path) == rows(committed + logged)
+
+
+def test_a_file_opened_read_only_is_opened_again_once_it_can_be_written(
+    stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
+) -> None:
+    """SQLite opens a file it cannot write read-only and keeps it so: the store reopens it."""
+    store = stores()
+    said = say(store, 2)
+    store.close()
+    (tmp_path / "history.db-wal").write_bytes(b"")  # a clean close removed it
+    immutable(tmp_path / "history.db-wal")
+    again = stores(retry_interval=0.05, batch_interval=0.01)
+    more = say(again, 2, start=2)
+    wait_until(lambda: again.counters.failed_writes >= 1, what="a failed write")
+    subprocess.run(["chattr", "-i", str(tmp_path / "history.db-wal")], check=True)
+    wait_until(lambda: again.unsaved_count() == 0, what="the writes to resume")
+    assert stored(tmp_path / "history.db") == rows(said + more)
+    assert len(events(logs, "history_writes_resumed")) == 1
+
+
+def test_a_replayed_id_beyond_sqlite_integers_is_skipped(stores: Any, tmp_path: Path) -> None:
+    store = stores()
+    said = say(store, 1)
+    store.close()
+    log = AppendLog(tmp_path / "history.db-log")
+    log.open()
+    newer = said[0].id.ms + 1
+    for ms in (2**63, newer):
+        body = json.dumps([[ms, 0], ["message"], ["eve"], ["psst"], [""]]).encode()
+        log.append(struct.pack("<I", len(body)) + body + struct.pack("<d", 1.0), said[0].id)
+    log.close()
+    again = stores()
+    assert [(e.id.ms, e.text) for e in again.after(ORIGIN).entries] == [
+        (said[0].id.ms, said[0].text),
+        (newer, "psst"),
+    ]
 
 
 def test_what_the_file_cannot_take_by_the_stop_waits_in_the_log(

@@ -49,7 +49,17 @@ class AppendLog:
     a segment can go once the caller keeps everything up to its mark elsewhere.
     """
 
-    __slots__ = ("_fd", "_mark", "_number", "_opened", "_retired", "size", "stem", "total")
+    __slots__ = (
+        "_fd",
+        "_mark",
+        "_number",
+        "_opened",
+        "_retired",
+        "size",
+        "stem",
+        "total",
+        "unreadable",
+    )
 
     def __init__(self, stem: Path) -> None:
         self.stem = stem
@@ -62,22 +72,30 @@ class AppendLog:
         #: Bytes in the current segment, and in all of them.
         self.size = 0
         self.total = 0
+        #: Segments open() found but could not read, and why.
+        self.unreadable: list[tuple[Path, str]] = []
         self._opened = False
 
     def open(self) -> tuple[list[bytes], int]:
         """Read the segments a previous run left, oldest first: their records, and how many
         bytes were ignored after the last whole record of each (torn tails, cut off here).
-        They are kept until released, with the mark given to :meth:`mark_found`. Raises
-        OSError."""
+        They are kept until released, with the mark given to :meth:`mark_found`. A segment
+        that cannot be read (a symlink, a directory, not ours) is left alone and named in
+        ``unreadable``; the others are read all the same."""
         found = sorted(
             (int(suffix), path)
             for path in self.stem.parent.glob(f"{self.stem.name}.*")
-            if (suffix := path.name.removeprefix(f"{self.stem.name}.")).isdigit()
+            if (suffix := path.name.removeprefix(f"{self.stem.name}.")).isascii()
+            and suffix.isdigit()
         )
         records: list[bytes] = []
         torn = 0
         for _, path in found:
-            fd = os.open(path, _FLAGS)
+            try:
+                fd = os.open(path, _FLAGS)
+            except OSError as error:
+                self.unreadable.append((path, error.strerror or str(error)))
+                continue
             try:
                 _tighten(fd)
                 data = _read_all(fd)

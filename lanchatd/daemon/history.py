@@ -386,22 +386,32 @@ class History:
         with self._lock:
             batch, memory.unlogged = memory.unlogged, []
         parts = _parts(batch)
+        logged = self._logged_through
         with self._lock:
             memory.parts += parts
-            pending = memory.parts[-1].last if memory.parts else ORIGIN
+            # Every part not in the log yet: this round's, and a failed write's before it.
+            unwritten = len(memory.parts)
+            while unwritten and memory.parts[unwritten - 1].last > logged:
+                unwritten -= 1
+            parts = memory.parts[unwritten:]
         if not self._log.is_open:
             return False
         if not parts:
-            return self._logged_through >= pending
+            return True
         try:
-            if self._log.total > self._log_limit:
-                self._rewrite_log_locked()  # the file is failing: keep what memory keeps
+            if self._log.total > self._log_limit and self._write_lock.acquire(blocking=False):
+                # The file is failing: keep what memory keeps. Only with the write lock (never
+                # waited for here): a commit under way counts the parts it took.
+                try:
+                    self._rewrite_log_locked()
+                finally:
+                    self._write_lock.release()
             else:
                 if self._log.size >= LOG_SEGMENT_BYTES:
                     self._log.rotate()
                 for part in parts:
                     self._log.append(part.record, part.last)
-                self._logged_through = parts[-1].last
+                    self._logged_through = part.last
         except OSError as error:
             if not self._log_failing:
                 self._log_failing = True
@@ -413,9 +423,9 @@ class History:
         return True
 
     def _rewrite_log_locked(self) -> None:
-        """Make the log hold exactly what memory has not committed (the caller holds
-        ``_log_lock``): after a purge, or when it grew while the file could not be written.
-        Raises OSError (the log is then as it was)."""
+        """Make the log hold exactly what memory has not committed (the caller holds the
+        write lock and ``_log_lock``): after a purge, or when it grew while the file could
+        not be written. Raises OSError (the log is then as it was)."""
         memory = self._memory
         with self._lock:
             parts = memory.parts = _parts(memory.unsaved)
@@ -433,6 +443,8 @@ class History:
         except OSError as error:
             self.log.error("history_log_failed", path=str(self._log.stem), error=str(error))
             return
+        for path, why in self._log.unreadable:
+            self.log.error("history_log_failed", path=str(path), error=why)
         if torn:
             self.log.warning("history_log_torn", path=str(self._log.stem), ignored_bytes=torn)
         with self._lock:
@@ -588,33 +600,33 @@ class History:
         with self._write_lock:
             self._commit()
             with self._log_lock:
-                removed = 0
-                if self._db is not None:
-                    try:
-                        with _transaction(self._db):
-                            removed, shrunk = _purge(self._db, said, since_ms)
-                    except sqlite3.Error as error:
-                        raise HistoryError(f"{self.path}: cannot purge: {error}") from None
-                    self._stored -= shrunk
                 with self._lock:
                     memory = self._memory
                     kept = [entry for entry in memory.unsaved if not said(entry)]
-                    removed += len(memory.unsaved) - len(kept)
+                    removed = len(memory.unsaved) - len(kept)
                     memory.unsaved = kept
                     memory.recent = collections.deque(
                         (entry for entry in memory.recent if not said(entry)), MAX_READ
                     )
-                if not self._log.is_open:
-                    with self._lock:
-                        memory.parts = _parts(memory.unsaved)
+                    if not self._log.is_open:
+                        memory.parts = _parts(kept)
                         memory.unlogged = []
-                    return removed
-                # The log must not bring the words back after a kill -9: it is rewritten
-                # with what is not committed (usually nothing: emptied).
-                try:
-                    self._rewrite_log_locked()
-                except OSError as error:
-                    raise HistoryError(f"{self._log.stem}: cannot purge: {error}") from None
+                if self._log.is_open:
+                    # Before the file changes: the log must not bring the words back after a
+                    # kill -9 (the file's newest id may go back). It keeps what is not
+                    # committed (usually nothing: emptied).
+                    try:
+                        self._rewrite_log_locked()
+                    except OSError as error:
+                        raise HistoryError(f"{self._log.stem}: cannot purge: {error}") from None
+                if self._db is not None:
+                    try:
+                        with _transaction(self._db):
+                            stored, shrunk = _purge(self._db, said, since_ms)
+                    except sqlite3.Error as error:
+                        raise HistoryError(f"{self.path}: cannot purge: {error}") from None
+                    self._stored -= shrunk
+                    removed += stored
         return removed
 
     # -- internals -------------------------------------------------------------------
@@ -782,11 +794,19 @@ class History:
                 self.counters.failed_writes += 1
                 self._cap()
                 return
+            parts = self._forget_committed()
+            if not parts:
+                return
         try:
             self._insert(self._db, parts)
         except sqlite3.Error as error:
             self._unavailable(str(error))
             self.counters.failed_writes += 1
+            if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                # Opened read-only (its WAL could not be written then), SQLite keeps it so:
+                # the retry opens the file again.
+                self._db.close()
+                self._db = None
             self._cap()
             return
         count = sum(part.size for part in parts)
@@ -801,6 +821,19 @@ class History:
             self._failing = False
             self.log.info("history_writes_resumed", path=str(self.path))
 
+    def _forget_committed(self) -> list[_Part]:
+        """After the file opened late (it could not be opened at start): drop from memory
+        what it already holds, which the log's replay put there again; the parts left."""
+        memory = self._memory
+        with self._log_lock, self._lock:
+            committed = memory.committed_through
+            if memory.unsaved and memory.unsaved[0].id <= committed:
+                memory.unsaved = [entry for entry in memory.unsaved if entry.id > committed]
+                memory.unlogged = [entry for entry in memory.unlogged if entry.id > committed]
+                encoded = len(memory.unsaved) - len(memory.unlogged)
+                memory.parts = _parts(memory.unsaved[:encoded])
+            return list(memory.parts)
+
     @staticmethod
     def _insert(db: sqlite3.Connection, parts: list[_Part]) -> None:
         """The parts as rows of ROW_ENTRIES or more, in one transaction (one statement is
@@ -813,8 +846,9 @@ class History:
             db.executemany(_INSERT, rows)
 
     def _cap(self) -> None:
-        """While nothing can be written, memory keeps the newest ``keep`` entries."""
-        with self._lock:
+        """While nothing can be written, memory keeps the newest ``keep`` entries. Under the
+        log lock too: a round securing its entries holds them in neither list meanwhile."""
+        with self._log_lock, self._lock:
             memory = self._memory
             excess = len(memory.unsaved) - self._limits.keep
             if excess <= 0:
@@ -1097,6 +1131,8 @@ def _entry(item: Any) -> Entry:
     if not (
         type(ms) is int
         and type(seq) is int
+        and 0 <= ms <= _MAX_ROWID
+        and 0 <= seq <= _MAX_ROWID
         and type(at) in (int, float)
         and math.isfinite(at)
         and type(nick) is type(text) is type(reason) is str
