@@ -236,7 +236,7 @@ class Delivery:
                     outbox.blocked = False
                     self._selector.unregister(peer.sock)
                     touched.add(peer)
-            self._flush(self._fan_out() if fresh else touched)
+            self._flush(self._outboxes if fresh else touched)
             self._expire()
             self._trim()
             if stopping and not self._outboxes:
@@ -264,44 +264,6 @@ class Delivery:
                 continue
             touched.add(peer)
         return touched
-
-    def _fan_out(self) -> list[Peer]:
-        """The usual round in one tight loop: a client that took everything before and is
-        owed only its journal's newest segment gets it in one ``send``. The rest (behind,
-        blocked, TLS, unicasts, leaving, a send cut short or failed) is returned for
-        ``_flush``. At 1000 clients a round is 1000 sends; the Python around each is what
-        this loop leaves out (a method call, the general case's checks and bookkeeping).
-        """
-        rest: list[Peer] = []
-        sent_bytes = 0
-        journal: Journal | None = None
-        start, segment = -1, b""
-        for peer, outbox in self._outboxes.items():
-            if outbox.journal is not journal:
-                journal = outbox.journal
-                start, segment = journal.segments[-1] if journal.segments else (-1, b"")
-            if (
-                outbox.cursor != start
-                or outbox.blocked
-                or outbox.unicast
-                or outbox.tls is not None
-                or outbox.final_pos is not None
-            ):
-                rest.append(peer)
-                continue
-            try:
-                sent = outbox.send(segment, _SEND_FLAGS)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                rest.append(peer)  # _flush meets the error again and drops the client
-                continue
-            outbox.cursor = start + sent
-            sent_bytes += sent
-            if sent != len(segment):
-                rest.append(peer)
-        self.bytes_out += sent_bytes
-        return rest
 
     def _flush(self, peers: Iterable[Peer]) -> None:
         limit = self.send_buffer_bytes
