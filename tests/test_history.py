@@ -609,11 +609,13 @@ with capture_logs() as logs:
         pass
     os.close(fd)
     said += [store.append(Kind.MESSAGE, "alice", "y" * 2000) for _ in range(100)]
-    full = store.commit_through(said[-1].id)
+    full = store.secure_through(said[-1].id)  # as a delivery round: the log, then the file
     failed = store.counters.failed_writes >= 1
     readable = store.last(500) == said
     filler.unlink()
     deadline = time.monotonic() + 10
+    while not store.secure_through(said[-1].id) and time.monotonic() < deadline:
+        time.sleep(0.01)
     while not store.commit_through(said[-1].id) and time.monotonic() < deadline:
         time.sleep(0.01)
     store.close()
@@ -940,7 +942,7 @@ def test_a_segment_of_the_log_goes_once_it_is_full_and_all_committed(
     assert log_bytes(tmp_path) == size
     assert store.commit_through(said[-1].id)
     assert log_bytes(tmp_path) == size, "the segment in use stays"
-    big = [store.append(Kind.MESSAGE, "alice", "x" * 4000) for _ in range(300)]
+    big = [store.append(Kind.MESSAGE, "alice", f"{n:03}" + "x" * 3997) for n in range(300)]
     assert store.secure_through(big[-1].id)
     more = say(store, 1)
     assert store.secure_through(more[-1].id)
@@ -987,7 +989,7 @@ def test_when_the_log_cannot_be_written_rounds_commit_to_the_file(
 ) -> None:
     store = stores(batch_interval=NEVER)
     first = say(store, 2)
-    assert store.commit_through(first[-1].id)
+    assert store.secure_through(first[-1].id)
     (segment,) = tmp_path.glob("history.db-log.*")
     immutable(segment)
     said = say(store, 3, start=2)
@@ -1014,6 +1016,7 @@ def test_a_round_whose_log_write_failed_is_written_with_the_next_one(
     """Neither the log nor the file could take round A; round B's write carries A too."""
     store = stores(batch_interval=NEVER, retry_interval=NEVER)
     first = say(store, 2)
+    assert store.secure_through(first[-1].id)
     assert store.commit_through(first[-1].id)
     (segment,) = tmp_path.glob("history.db-log.*")
     for path in (segment, tmp_path / "history.db-wal"):
@@ -1039,6 +1042,7 @@ def test_a_file_that_opens_late_gets_no_entry_twice(
     back in memory; once the file opens, only the others are committed."""
     store = stores(batch_interval=NEVER)
     committed = say(store, 3)
+    assert store.secure_through(committed[-1].id)
     assert store.commit_through(committed[-1].id)
     logged = say(store, 2, start=3)
     assert store.secure_through(logged[-1].id)

@@ -30,7 +30,7 @@ from typing import Final
 
 from lanchatd.core.framing import Framing
 from lanchatd.core.tags import MessageId, event_tags, format_tags
-from lanchatd.daemon.history import Entry, History
+from lanchatd.daemon.history import Entry, History, Run
 from lanchatd.daemon.journal import Journal, Outbox, Wire
 from lanchatd.daemon.peer import Peer
 from lanchatd.daemon.tls import TlsError
@@ -123,11 +123,10 @@ class Delivery:
                 self.lines_out += journal.readers
         self._wake_locked()
 
-    def broadcast_many_locked(
-        self, prefix: str, texts: list[str], entries: list[Entry] | None = None
-    ) -> None:
+    def broadcast_many_locked(self, prefix: str, texts: list[str], run: Run | None = None) -> None:
         """Queue ``prefix + text`` for every text as ``broadcast_locked`` would, line after
-        line, but encoded as one append per journal in use and with one wake-up."""
+        line, but encoded as one append per journal in use and with one wake-up; ``run``
+        is the texts' history."""
         lines: list[str] | None = None
         for journal in self.journals.values():
             if journal.readers:
@@ -137,7 +136,7 @@ class Delivery:
                     journal.append(journal.framing.encode_safe_many(lines))
                 else:
                     encode = journal.framing.encode_safe
-                    stamps: list[Entry | None] = [*entries] if entries else [None] * len(lines)
+                    stamps: list[Entry | None] = [*run.entries()] if run else [None] * len(lines)
                     journal.append(
                         b"".join(encode(ln, _tags(e)) for e, ln in zip(stamps, lines, strict=True))
                     )

@@ -170,11 +170,11 @@ class Room:
 
     def _say_locked(self, peer: Peer, texts: list[str]) -> None:
         """Hand chat lines to history and delivery (a cluster's room appends them instead)."""
-        entries = None
+        run = None
         if (history := self.history) is not None:
-            entries = history.append_many(Kind.MESSAGE, peer.nick, texts)
-            self.delivery.recorded = entries[-1].id
-        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts, entries)
+            run = history.append_many(Kind.MESSAGE, peer.nick, texts)
+            self.delivery.recorded = run.last
+        self.delivery.broadcast_many_locked(chat_prefix(peer.nick), texts, run)
 
     def command(self, peer: Peer, command: commands.Command) -> bool:
         """Carry out a slash command; False when the client asked to leave."""
