@@ -1112,24 +1112,49 @@ def test_what_the_file_cannot_take_by_the_stop_waits_in_the_log(
     assert stored(tmp_path / "history.db") == rows(first + rest)
 
 
-#: Schema 1's layout: a row's body was one part (``[ids, kinds, nicks, texts, reasons]``).
-SCHEMA_1 = """
+#: The tables of schemas 1 and 2 (3 kept them).
+OLD_TABLES = """
 CREATE TABLE batches (
     first_ms INTEGER NOT NULL, first_seq INTEGER NOT NULL,
     last_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     count INTEGER NOT NULL, body TEXT NOT NULL, times BLOB NOT NULL
 ) STRICT;
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-CREATE VIEW entries (ms, seq, kind, nick, text, reason) AS
-SELECT json_extract(b.body, '$[0][' || (2 * i.key) || ']'),
-       json_extract(b.body, '$[0][' || (2 * i.key + 1) || ']'),
-       i.value,
-       json_extract(b.body, '$[2][' || i.key || ']'),
-       json_extract(b.body, '$[3][' || i.key || ']'),
-       json_extract(b.body, '$[4][' || i.key || ']')
-FROM batches AS b, json_each(b.body, '$[1]') AS i;
-PRAGMA user_version = 1;
 """
+
+
+def old_schema(part: str, joined: str, version: int) -> str:
+    """Schema 1's or 2's layout: a row's ``part`` (columns ``[ids, kinds, nicks, texts,
+    reasons]``) from the batches ``joined`` with json_each."""
+    return (
+        OLD_TABLES
+        + f"""
+CREATE VIEW entries (ms, seq, kind, nick, text, reason) AS
+SELECT json_extract({part}, '$[0][' || (2 * i.key) || ']'),
+       json_extract({part}, '$[0][' || (2 * i.key + 1) || ']'),
+       i.value,
+       json_extract({part}, '$[2][' || i.key || ']'),
+       json_extract({part}, '$[3][' || i.key || ']'),
+       json_extract({part}, '$[4][' || i.key || ']')
+FROM {joined};
+PRAGMA user_version = {version};
+"""
+    )
+
+
+def old_columns(batch: list[Entry]) -> list[list[Any]]:
+    """``batch`` as a part of schemas 1 and 2."""
+    return [
+        [n for e in batch for n in e.id],
+        [e.kind.value for e in batch],
+        [e.nick for e in batch],
+        [e.text for e in batch],
+        [e.reason for e in batch],
+    ]
+
+
+#: Schema 1: a row's body was one part.
+SCHEMA_1 = old_schema("b.body", "batches AS b, json_each(b.body, '$[1]') AS i", 1)
 
 
 def test_a_file_of_schema_1_is_migrated_with_every_entry(stores: Any, tmp_path: Path) -> None:
@@ -1142,13 +1167,7 @@ def test_a_file_of_schema_1_is_migrated_with_every_entry(stores: Any, tmp_path: 
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.executescript(SCHEMA_1)
         for batch in (old[:10], old[10:]):
-            columns = [
-                [n for e in batch for n in e.id],
-                [e.kind.value for e in batch],
-                [e.nick for e in batch],
-                [e.text for e in batch],
-                [e.reason for e in batch],
-            ]
+            columns = old_columns(batch)
             times = struct.pack(f"<{len(batch)}d", *(e.at for e in batch))
             first, last = batch[0].id, batch[-1].id
             db.execute(
@@ -1160,4 +1179,47 @@ def test_a_file_of_schema_1_is_migrated_with_every_entry(stores: Any, tmp_path: 
     store.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert stored(path) == rows(old)
+
+
+#: Schema 2: a row's body was a list of parts.
+SCHEMA_2 = old_schema(
+    "p.value", "batches AS b, json_each(b.body) AS p, json_each(p.value, '$[1]') AS i", 2
+)
+
+
+def test_a_file_of_schema_2_is_migrated_to_runs_with_every_entry(
+    stores: Any, tmp_path: Path
+) -> None:
+    """Rows whose body is a list of column parts become rows of runs: lines one append made
+    together (one millisecond, time, kind and nickname, consecutive ids) become one run."""
+    at = 1_700_000_000.5
+    together = [
+        Entry(MessageId(1_700_000_000_500, seq), at, Kind.MESSAGE, "bo", f"{seq} é")
+        for seq in range(5)
+    ]
+    apart = [
+        Entry(MessageId(1_700_000_001_000 + i, 0), 1_700_000_001 + i, Kind.JOIN, f"n{i}")
+        for i in range(3)
+    ]
+    old = together + apart
+    path = tmp_path / "history.db"
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(SCHEMA_2)
+        parts = [old_columns(batch) for batch in (old[:3], old[3:])]
+        times = struct.pack(f"<{len(old)}d", *(e.at for e in old))
+        db.execute(
+            "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*old[0].id, *old[-1].id, len(old), json.dumps(parts), times),
+        )
+    store = stores()
+    assert store.after(ORIGIN).entries == old
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        (body,) = db.execute("SELECT body FROM batches").fetchone()
+    assert json.loads(body) == [
+        [list(together[0].id), "message", "bo", "", [e.text for e in together]],
+        *([list(e.id), "join", e.nick, "", [""]] for e in apart),
+    ]
     assert stored(path) == rows(old)

@@ -490,14 +490,13 @@ def test_retention_is_enforced_within_a_minute_of_a_limit_being_passed(
     # written since (rowid order is id order).
     two_days_ago = time.time() - 2 * 86_400
     first = int(two_days_ago * 1000)
-    ids = [number for i in range(10) for number in (first + i, 0)]
-    columns = [ids, ["message"] * 10, ["old"] * 10, [f"old {i}" for i in range(10)], [""] * 10]
+    runs = [[[first + i, 0], "message", "old", "", [f"old {i}"]] for i in range(10)]
     times = struct.pack("<10d", *(two_days_ago + i / 1000 for i in range(10)))
     with contextlib.closing(sqlite3.connect(state / "history.db")) as db, db:
         db.execute(
             "INSERT INTO batches (rowid, first_ms, first_seq, last_ms, last_seq, count, body, "
             "times) VALUES ((SELECT min(rowid) - 1 FROM batches), ?, 0, ?, 0, 10, ?, ?)",
-            (first, first + 9, json.dumps([columns]), times),
+            (first, first + 9, json.dumps(runs), times),
         )
     config = "[history]\nkeep = 1000\nkeep_days = {}\n"
     again = start_daemon("--lang", "en", config=config.format(7), state_dir=state)

@@ -14,9 +14,10 @@ Why it is shaped this way:
   thread make a round's entries durable before sending them, so no client can receive an
   event that a ``kill -9`` then loses: one ``write()`` of the runs not yet secured, in
   ``marshal`` (C, no JSON), to an append-only log beside the file (appendlog.py,
-  ``history.db-log.<n>``), ~0.3 µs an entry under load. Committing them to SQLite there instead cost ~15 µs of fixed cost per round (WAL
-  locks, a page write) and 0.1-0.4 ms of wall time on an idle CPU, which small rooms, with
-  a few messages a round, paid on every message. The store's writer thread commits to
+  ``history.db-log.<n>``), ~0.3 µs an entry under load. Committing them to SQLite there
+  instead cost ~15 µs of fixed cost per round (WAL locks, a page write) and 0.1-0.4 ms of
+  wall time on an idle CPU, which small rooms, with a few messages a round, paid on every
+  message. The store's writer thread commits to
   SQLite what waited ``BATCH_INTERVAL`` (50 ms): under load ~20 commits a second, each a
   few large rows (SQLite runs without the GIL; a commit of many small rows waited for the
   GIL after each, and committing in the delivery thread stalled every client for the
@@ -36,11 +37,10 @@ Why it is shaped this way:
   nothing.
 - **A row per batch, not per entry; JSON once, in the writer.** A commit encodes its runs
   into rows of ``ROW_ENTRIES`` or more: the first and last ids, the count, ``body`` a JSON
-  list of *parts* (columns ``[ids, kinds, nicks, texts, reasons]``, made by C loops and
-  encoded in one C call; ``ids`` flat, ``[ms, seq, ms, seq, …]``) and ``times`` the
-  entries' times as little-endian doubles. (JSON per round in the delivery thread cost ~1
-  µs an entry there; a 50 ms batch at once in the delivery thread cost 15 % of the
-  deliveries at 10 clients.)
+  list of the runs (each ``[[ms, seq], kind, nick, reason, [texts]]``, all encoded in one
+  C call, what a run's entries share once) and ``times`` the entries' times as
+  little-endian doubles. (JSON per round in the delivery thread cost ~1 µs an entry there;
+  a 50 ms batch at once in the delivery thread cost 15 % of the deliveries at 10 clients.)
   A row per entry cost a B-tree insert per entry and a GIL hand-off per row inside
   ``executemany``, then a delete per entry at retention, all of it CPU the room's threads
   needed: history took ~9 µs of server CPU per chat message against ~7 µs for all the
@@ -58,9 +58,9 @@ Why it is shaped this way:
   ``entries`` shows the entries one by one (without their times) to people reading the
   file with ``sqlite3``.
 - **Upgrades keep history.** ``PRAGMA user_version`` says the layout: a file of schema 0
-  (a row per entry) or 1 (a row's body one part) is migrated on open in one transaction;
-  a file of a newer schema than
-  this code knows is set aside like a damaged one (renamed, never deleted).
+  (a row per entry), 1 or 2 (a row's body columns of entries) is migrated on open in one
+  transaction; a file of a newer schema than this code knows is set aside like a damaged
+  one (renamed, never deleted).
 - **Failures never reach the room.** A corrupt or unreadable file is set aside (renamed,
   never deleted) and the store starts empty; a file that cannot be written (full disk,
   read-only directory) leaves appends working in memory (the newest ``keep`` of them), the
@@ -129,8 +129,8 @@ RETRY_INTERVAL: Final = 5.0
 _DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT})
 
 #: The file's layout, in ``PRAGMA user_version``: 0 was one row per entry, 1 a row's body
-#: one part (both migrated on open).
-SCHEMA_VERSION: Final = 2
+#: one part of columns, 2 a list of such parts (all migrated on open); 3 a list of runs.
+SCHEMA_VERSION: Final = 3
 #: Entries per batch when a file of schema 0 is migrated.
 MIGRATE_BATCH: Final = 1000
 _SCHEMA: Final = """
@@ -149,13 +149,13 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STR
 #: the daemon reads the batches itself.
 _VIEW: Final = """
 CREATE VIEW IF NOT EXISTS entries (ms, seq, kind, nick, text, reason) AS
-SELECT json_extract(p.value, '$[0][' || (2 * i.key) || ']'),
-       json_extract(p.value, '$[0][' || (2 * i.key + 1) || ']'),
-       i.value,
-       json_extract(p.value, '$[2][' || i.key || ']'),
-       json_extract(p.value, '$[3][' || i.key || ']'),
-       json_extract(p.value, '$[4][' || i.key || ']')
-FROM batches AS b, json_each(b.body) AS p, json_each(p.value, '$[1]') AS i;
+SELECT json_extract(p.value, '$[0][0]'),
+       json_extract(p.value, '$[0][1]') + t.key,
+       json_extract(p.value, '$[1]'),
+       json_extract(p.value, '$[2]'),
+       t.value,
+       json_extract(p.value, '$[3]')
+FROM batches AS b, json_each(b.body) AS p, json_each(p.value, '$[4]') AS t;
 """
 _INSERT: Final = "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)"
 #: Batches newest first: rowid order is id order (each batch is inserted after all older).
@@ -166,6 +166,7 @@ _MAX_ROWID: Final = 2**63 - 1
 _new: Final = tuple.__new__
 #: A log record's body length, before the body and the times.
 _LENGTH: Final = struct.Struct("<I")
+_TIME: Final = struct.Struct("<d")
 #: What starts a log record of this version (see _records).
 _MARSHALLED: Final = bytes(4)
 #: Runs in a log record at most (a round's are far fewer).
@@ -680,26 +681,24 @@ class History:
         key = nick_key(nick)
         since_ms = 0 if since is None else _ms(since)
 
-        def said_by(kind: Kind, ms: int, nick: str) -> bool:
-            return kind in (Kind.MESSAGE, Kind.ACTION) and ms >= since_ms and nick_key(nick) == key
-
-        def said(entry: Entry) -> bool:
-            return said_by(entry.kind, entry.id.ms, entry.nick)
-
-        def run_said(run: Run) -> bool:  # a run's entries share kind, millisecond and nick
-            return said_by(run.kind, run.first.ms, run.nick)
+        def said(run: Run) -> bool:  # a run's entries share kind, millisecond and nickname
+            return (
+                run.kind in (Kind.MESSAGE, Kind.ACTION)
+                and run.first.ms >= since_ms
+                and nick_key(run.nick) == key
+            )
 
         with self._write_lock:
             self._commit()
             with self._log_lock:
                 with self._lock:
                     memory = self._memory
-                    memory.unsaved = [run for run in memory.unsaved if not run_said(run)]
+                    memory.unsaved = [run for run in memory.unsaved if not said(run)]
                     removed = memory.count
                     memory.count = _size(memory.unsaved)
                     removed -= memory.count
-                    memory.unlogged = [run for run in memory.unlogged if not run_said(run)]
-                    memory.keep_recent(run for run in memory.recent if not run_said(run))
+                    memory.unlogged = [run for run in memory.unlogged if not said(run)]
+                    memory.keep_recent(run for run in memory.recent if not said(run))
                 if self._log.is_open:
                     # Before the file changes: the log must not bring the words back after a
                     # kill -9 (the file's newest id may go back). It keeps what is not
@@ -1176,9 +1175,10 @@ def _rows(runs: list[Run]) -> list[_Row]:
 
 
 def _row(runs: list[Run]) -> _Row:
-    """``runs`` as one row. Its body is a list of one part, the columns made by C loops
-    (``zip``, ``map``, ``chain``), not a Python statement per entry or run, and all of the
-    JSON in one C call.
+    """``runs`` as one row: its body a JSON list of the runs, each ``[[ms, seq], kind,
+    nick, reason, [texts]]``, all encoded in one C call from tuples ``zip`` makes. What a
+    run's entries share is encoded once, not an entry at a time (that was a third of the
+    writer's JSON).
 
     Text with a lone surrogate cannot be stored as UTF-8; the room never hands one over
     (clients' bytes are decoded strictly), but should it, that row is stored with U+FFFD in
@@ -1187,31 +1187,16 @@ def _row(runs: list[Run]) -> _Row:
     firsts, ats, kinds, nicks, texts, reasons = zip(*runs, strict=True)
     counts = [*map(len, texts)]
     count = sum(counts)
-    if count == len(runs):  # a line a run (chat at a conversation's pace): columns as they are
-        ids = [*_flat(firsts)]
-    else:
-        ids = [*_flat(map(_ids, firsts, counts))]
-        kinds, nicks, reasons, ats = (
-            tuple(_flat(map(itertools.repeat, column, counts)))
-            for column in (kinds, nicks, reasons, ats)
-        )
-    body = _encode([(ids, kinds, nicks, [*_flat(texts)], reasons)])
+    body = _encode([*zip(firsts, kinds, nicks, reasons, texts, strict=True)])
     if not body.isascii():
         try:
             body.encode()
         except UnicodeEncodeError:
             return _row([_cleaned(run) for run in runs])
+    if count != len(runs):
+        ats = tuple(_flat(map(itertools.repeat, ats, counts)))
     first, last = runs[0].first, runs[-1].last
     return (first.ms, first.seq, last.ms, last.seq, count, body, struct.pack(f"<{count}d", *ats))
-
-
-def _ids(first: MessageId, count: int) -> Iterable[int]:
-    """A run's ids flat: ``ms, seq, ms, seq + 1, …``."""
-    if count == 1:
-        return first
-    return _flat(
-        zip(itertools.repeat(first.ms, count), range(first.seq, first.seq + count), strict=True)
-    )
 
 
 def _records(runs: list[Run]) -> list[tuple[bytes, MessageId]]:
@@ -1277,9 +1262,13 @@ def _unmarshal(data: bytes) -> list[Entry]:
 
 def _unpack(body: str, times: bytes) -> list[Entry]:
     """A row's entries (the STRICT table guarantees the columns' types); what this code did
-    not write (not JSON, columns that do not match, an unknown kind, a value of the wrong
+    not write (not JSON, parts that do not match, an unknown kind, a value of the wrong
     type) is skipped, never raised. A part that does not decode ends the row: the times of
-    the parts after it cannot be told apart."""
+    the parts after it cannot be told apart.
+
+    A part is a run (schema 3, :func:`_row`) or, in the log records of earlier versions,
+    columns: ``[[ms, seq, ms, seq, …], kinds, nicks, texts, reasons]``.
+    """
     try:
         parts = json.loads(body)
     except (ValueError, RecursionError):
@@ -1290,19 +1279,33 @@ def _unpack(body: str, times: bytes) -> list[Entry]:
     offset = 0
     for part in parts:
         try:
-            flat, kinds, nicks, texts, reasons = part
-            count = len(kinds)
-            if len(flat) != 2 * count or not count == len(nicks) == len(texts) == len(reasons):
-                break
-            ids = zip(flat[0::2], flat[1::2], strict=True)
+            items = _items(part)
+            count = len(items)
             ats = struct.unpack_from(f"<{count}d", times, offset)
         except (ValueError, TypeError, struct.error):
             break
         offset += 8 * count
-        for item in zip(ids, ats, kinds, nicks, texts, reasons, strict=True):
+        for (ms_seq, kind, nick, text, reason), at in zip(items, ats, strict=True):
             with contextlib.suppress(ValueError, TypeError):
-                entries.append(_entry(item))
+                entries.append(_entry((ms_seq, at, kind, nick, text, reason)))
     return entries
+
+
+def _items(part: Any) -> list[tuple[Any, Any, Any, Any, Any]]:
+    """A part's entries but their times, undecoded: ``(ids, kind, nick, text, reason)``.
+    ValueError or TypeError if it is not a part."""
+    if type(part) is not list or len(part) != 5:
+        raise ValueError("not a part")
+    if type(part[1]) is str:  # a run
+        (ms, seq), kind, nick, reason, texts = part
+        if type(texts) is not list or type(seq) is not int:
+            raise ValueError("not a run")
+        return [((ms, seq + at), kind, nick, text, reason) for at, text in enumerate(texts)]
+    flat, kinds, nicks, texts, reasons = part
+    if len(flat) != 2 * len(kinds) or not len(kinds) == len(nicks) == len(texts) == len(reasons):
+        raise ValueError("columns that do not match")
+    ids = zip(flat[0::2], flat[1::2], strict=True)
+    return list(zip(ids, kinds, nicks, texts, reasons, strict=True))
 
 
 def _entry(item: Any) -> Entry:
@@ -1373,8 +1376,8 @@ def _count_mark(db: sqlite3.Connection, excess: int) -> MessageId | None:
             if not keep:
                 return MessageId(last_ms, last_seq)
             batch = db.execute("SELECT body, times FROM batches WHERE rowid = ?", (rowid,))
-            entries = _unpack(*batch.fetchone())
-            return entries[-keep - 1].id if keep < len(entries) else None
+            runs = _runs_of_row(*batch.fetchone())
+            return _id_at(runs, _size(runs) - keep - 1)
     return None
 
 
@@ -1391,8 +1394,8 @@ def _age_mark(db: sqlite3.Connection, cutoff: int) -> MessageId | None:
             continue
         if first_ms < cutoff:
             batch = db.execute("SELECT body, times FROM batches WHERE rowid = ?", (rowid,))
-            before = [entry.id for entry in _unpack(*batch.fetchone()) if entry.id.ms < cutoff]
-            mark = max(before, default=mark)
+            runs = _runs_of_row(*batch.fetchone())
+            mark = max((run.last for run in runs if run.first.ms < cutoff), default=mark)
         break
     return mark
 
@@ -1411,50 +1414,123 @@ def _split(db: sqlite3.Connection, mark: MessageId) -> tuple[int, int]:
     rowid, first_ms, first_seq, count, body, times = row
     if MessageId(first_ms, first_seq) > mark:
         return 0, rowid - 1
-    kept = [entry for entry in _unpack(body, times) if entry.id > mark]
+    kept = _after_mark(_runs_of_row(body, times), mark)
     return int(count) - _rewrite(db, rowid, kept), rowid - 1
 
 
-def _purge(db: sqlite3.Connection, said: Callable[[Entry], bool], since_ms: int) -> tuple[int, int]:
-    """Rewrite the batches holding entries ``said`` selects without them: how many entries
-    were removed, and by how much the batches' counts went down."""
+def _purge(db: sqlite3.Connection, said: Callable[[Run], bool], since_ms: int) -> tuple[int, int]:
+    """Rewrite the batches holding runs ``said`` selects without them: how many entries were
+    removed, and by how much the batches' counts went down."""
     removed = shrunk = 0
     batches = db.execute(
         "SELECT rowid, count, body, times FROM batches WHERE last_ms >= ?", (since_ms,)
     ).fetchall()
     for rowid, count, body, times in batches:
-        entries = _unpack(body, times)
-        kept = [entry for entry in entries if not said(entry)]
-        if len(kept) < len(entries):
-            removed += len(entries) - len(kept)
+        runs = _runs_of_row(body, times)
+        kept = [run for run in runs if not said(run)]
+        if len(kept) < len(runs):
+            removed += _size(runs) - _size(kept)
             shrunk += count - _rewrite(db, rowid, kept)
     return removed, shrunk
 
 
-def _rewrite(db: sqlite3.Connection, rowid: int, entries: list[Entry]) -> int:
-    """Batch ``rowid`` to hold ``entries`` (deleted when none are left); their count."""
-    if entries:
+def _rewrite(db: sqlite3.Connection, rowid: int, runs: list[Run]) -> int:
+    """Batch ``rowid`` to hold ``runs`` (deleted when none are left); their entries."""
+    if runs:
         db.execute(
             "UPDATE batches SET first_ms = ?, first_seq = ?, last_ms = ?, last_seq = ?, "
             "count = ?, body = ?, times = ? WHERE rowid = ?",
-            (*_row([Run.of(entry) for entry in entries]), rowid),
+            (*_row(runs), rowid),
         )
     else:
         db.execute("DELETE FROM batches WHERE rowid = ?", (rowid,))
-    return len(entries)
+    return _size(runs)
+
+
+def _runs_of_row(body: str, times: bytes) -> list[Run]:
+    """A row's runs: a run at a time when the row is what _row writes (a sweep reads one
+    each time), else entry by entry, skipping what is not one (see _unpack)."""
+    runs: list[Run] = []
+    offset = 0
+    try:
+        for (ms, seq), kind, nick, reason, texts in json.loads(body):
+            count = len(texts)
+            (at,) = _TIME.unpack_from(times, offset)
+            if not (
+                type(ms) is type(seq) is int
+                and 0 <= ms <= _MAX_ROWID
+                and 0 <= seq <= _MAX_ROWID - count
+                and type(nick) is type(reason) is str
+                and type(texts) is list
+                and count
+                and all(type(text) is str for text in texts)
+                and math.isfinite(at)
+                and times[offset : offset + 8 * count] == times[offset : offset + 8] * count
+            ):
+                raise ValueError("not a run")
+            runs.append(Run(MessageId(ms, seq), at, Kind(kind), nick, tuple(texts), reason))
+            offset += 8 * count
+    except (ValueError, TypeError, LookupError, RecursionError, struct.error):
+        return _grouped(_unpack(body, times))
+    return runs
+
+
+def _grouped(entries: list[Entry]) -> list[Run]:
+    """``entries`` as the fewest runs: neighbours that one append could have made."""
+    groups: list[list[Entry]] = []
+    for entry in entries:
+        if groups:
+            group = groups[-1]
+            head = group[0]
+            if entry.id == (head.id.ms, head.id.seq + len(group)) and (
+                entry.at,
+                entry.kind,
+                entry.nick,
+                entry.reason,
+            ) == (head.at, head.kind, head.nick, head.reason):
+                group.append(entry)
+                continue
+        groups.append([entry])
+    return [
+        Run(
+            group[0].id,
+            group[0].at,
+            group[0].kind,
+            group[0].nick,
+            tuple(e.text for e in group),
+            group[0].reason,
+        )
+        for group in groups
+    ]
+
+
+def _id_at(runs: list[Run], index: int) -> MessageId | None:
+    """The id of entry ``index`` (from 0) of ``runs``; None if there is none."""
+    if index < 0:
+        return None
+    for run in runs:
+        if index < len(run.texts):
+            return MessageId(run.first.ms, run.first.seq + index)
+        index -= len(run.texts)
+    return None
 
 
 def _migrate(db: sqlite3.Connection, version: int) -> None:
     """An older layout to this one, in one transaction: an upgrade keeps the history.
 
     Schema 0 (a row per entry in a table ``entries``) becomes rows of MIGRATE_BATCH (a row
-    of an unknown kind is left behind); in schema 1 a row's body was one part, not a list.
+    of an unknown kind is left behind); in schemas 1 and 2 a row's body was columns (one
+    part, or a list of parts), rewritten as runs.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        if version == 1:
+        if version in (1, 2):
             db.execute("DROP VIEW IF EXISTS entries")
-            db.execute("UPDATE batches SET body = '[' || body || ']'")
+            if version == 1:
+                db.execute("UPDATE batches SET body = '[' || body || ']'")
+            batches = db.execute("SELECT rowid, body, times FROM batches").fetchall()
+            for rowid, body, times in batches:
+                _rewrite(db, rowid, _grouped(_unpack(body, times)))
         elif db.execute(
             "SELECT 1 FROM sqlite_schema WHERE name = 'entries' AND type = 'table'"
         ).fetchone():
@@ -1467,7 +1543,7 @@ def _migrate(db: sqlite3.Connection, version: int) -> None:
                     with contextlib.suppress(ValueError, TypeError):
                         entries.append(_entry([[ms, seq], *rest]))
                 if entries:
-                    db.execute(_INSERT, _row([Run.of(entry) for entry in entries]))
+                    db.execute(_INSERT, _row(_grouped(entries)))
             rows.close()
             db.execute("DROP TABLE entries")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
