@@ -28,6 +28,7 @@ from lanchatd.core.paths import HISTORY_FILE_NAME
 from lanchatd.core.tags import ORIGIN, MessageId
 from lanchatd.daemon.appendlog import AppendLog
 from lanchatd.daemon.history import (
+    PAGE_SIZE,
     SCHEMA_VERSION,
     SWEEP_CHUNK,
     Entry,
@@ -393,6 +394,27 @@ def test_the_file_is_not_readable_by_others(stores: Any, tmp_path: Path) -> None
         assert path.stat().st_mode & 0o137 == 0, path
 
 
+def test_a_new_file_has_large_pages_and_an_existing_one_keeps_its_own(
+    stores: Any, tmp_path: Path
+) -> None:
+    store = stores()
+    store.commit_through(say(store, 1)[0].id)
+    store.close()
+    older = tmp_path / "older" / "history.db"
+    older.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(older)) as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("VACUUM")
+    store = stores(path=older)
+    store.commit_through(say(store, 1)[0].id)
+    store.close()
+    sizes = []
+    for path in (tmp_path / "history.db", older):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            sizes.append(db.execute("PRAGMA page_size").fetchone()[0])
+    assert sizes == [PAGE_SIZE, 4096]
+
+
 def test_a_corrupt_file_is_set_aside_and_the_store_starts_empty(
     stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]]
 ) -> None:
@@ -421,7 +443,8 @@ def test_a_damaged_page_is_noticed_too(stores: Any, tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(path.read_bytes())
-    data[8192:12288] = b"\xff" * 4096  # the third page
+    assert len(data) >= 3 * PAGE_SIZE
+    data[2 * PAGE_SIZE : 3 * PAGE_SIZE] = b"\xff" * PAGE_SIZE  # the third page
     path.write_bytes(bytes(data))
     assert stores().last(10) == []
     (aside,) = tmp_path.glob("history.db.corrupt-[0-9]*[0-9]")

@@ -111,6 +111,11 @@ LOG_MAX_BYTES: Final = 64 << 20
 #: few (SQLite inserts them without the GIL, taking it back between rows), and a resume
 #: from an old id decodes at most a row more than it wants (~2 ms).
 ROW_ENTRIES: Final = 2048
+#: SQLite's page size for a new file. A row (2048 entries or more, ~100 KiB) is a chain of
+#: overflow pages: with 32 KiB pages the writer's commits, checkpoints and retention cost
+#: ~25 % less CPU than with the default 4 KiB (0.42 against 0.56 µs an entry at 80,000
+#: entries a second, in process).
+PAGE_SIZE: Final = 32768
 #: How often the writer thread copies the WAL into the database file (seconds).
 CHECKPOINT_INTERVAL: Final = 0.5
 #: WAL frames (pages) beyond which a checkpoint is completed under the write lock, so the
@@ -765,6 +770,8 @@ class History:
             _tighten(self.path.with_name(self.path.name + suffix))
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
+            if fresh:  # before the first write; an existing file keeps its own
+                db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoints are the writer thread's (_checkpoint), never a round's commit.
