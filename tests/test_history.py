@@ -1246,3 +1246,18 @@ def test_a_file_of_schema_2_is_migrated_to_runs_with_every_entry(
         *([list(e.id), "join", e.nick, "", [""]] for e in apart),
     ]
     assert stored(path) == rows(old)
+
+
+def test_a_recorded_id_beyond_sqlite_integers_is_not_kept(stores: Any, tmp_path: Path) -> None:
+    """A cluster's stream may hold ids SQLite cannot store (Redis allows 64 bits unsigned):
+    such an entry is refused, never left in memory to make every later commit raise."""
+    store = stores(batch_interval=NEVER)
+    said = say(store, 1)
+    for ms, seq in ((2**63, 0), (said[0].id.ms, 2**63)):
+        beyond = Entry(MessageId(ms, seq), said[0].at, Kind.MESSAGE, "eve", "psst")
+        assert store.record(beyond) is None
+    newer = Entry(MessageId(said[0].id.ms + 1, 0), said[0].at, Kind.MESSAGE, "bob", "hi")
+    assert store.record(newer) == newer.id
+    assert store.commit_through(newer.id)
+    store.close()
+    assert stored(tmp_path / "history.db") == rows([*said, newer])

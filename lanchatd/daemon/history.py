@@ -428,8 +428,11 @@ class History:
     def record(self, entry: Entry) -> MessageId | None:
         """Keep an entry whose id was assigned elsewhere (a cluster's stream, in its order).
 
-        An id not above the last one is not kept (None): ids only grow.
+        An id not above the last one is not kept (None): ids only grow. Nor is one SQLite
+        cannot store (a stream's ids go to 2**64 - 1): every later commit would raise.
         """
+        if max(entry.id) > _MAX_ROWID:
+            return None
         with self._lock:
             if entry.id <= self._memory.last:
                 return None
