@@ -1115,6 +1115,33 @@ def test_a_replayed_id_beyond_sqlite_integers_is_skipped(stores: Any, tmp_path: 
     ]
 
 
+def test_hostile_records_in_the_log_are_skipped_without_allocating_what_they_claim(
+    stores: Any, tmp_path: Path
+) -> None:
+    """A record with a valid checksum whose sizes claim billions of runs and texts (a
+    ``marshal`` payload like it made the reader allocate ~16 GB): skipped, the record after
+    it read."""
+    store = stores(batch_interval=NEVER)
+    said = say(store, 1)
+    store.close()
+    log = AppendLog(tmp_path / "history.db-log")
+    log.open()
+    huge = struct.pack("<II", 2**31 - 1, 2**32 - 1)
+    as_marshal = b"(" + struct.pack("<i", 2**31 - 1)  # a tuple of 2**31 - 1 items
+    for payload in (huge, huge + bytes(64), b"\x01", as_marshal):
+        log.append(bytes(4) + payload, said[0].id)
+    other = stores(path=tmp_path / "other" / HISTORY_FILE_NAME, batch_interval=NEVER)
+    later = other.append(Kind.MESSAGE, "bob", "after them")
+    assert other.secure_through(later.id)
+    (segment,) = (tmp_path / "other").glob("history.db-log.*")
+    log.append(segment.read_bytes()[8:], later.id)  # past its length and checksum
+    log.close()
+    started = time.monotonic()
+    again = stores()
+    assert time.monotonic() - started < WAIT
+    assert again.after(ORIGIN).entries == [*said, later]
+
+
 def test_what_the_file_cannot_take_by_the_stop_waits_in_the_log(
     stores: Any, tmp_path: Path, logs: list[MutableMapping[str, Any]], immutable: Any
 ) -> None:
