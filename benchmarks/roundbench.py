@@ -1,8 +1,10 @@
-"""How long one delivery round takes: the daemon's ``Outbox.flush`` over N clients.
+"""How long one delivery round takes through ``Outbox.flush`` over N clients.
 
 Run ``python -m benchmarks.roundbench`` (``--help`` for the sizes). At N = 1000 in latency
 mode each round carries one line, so the round's length is how much later the last client
-gets it than the first: chatbench's p99 at N = 1000 is mostly this. Real loopback TCP
+gets it than the first: chatbench's p99 at N = 1000 is mostly this. (In the daemon a client
+owed nothing but the newest segment is sent it by ``Delivery._fan_out``, a bare send in a
+loop; ``Outbox.flush`` is the path of every other client.) Real loopback TCP
 connections (TCP_NODELAY, as the daemon sets), read by a separate process with epoll as the
 benchmark's generator reads them; the same round with a bare ``send`` per socket (what the
 tutorial's server does) separates Python's share from the kernel's. Prints one JSON object.

@@ -31,7 +31,7 @@ def _open_fds() -> set[str]:
 class Harness:
     """A started ``Delivery`` and the far ends of the clients attached to it."""
 
-    def __init__(self, send_buffer_bytes: int = 65536) -> None:
+    def __init__(self, send_buffer_bytes: int = 65536, *, start: bool = True) -> None:
         self.lock = threading.Lock()
         self.slow: list[Peer] = []
         self.slow_seen = threading.Event()
@@ -39,7 +39,8 @@ class Harness:
         self.delivery = Delivery(
             self.lock, send_buffer_bytes, on_slow=self._on_slow, on_error=self._on_error
         )
-        self.delivery.start()
+        if start:
+            self.delivery.start()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.far_ends: list[socket.socket] = []
         self.attached: list[Peer] = []
@@ -150,11 +151,70 @@ def test_a_batch_reaches_each_framing_as_its_lines_would_one_by_one(harness: Har
         delivery.broadcast_many_locked("bob: ", ["hi", "\x1b[2J caf\u00e9"])
         delivery.unicast_locked(alice, "welcome")
         delivery.broadcast_many_locked("alice: ", ["yo"])
+    delivery.deliver_now()
     expected_alice = b"bob: hi\nbob: ^[[2J caf\xc3\xa9\nwelcome\nalice: yo\n"
     assert receive(alice_far, len(expected_alice)) == expected_alice
     expected_bob = b"bob: hibob: ^[[2J cafealice: yo"
     assert receive(bob_far, len(expected_bob)) == expected_bob
     assert delivery.lines_out == 3 * 2 + 1
+
+
+def test_a_batch_is_sent_by_the_thread_that_queued_it() -> None:
+    """``deliver_now`` runs the round itself: here no delivery thread runs yet."""
+    harness = Harness(start=False)
+    try:
+        _, far = harness.attach(Framing.LINE)
+        with harness.lock:
+            harness.delivery.broadcast_many_locked("bob: ", ["hi", "there"])
+        harness.delivery.deliver_now()
+        expected = b"bob: hi\nbob: there\n"
+        assert receive(far, len(expected)) == expected
+    finally:
+        harness.delivery.start()
+        harness.stop()
+
+
+def test_a_batch_queued_during_another_threads_round_is_sent_by_the_delivery_thread(
+    harness: Harness,
+) -> None:
+    delivery = harness.delivery
+    _, far = harness.attach(Framing.LINE)
+    with harness.lock:
+        delivery.broadcast_locked("first")
+    assert receive(far, 6) == b"first\n"  # the delivery thread is idle again
+    with delivery._round_lock:  # a round under way in another thread, sealed before this
+        with harness.lock:
+            delivery.broadcast_many_locked("bob: ", ["late"])
+        delivery.deliver_now()
+    expected = b"bob: late\n"
+    assert receive(far, len(expected)) == expected
+
+
+def test_batches_from_many_threads_at_once_reach_everyone_in_one_order(harness: Harness) -> None:
+    """Threads queueing and sending at once: a round another thread runs hands the batch to
+    the next round, so each client gets every line, all in the same order."""
+    senders, batches = 8, 200
+    fars = [harness.attach(Framing.LINE)[1] for _ in range(3)]
+    delivery, lock = harness.delivery, harness.lock
+
+    def send(sender: int) -> None:
+        for batch in range(batches):
+            with lock:
+                delivery.broadcast_many_locked(f"{sender}: ", [f"{batch:03}a", f"{batch:03}b"])
+            delivery.deliver_now()
+
+    threads = [threading.Thread(target=send, args=(sender,)) for sender in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    size = sum(len(f"{sender}: 000a\n") * 2 * batches for sender in range(senders))
+    received = [receive(far, size).decode().splitlines() for far in fars]
+    assert received[0] == received[1] == received[2]
+    for sender in range(senders):
+        mine = [line for line in received[0] if line.startswith(f"{sender}: ")]
+        expected = [f"{sender}: {batch:03}{half}" for batch in range(batches) for half in "ab"]
+        assert mine == expected
 
 
 def test_a_client_that_does_not_read_is_dropped_and_was_sent_what_the_kernel_took() -> None:

@@ -461,10 +461,10 @@ class History:
     def secure_through(self, last: MessageId) -> bool:
         """Make every entry up to ``last`` survive ``kill -9`` now, in the caller's thread.
 
-        The delivery thread calls it before sending a round, so what a client receives is
-        kept: the runs appended since the last round are written to the log in one
-        ``write()``. Without a usable log, they are committed to the file. False when
-        neither could be written (the entries stay in memory, counted and logged).
+        A delivery round calls it before sending, so what a client receives is kept: the
+        runs appended since the last round are written to the log in one ``write()``.
+        Without a usable log, they are committed to the file. False when neither could be
+        written (the entries stay in memory, counted and logged).
         """
         memory = self._memory
         if last <= memory.committed_through or last <= self._logged_through:

@@ -1,6 +1,6 @@
 """What every client is owed and how far each got: the journal and the outboxes, no threads.
 
-The delivery thread (delivery.py) drives these; they hold its state and its one algorithm,
+The delivery rounds (delivery.py) drive these; they hold their state and the one algorithm,
 apart from sockets, selectors and clocks, so they are tested in process byte by byte.
 
 The plan:
@@ -8,7 +8,7 @@ The plan:
 - Every broadcast is encoded once per framing and appended to that framing's ``Journal``.
   Positions are absolute byte offsets since the daemon started, so a client's progress is
   one integer (its *cursor*) and no per-client copy of a broadcast is ever made.
-- Appends happen under the room lock; the delivery thread *seals* what was appended into one
+- Appends happen under the room lock; each delivery round *seals* what was appended into one
   immutable segment per round. Readers only ever look at sealed segments, so nothing they
   read changes under them, and a round's many small lines leave in one ``send`` each.
 - A line for one client only (a *unicast*: welcome, ``/who``, ``/msg``, a kick reason) is
@@ -94,7 +94,7 @@ class Journal:
 
 
 class Outbox:
-    """One client's place in its journal and the lines for it alone; the delivery thread's."""
+    """One client's place in its journal and the lines for it alone; the delivery rounds'."""
 
     __slots__ = (
         "blocked",
@@ -120,7 +120,7 @@ class Outbox:
         self.unicast_bytes = 0
         #: Encrypted bytes (TLS only) that the socket did not take yet.
         self.cipher = memoryview(b"")
-        #: Set by the delivery thread while it waits for the socket to become writable.
+        #: Set by a round while the delivery thread waits for the socket to become writable.
         self.blocked = False
         #: Set when the client leaves: deliver up to here, until ``deadline``.
         self.final_pos: int | None = None
@@ -141,19 +141,6 @@ class Outbox:
 
         ``flags`` go to every ``send``: the daemon's never block and never raise SIGPIPE.
         """
-        if self.tls is None and not self.unicast and self.final_pos is None:
-            segments = self.journal.segments
-            if segments:
-                start, segment = segments[-1]
-                if start == self.cursor:
-                    # The usual round (a client that took everything before is owed the
-                    # newest segment whole): one send of the shared bytes, no slicing.
-                    try:
-                        sent = self.send(segment, flags)
-                    except BlockingIOError:
-                        return False
-                    self.cursor = start + sent
-                    return sent == len(segment)
         send = self.send if self.tls is None else self._encrypting_send
         journal = self.journal
         end = journal.sealed_end if self.final_pos is None else self.final_pos

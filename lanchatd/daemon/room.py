@@ -151,7 +151,8 @@ class Room:
         return None
 
     def say(self, peer: Peer, texts: list[str]) -> None:
-        """Broadcast chat lines from ``peer``, then log them (outside the lock)."""
+        """Broadcast chat lines from ``peer``, then log them (outside the lock); the caller's
+        thread sends them if no round is under way."""
         if all(map(str.isascii, texts)):  # a character a byte: no encoding to count them
             sizes = list(map(len, texts))
         else:
@@ -166,6 +167,7 @@ class Room:
             if self.watchers:
                 for text in texts:
                     self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
+        self.delivery.deliver_now()
         logs.messages(peer.log, texts, sizes, log_text)
 
     def _say_locked(self, peer: Peer, texts: list[str]) -> None:
