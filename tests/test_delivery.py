@@ -190,6 +190,27 @@ def test_a_batch_queued_during_another_threads_round_is_sent_by_the_delivery_thr
     assert receive(far, len(expected)) == expected
 
 
+def test_a_segment_sealed_without_its_fan_out_still_reaches_the_ready_clients(
+    harness: Harness,
+) -> None:
+    """As after a round that failed between sealing and sending: the next round sends each
+    ready client everything from its cursor, not only the newest segment."""
+    delivery = harness.delivery
+    _, far = harness.attach(Framing.LINE)
+    with harness.lock:
+        delivery.broadcast_locked("first")
+    assert receive(far, 6) == b"first\n"  # ready now, and the delivery thread idle
+    with delivery._round_lock, harness.lock:
+        journal = delivery.journals[Framing.LINE, False]
+        journal.append(b"sealed, never sent\n")
+        journal.seal()
+    with harness.lock:
+        delivery.broadcast_many_locked("bob: ", ["next"])
+    delivery.deliver_now()
+    expected = b"sealed, never sent\nbob: next\n"
+    assert receive(far, len(expected)) == expected
+
+
 def test_batches_from_many_threads_at_once_reach_everyone_in_one_order(harness: Harness) -> None:
     """Threads queueing and sending at once: a round another thread runs hands the batch to
     the next round, so each client gets every line, all in the same order."""

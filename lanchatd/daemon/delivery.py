@@ -95,6 +95,7 @@ class Delivery:
         #: Held by whichever thread runs a round: the state below is the round's.
         self._round_lock = threading.Lock()
         self._closed = False
+        self._broken = False
         #: Lines were queued without a wake-up and no round has sealed them yet (room lock).
         self._unsent = False
         #: When the room counts as quiet again: ``QUIET`` after the last round ended.
@@ -107,6 +108,9 @@ class Delivery:
         #: ``_fan_out`` sends it without asking more. *Busy*: every other.
         self._outboxes: dict[Peer, Outbox] = {}
         self._ready: dict[Journal, dict[Peer, Outbox]] = {j: {} for j in self.journals.values()}
+        #: Where each journal's ready clients stand (their cursors): a segment sealed by a
+        #: round that failed before its fan-out makes the next fan-out send from each cursor.
+        self._ready_at: dict[Journal, int] = {j: 0 for j in self.journals.values()}
         #: The ready clients' sockets, in the same order: all the fan-out loop touches.
         self._socks: dict[Journal, dict[Peer, socket.socket]] = {
             j: {} for j in self.journals.values()
@@ -126,7 +130,9 @@ class Delivery:
         self._thread.start()
 
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        """False once the delivery thread ended or a round another thread ran failed: the
+        daemon's health check (and so systemd's watchdog) sees either."""
+        return self._thread.is_alive() and not self._broken
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -238,6 +244,9 @@ class Delivery:
             try:
                 if not self._closed:
                     self._round((), woken=False)
+            except BaseException:
+                self._broken = True  # a bug, as if the delivery thread had died of it
+                raise
             finally:
                 self._round_lock.release()
             return
@@ -249,8 +258,9 @@ class Delivery:
         """Seal what was queued and send every client what it is owed; the round lock is
         held. True once stopping and every client is gone.
 
-        Only the delivery thread (``woken``) takes the wake-up: after any round another
-        thread ran, it still wakes, and so sees new deadlines and the end of a stop.
+        Only the delivery thread (``woken``) takes the wake-up: one pending while another
+        thread runs a round is left for it, so it sees new deadlines and the end of a stop
+        (a detach or a stop always wakes it; a reader's round of chat lines does not).
         """
         with self.lock:
             if woken and self._signalled:
@@ -355,9 +365,13 @@ class Delivery:
         next, meets the short send or the error again and acts on it.
         """
         ready = self._ready[journal]
+        start, segment = journal.segments[-1]
+        if start != self._ready_at[journal]:
+            for peer, outbox in list(ready.items()):
+                self._make_busy(peer, outbox)
+        self._ready_at[journal] = journal.sealed_end
         if not ready:
             return
-        start, segment = journal.segments[-1]
         size = len(segment)
         short: list[tuple[int, int]] = []
         for index, sock in enumerate(self._socks[journal].values()):

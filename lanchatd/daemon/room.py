@@ -157,17 +157,21 @@ class Room:
             sizes = list(map(len, texts))
         else:
             sizes = [len(text.encode()) for text in texts]
-        with self.lock:
-            if peer.left:
-                return
-            self._say_locked(peer, texts)
-            self.stats.messages += len(texts)
-            self.stats.bytes_in += sum(sizes)
-            log_text = self.settings.log_message_text
-            if self.watchers:
-                for text in texts:
-                    self._emit_locked("message", nick=peer.nick, text=text if log_text else None)
-        self.delivery.deliver_now()
+        try:
+            with self.lock:
+                if peer.left:
+                    return
+                self._say_locked(peer, texts)
+                self.stats.messages += len(texts)
+                self.stats.bytes_in += sum(sizes)
+                log_text = self.settings.log_message_text
+                if self.watchers:
+                    for text in texts:
+                        self._emit_locked(
+                            "message", nick=peer.nick, text=text if log_text else None
+                        )
+        finally:  # whatever went wrong after the lines were queued, they are sent
+            self.delivery.deliver_now()
         logs.messages(peer.log, texts, sizes, log_text)
 
     def _say_locked(self, peer: Peer, texts: list[str]) -> None:
