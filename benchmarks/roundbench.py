@@ -1,13 +1,15 @@
-"""How long one delivery round takes through ``Outbox.flush`` over N clients.
+"""How long one delivery round takes over N clients, three ways.
 
 Run ``python -m benchmarks.roundbench`` (``--help`` for the sizes). At N = 1000 in latency
 mode each round carries one line, so the round's length is how much later the last client
-gets it than the first: chatbench's p99 at N = 1000 is mostly this. (In the daemon a client
-owed nothing but the newest segment is sent it by ``Delivery._fan_out``, a bare send in a
-loop; ``Outbox.flush`` is the path of every other client.) Real loopback TCP
-connections (TCP_NODELAY, as the daemon sets), read by a separate process with epoll as the
-benchmark's generator reads them; the same round with a bare ``send`` per socket (what the
-tutorial's server does) separates Python's share from the kernel's. Prints one JSON object.
+gets it than the first: chatbench's p99 at N = 1000 is mostly this. The three rounds:
+``Outbox.flush`` per client (the daemon's path for clients owed more than the newest
+segment), a bare ``send`` per socket from one thread (what the tutorial's server does; it
+separates Python's share from the kernel's), and ``FanOut.send`` (how the daemon sends the
+newest segment to everyone else: in a large room the calling thread and a helper take the
+sockets from one iterator). Real loopback TCP connections (TCP_NODELAY, as the daemon sets),
+read by a separate process with epoll as the benchmark's generator reads them. Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from multiprocessing.synchronize import Event
 
 from lanchatd.core.framing import Framing
+from lanchatd.daemon.fanout import FanOut
 from lanchatd.daemon.journal import Journal, Outbox
 
 FLAGS = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
@@ -70,7 +73,8 @@ def _summary(seconds: list[float], clients: int) -> dict[str, float]:
 
 
 def measure(clients: int, rounds: int) -> dict[str, object]:
-    """Alternate a round of ``Outbox.flush`` and a round of bare sends, ``rounds`` each."""
+    """Take turns: a round of ``Outbox.flush``, of bare sends and of ``FanOut.send``,
+    ``rounds`` each."""
     listener = socket.create_server(("127.0.0.1", 0), backlog=clients)
     ready = multiprocessing.Event()
     reader = multiprocessing.Process(
@@ -78,6 +82,8 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
     )
     reader.start()
     conns = []
+    fan_out = FanOut()
+    fan_out.start()
     try:
         for _ in range(clients):
             conn, _ = listener.accept()
@@ -90,6 +96,7 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
         sends: list[Callable[[bytes, int], int]] = [conn.send for conn in conns]
         flushed: list[float] = []
         bare: list[float] = []
+        fanned: list[float] = []
         for _ in range(rounds):
             journal.append(LINE)
             journal.seal()
@@ -104,7 +111,12 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
                 send(LINE, FLAGS)
             bare.append(time.perf_counter() - start)
             time.sleep(PAUSE)
+            start = time.perf_counter()
+            fan_out.send(conns, clients, LINE, FLAGS)
+            fanned.append(time.perf_counter() - start)
+            time.sleep(PAUSE)
     finally:
+        fan_out.close()
         for conn in conns:
             conn.close()
         listener.close()
@@ -116,6 +128,7 @@ def measure(clients: int, rounds: int) -> dict[str, object]:
         "rounds": rounds,
         "outbox_flush": _summary(flushed, clients),
         "bare_send": _summary(bare, clients),
+        "fan_out": _summary(fanned, clients),
     }
 
 

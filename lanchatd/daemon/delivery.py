@@ -35,6 +35,7 @@ from typing import Final
 
 from lanchatd.core.framing import Framing
 from lanchatd.core.tags import MessageId, event_tags, format_tags
+from lanchatd.daemon.fanout import FanOut
 from lanchatd.daemon.history import Entry, History, Run
 from lanchatd.daemon.journal import Journal, Outbox, Wire
 from lanchatd.daemon.peer import Peer
@@ -116,6 +117,8 @@ class Delivery:
             j: {} for j in self.journals.values()
         }
         self._busy: set[Peer] = set()
+        #: Sends a fan-out's segment; in a large room with a helper thread (fanout.py).
+        self._sender = FanOut()
         #: Detached peers still being flushed (each with a deadline in its outbox).
         self._closing: set[Peer] = set()
         self._selector = selectors.DefaultSelector()
@@ -127,12 +130,13 @@ class Delivery:
         self.bytes_out = 0
 
     def start(self) -> None:
+        self._sender.start()
         self._thread.start()
 
     def is_alive(self) -> bool:
-        """False once the delivery thread ended or a round another thread ran failed: the
-        daemon's health check (and so systemd's watchdog) sees either."""
-        return self._thread.is_alive() and not self._broken
+        """False once the delivery thread or the fan-out helper ended or a round another
+        thread ran failed: the daemon's health check (and so systemd's watchdog) sees each."""
+        return self._thread.is_alive() and self._sender.is_alive() and not self._broken
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -307,6 +311,7 @@ class Delivery:
         descriptor number the kernel may have handed to someone else by then.
         """
         with self._round_lock, self.lock:
+            self._sender.close()
             self._closed = True
             self._signalled = True
             os.close(self._wakeup)
@@ -360,9 +365,10 @@ class Delivery:
         """Send ``journal``'s new segment to its ready clients: the usual round.
 
         At 1000 clients in a room a round is 1000 ``send``s, and the last client waits for
-        all of them, so the loop does nothing else; the cursors move after the last send. A
-        client the socket did not take it all from becomes busy, and ``_flush``, which runs
-        next, meets the short send or the error again and acts on it.
+        all of them, so the sends (FanOut: in a large room two threads) do nothing else; the
+        cursors move after the last send. A client the socket did not take it all from
+        becomes busy, and ``_flush``, which runs next, meets the short send or the error
+        again and acts on it.
         """
         ready = self._ready[journal]
         start, segment = journal.segments[-1]
@@ -373,14 +379,7 @@ class Delivery:
         if not ready:
             return
         size = len(segment)
-        short: list[tuple[int, int]] = []
-        for index, sock in enumerate(self._socks[journal].values()):
-            try:
-                sent = sock.send(segment, _SEND_FLAGS)
-            except OSError:  # BlockingIOError too: _flush tells them apart
-                sent = 0
-            if sent != size:
-                short.append((index, sent))
+        short = self._sender.send(self._socks[journal].values(), len(ready), segment, _SEND_FLAGS)
         end = journal.sealed_end
         for outbox in ready.values():
             outbox.cursor = end
