@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, ValuesView
 from typing import Final
 
 #: A round for fewer clients than this is sent by the calling thread alone: waking the helper
@@ -44,7 +44,8 @@ class FanOut:
     """The calling thread plus, on a machine with more than one CPU, one helper thread."""
 
     def __init__(self) -> None:
-        #: Released (only by ``send`` and ``close``) to wake the helper; only it acquires.
+        #: Locked from the start; released (only by ``send`` and ``close``, which the caller
+        #: serialises) to wake the helper, which alone acquires it.
         self._go = threading.Lock()
         self._go.acquire()
         #: Held by the helper while it sends: the caller takes it to know the helper is done
@@ -73,24 +74,36 @@ class FanOut:
             self._wake()
 
     def send(
-        self, socks: Iterable[socket.socket], count: int, data: bytes, flags: int
+        self,
+        socks: list[socket.socket] | ValuesView[socket.socket],
+        count: int,
+        data: bytes,
+        flags: int,
     ) -> list[tuple[int, int]]:
         """Send ``data`` to each of the ``count`` sockets in ``socks``; return (index, bytes
-        sent) for each that did not take all of it, 0 if its send failed."""
+        sent) for each that did not take all of it, 0 if its send failed.
+
+        Both threads draw from one iterator over ``socks``: a list or a dict's values, whose
+        iterators hand out each item once under the GIL. Calls must not overlap (the round
+        lock), nor overlap ``close``.
+        """
         short: list[tuple[int, int]] = []
         job: _Job = (enumerate(socks), data, flags, short)
         thread = self._thread
         helped = count >= HELP_FROM and thread is not None and thread.is_alive()
-        if helped:
-            self._job = job
-            self._wake()
-        _send_all(job)
-        if helped:
+        if not helped:
+            _send_all(job)
+            return short
+        self._job = job
+        self._wake()
+        try:
+            _send_all(job)
+        finally:  # the helper is done, or never starts this job: nothing sends after return
             with self._claim:
                 self._job = None
                 error, self._error = self._error, None
-            if error is not None:
-                raise error
+        if error is not None:
+            raise error
         return short
 
     def _wake(self) -> None:
